@@ -1,0 +1,59 @@
+"""Choosing hosts for a request: pure, so the rule is tested without a database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Constraints:
+    pool: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    min_cpus: int = 0
+    min_memory_mb: int = 0
+    min_disks: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    name: str
+    pool: str
+    labels: Mapping[str, str]
+    hardware: Mapping[str, Any]
+
+
+def data_disk_count(hardware: Mapping[str, Any]) -> int:
+    return len(hardware.get("disks") or [])
+
+
+def matches(c: Candidate, want: Constraints) -> bool:
+    hw = c.hardware or {}
+    return (
+        c.pool == want.pool
+        and all(c.labels.get(k) == v for k, v in want.labels.items())
+        and int(hw.get("cpus") or 0) >= want.min_cpus
+        and int(hw.get("memory_mb") or 0) >= want.min_memory_mb
+        and data_disk_count(hw) >= want.min_disks
+    )
+
+
+def _waste(c: Candidate, want: Constraints) -> tuple[int, int, int, str]:
+    # Best fit: keep big hosts for the requests that need them.
+    hw = c.hardware or {}
+    return (
+        int(hw.get("cpus") or 0) - want.min_cpus,
+        int(hw.get("memory_mb") or 0) - want.min_memory_mb,
+        data_disk_count(hw) - want.min_disks,
+        c.name,
+    )
+
+
+def choose(candidates: Iterable[Candidate], want: Constraints, count: int) -> list[Candidate]:
+    """The `count` best-fitting matching hosts, or an empty list if there are not enough."""
+    fitting = sorted((c for c in candidates if matches(c, want)), key=lambda c: _waste(c, want))
+    if len(fitting) < count:
+        return []
+    return fitting[:count]

@@ -1,0 +1,121 @@
+"""Tenants, users and API tokens (admin)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from provisioner import audit
+from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.schemas import Page, TenantIn, TenantOut, TokenIn, TokenOut, UserIn, UserOut
+from provisioner.models import ApiToken, Tenant, User
+from provisioner.permissions import tenant_scoped
+from provisioner.problems import Problem, not_found
+from provisioner.secrets import new_token
+from provisioner.timeutil import utcnow
+
+router = APIRouter(prefix="/v1", tags=["admin"])
+
+
+def _conflict(kind: str, name: str) -> Problem:
+    return Problem(409, f"{kind}.exists", f"a {kind} named {name!r} already exists", hint="choose another name")
+
+
+@router.post("/tenants", status_code=201, response_model=TenantOut, summary="Create a tenant")
+def create_tenant(body: TenantIn, p: Principal = Depends(require("tenants:write")),
+                  s: Session = Depends(get_session)) -> Tenant:
+    t = Tenant(name=body.name, quota=dict(body.quota))
+    s.add(t)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise _conflict("tenant", body.name) from None
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="tenant.create", object_type="tenant",
+                 object_id=t.id, tenant_id=t.id, after=body.model_dump(), request_id=p.request_id)
+    s.commit()
+    return t
+
+
+@router.get("/tenants", response_model=Page[TenantOut], summary="List tenants")
+def list_tenants(pg: PageParams = Depends(page_params), _: Principal = Depends(require("tenants:read")),
+                 s: Session = Depends(get_session)) -> dict:
+    total = s.exec(select(func.count()).select_from(Tenant)).one()
+    items = s.exec(select(Tenant).order_by(Tenant.id).offset(pg.offset).limit(pg.limit)).all()
+    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+
+
+@router.post("/users", status_code=201, response_model=UserOut, summary="Create a user")
+def create_user(body: UserIn, p: Principal = Depends(require("users:write")),
+                s: Session = Depends(get_session)) -> User:
+    if tenant_scoped(body.role) and body.tenant_id is None:
+        raise Problem(422, "user.tenant_required", f"a {body.role} must belong to a tenant",
+                      hint="pass tenant_id (GET /v1/tenants lists them)")
+    if body.tenant_id is not None and s.get(Tenant, body.tenant_id) is None:
+        raise Problem(422, "user.unknown_tenant", f"tenant {body.tenant_id} does not exist",
+                      hint="create it first with POST /v1/tenants")
+    u = User(name=body.name, role=body.role, tenant_id=body.tenant_id)
+    s.add(u)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise _conflict("user", body.name) from None
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="user.create", object_type="user",
+                 object_id=u.id, tenant_id=u.tenant_id, after=body.model_dump(mode="json"),
+                 request_id=p.request_id)
+    s.commit()
+    return u
+
+
+@router.get("/users", response_model=Page[UserOut], summary="List users")
+def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(require("users:read")),
+               s: Session = Depends(get_session)) -> dict:
+    total = s.exec(select(func.count()).select_from(User)).one()
+    items = s.exec(select(User).order_by(User.id).offset(pg.offset).limit(pg.limit)).all()
+    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+
+
+def issue_token(s: Session, user: User, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
+    full, token_id, digest = new_token()
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    tok = ApiToken(token_id=token_id, secret_hash=digest, user_id=user.id or 0, name=name, expires_at=expires)
+    s.add(tok)
+    s.flush()
+    return tok, full
+
+
+@router.post("/users/{user_id}/tokens", status_code=201, response_model=TokenOut,
+             summary="Create an API token for a user (shown once)")
+def create_token(user_id: int, body: TokenIn, p: Principal = Depends(require("tokens:write")),
+                 s: Session = Depends(get_session)) -> TokenOut:
+    user = s.get(User, user_id)
+    if user is None:
+        raise not_found("user", user_id)
+    tok, full = issue_token(s, user, body.name, body.expires_in_days)
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="token.create", object_type="token",
+                 object_id=tok.token_id, tenant_id=user.tenant_id,
+                 after={"user_id": user.id, "name": body.name, "expires_at": str(tok.expires_at)},
+                 request_id=p.request_id)
+    s.commit()
+    out = TokenOut.model_validate(tok)
+    out.token = full
+    return out
+
+
+@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token")
+def revoke_token(token_id: str, p: Principal = Depends(require("tokens:write")),
+                 s: Session = Depends(get_session)) -> None:
+    tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
+    if tok is None:
+        raise not_found("token", token_id)
+    tok.revoked = True
+    s.add(tok)
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="token.revoke", object_type="token",
+                 object_id=token_id, before={"revoked": False}, after={"revoked": True}, request_id=p.request_id)
+    s.commit()

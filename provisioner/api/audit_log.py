@@ -1,0 +1,34 @@
+"""The audit log: read-only through the API (append-only by construction: no route changes it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.schemas import AuditOut, Page
+from provisioner.models import AuditEntry
+from provisioner.timeutil import as_utc
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("", response_model=Page[AuditOut], summary="Audit entries, newest first")
+def list_audit(action: str | None = Query(None, max_length=64), object_type: str | None = Query(None, max_length=32),
+               object_id: str | None = Query(None, max_length=64), actor: str | None = Query(None, max_length=64),
+               since: datetime | None = None, pg: PageParams = Depends(page_params),
+               _: Principal = Depends(require("audit:read")), s: Session = Depends(get_session)) -> dict:
+    q = select(AuditEntry)
+    for col, val in ((AuditEntry.action, action), (AuditEntry.object_type, object_type),
+                     (AuditEntry.object_id, object_id), (AuditEntry.actor_name, actor)):
+        if val is not None:
+            q = q.where(col == val)
+    if since is not None:
+        q = q.where(AuditEntry.at >= as_utc(since))
+    total = s.exec(select(func.count()).select_from(q.subquery())).one()
+    items = s.exec(q.order_by(AuditEntry.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}

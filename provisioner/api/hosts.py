@@ -1,0 +1,132 @@
+"""Hosts: enrollment, reading, commissioning and maintenance (operators), scoped reads (customers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from provisioner import audit
+from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
+from provisioner.config import get_settings
+from provisioner.host_transitions import move_host
+from provisioner.jobs import enqueue_after_commit, new_job
+from provisioner.lifecycle import HostState
+from provisioner.models import Host
+from provisioner.problems import Problem, not_found
+from provisioner.secrets import encrypt
+
+router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
+
+PUBLIC_FIELDS = ("name", "address", "port", "ssh_user", "connection", "labels", "pool", "state")
+
+
+def host_out(h: Host) -> HostOut:
+    data = h.model_dump(exclude={"credential_ciphertext", "credential_path", "backup_secret_ciphertext"})
+    data["credential"] = "stored" if h.credential_ciphertext else ("path" if h.credential_path else "none")
+    return HostOut.model_validate(data)
+
+
+def snapshot(h: Host) -> dict:
+    return {k: getattr(h, k) for k in PUBLIC_FIELDS}
+
+
+def visible_host(s: Session, p: Principal, host_id: int) -> Host:
+    h = s.get(Host, host_id)
+    if h is None or not p.sees_tenant(h.tenant_id):
+        raise not_found("host", host_id)
+    return h
+
+
+@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)")
+def enroll(body: HostIn, p: Principal = Depends(require("hosts:write")),
+           s: Session = Depends(get_session)) -> HostOut:
+    settings = get_settings()
+    if body.ssh_private_key and body.ssh_key_path:
+        raise Problem(422, "host.credential_ambiguous", "give ssh_private_key or ssh_key_path, not both",
+                      hint="drop one of the two fields")
+    if body.connection == "local" and not settings.allow_local_connection:
+        raise Problem(422, "host.local_connection_disabled",
+                      "connection=local runs playbooks on the service's own machine and is disabled",
+                      hint="enroll the host over ssh; local is for engine tests (PROVISIONER_ALLOW_LOCAL_CONNECTION)")
+    if body.connection == "ssh" and not (body.ssh_private_key or body.ssh_key_path):
+        raise Problem(422, "host.credential_required", "an ssh host needs ssh_private_key or ssh_key_path",
+                      hint="pass the PEM key (stored encrypted) or a key path readable by the workers")
+    h = Host(name=body.name, address=body.address, port=body.port, ssh_user=body.ssh_user,
+             connection=body.connection, labels=dict(body.labels), pool=body.pool,
+             credential_ciphertext=encrypt(settings, body.ssh_private_key) if body.ssh_private_key else None,
+             credential_path=body.ssh_key_path)
+    s.add(h)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise Problem(409, "host.exists", f"a host named {body.name!r} is already enrolled",
+                      hint="GET /v1/hosts?name=... to find it, or pick another name") from None
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
+                 object_id=h.id, after=snapshot(h), request_id=p.request_id)
+    job_ids: list[int] = []
+    if body.commission:
+        move_host(s, h, HostState.commissioning)
+        job_ids.append(new_job(s, "commission", h, settings=settings).id or 0)
+    s.commit()
+    s.refresh(h)
+    enqueue_after_commit(job_ids)
+    return host_out(h)
+
+
+@router.get("", response_model=Page[HostOut], summary="List hosts (customers see their tenant's)")
+def list_hosts(state: HostState | None = None, pool: str | None = Query(None, max_length=64),
+               name: str | None = Query(None, max_length=64),
+               pg: PageParams = Depends(page_params), p: Principal = Depends(require("hosts:read")),
+               s: Session = Depends(get_session)) -> dict:
+    q = select(Host)
+    if p.scoped:
+        q = q.where(Host.tenant_id == p.tenant_id)
+    if state:
+        q = q.where(Host.state == state)
+    if pool:
+        q = q.where(Host.pool == pool)
+    if name:
+        q = q.where(Host.name == name)
+    total = s.exec(select(func.count()).select_from(q.subquery())).one()
+    items = s.exec(q.order_by(Host.id).offset(pg.offset).limit(pg.limit)).all()
+    return {"items": [host_out(h) for h in items], "total": total, "limit": pg.limit, "offset": pg.offset}
+
+
+@router.get("/{host_id}", response_model=HostOut, summary="Show a host")
+def get_host(host_id: int, p: Principal = Depends(require("hosts:read")),
+             s: Session = Depends(get_session)) -> HostOut:
+    return host_out(visible_host(s, p, host_id))
+
+
+@router.post("/{host_id}/commission", status_code=202, response_model=JobOut,
+             summary="(Re)commission a host: gather its hardware facts")
+def commission(host_id: int, p: Principal = Depends(require("hosts:write")),
+               s: Session = Depends(get_session)) -> JobOut:
+    h = visible_host(s, p, host_id)
+    before = snapshot(h)
+    move_host(s, h, HostState.commissioning)
+    job = new_job(s, "commission", h)
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.commission", object_type="host",
+                 object_id=h.id, before=before, after=snapshot(h) | {"job_id": job.id}, request_id=p.request_id)
+    s.commit()
+    enqueue_after_commit([job.id or 0])
+    return JobOut.model_validate(job)
+
+
+@router.post("/{host_id}/state", response_model=HostOut,
+             summary="Put a host into maintenance, back to available, or retire it")
+def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("hosts:write")),
+              s: Session = Depends(get_session)) -> HostOut:
+    h = visible_host(s, p, host_id)
+    before = snapshot(h)
+    move_host(s, h, body.state)
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.state", object_type="host",
+                 object_id=h.id, before=before, after=snapshot(h) | {"reason": body.reason},
+                 request_id=p.request_id)
+    s.commit()
+    return host_out(h)

@@ -1,0 +1,77 @@
+"""Jobs: list, show (with phases and SLIs), events, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from provisioner import audit
+from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.schemas import EventOut, JobOut, Page
+from provisioner.job_states import JobStatus, is_terminal
+from provisioner.models import Job, JobEvent
+from provisioner.problems import Problem, not_found
+from provisioner.settle import settle
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def visible_job(s: Session, p: Principal, job_id: int) -> Job:
+    j = s.get(Job, job_id)
+    if j is None or not p.sees_tenant(j.tenant_id):
+        raise not_found("job", job_id)
+    return j
+
+
+@router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
+def list_jobs(status: JobStatus | None = None, kind: str | None = Query(None, max_length=16),
+              host_id: int | None = Query(None, ge=1), request_id: int | None = Query(None, ge=1),
+              pg: PageParams = Depends(page_params), p: Principal = Depends(require("jobs:read")),
+              s: Session = Depends(get_session)) -> dict:
+    q = select(Job)
+    if p.scoped:
+        q = q.where(Job.tenant_id == p.tenant_id)
+    for col, val in ((Job.status, status), (Job.kind, kind), (Job.host_id, host_id), (Job.request_id, request_id)):
+        if val is not None:
+            q = q.where(col == val)
+    total = s.exec(select(func.count()).select_from(q.subquery())).one()
+    items = s.exec(q.order_by(Job.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="Show a job with its phases and SLIs")
+def get_job(job_id: int, p: Principal = Depends(require("jobs:read")), s: Session = Depends(get_session)) -> Job:
+    return visible_job(s, p, job_id)
+
+
+@router.get("/{job_id}/events", response_model=Page[EventOut],
+            summary="A job's events in order; poll with after_seq to follow a running job")
+def job_events(job_id: int, after_seq: int = Query(0, ge=0), limit: int = Query(200, ge=1, le=1000),
+               p: Principal = Depends(require("jobs:read")), s: Session = Depends(get_session)) -> dict:
+    j = visible_job(s, p, job_id)
+    items = s.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+                   .order_by(JobEvent.seq).limit(limit)).all()  # type: ignore[arg-type]
+    return {"items": items, "total": j.event_count, "limit": limit, "offset": after_seq}
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
+             summary="Cancel a job: a running ansible process group is stopped within seconds")
+def cancel_job(job_id: int, p: Principal = Depends(require("jobs:cancel")),
+               s: Session = Depends(get_session)) -> Job:
+    j = visible_job(s, p, job_id)
+    if is_terminal(j.status):
+        raise Problem(409, "job.finished", f"job {j.id} already ended ({j.status})",
+                      hint="nothing to cancel", status_now=j.status)
+    s.execute(update(Job).where(Job.id == j.id).values(cancel_requested=True))  # type: ignore[arg-type]
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="job.cancel", object_type="job",
+                 object_id=j.id, tenant_id=j.tenant_id, before={"status": j.status},
+                 after={"cancel_requested": True}, request_id=p.request_id)
+    s.commit()
+    s.refresh(j)
+    if j.status == "queued":
+        # Nobody runs it yet: end it here; a worker that claims it later finds it cancelled.
+        settle(s, j, "cancelled", f"cancelled by {p.name} before it started", actor=p.name)
+        s.refresh(j)
+    return j

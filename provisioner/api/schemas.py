@@ -1,0 +1,243 @@
+"""Request and response bodies. Inputs forbid unknown fields: a typo is an error, not a silent no-op."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from provisioner.permissions import Role
+from provisioner.timeutil import iso
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("*", when_used="json", check_fields=False)
+    def _dt(self, v: Any) -> Any:
+        if isinstance(v, datetime):
+            return iso(v)
+        return v
+
+
+class TenantIn(Strict):
+    name: Name
+    quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
+        default_factory=dict, description="max hosts at once per pool")
+
+
+class TenantOut(Out):
+    id: int
+    name: str
+    quota: dict
+    created_at: datetime
+
+
+class UserIn(Strict):
+    name: Name
+    role: Role
+    tenant_id: int | None = Field(default=None, ge=1, description="required for customer and imager")
+
+
+class UserOut(Out):
+    id: int
+    name: str
+    role: str
+    tenant_id: int | None
+    active: bool
+    created_at: datetime
+
+
+class TokenIn(Strict):
+    name: str = Field(default="", max_length=64)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(Out):
+    id: int
+    token_id: str
+    user_id: int
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    token: str | None = Field(default=None, description="shown once, at creation; stored hashed")
+
+
+class HostIn(Strict):
+    name: Name
+    address: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=22, ge=1, le=65535)
+    ssh_user: str = Field(default="root", min_length=1, max_length=64, pattern=r"^[a-z_][a-z0-9_-]*$")
+    ssh_private_key: str | None = Field(default=None, max_length=16384,
+                                        description="PEM private key; stored encrypted, never returned")
+    ssh_key_path: str | None = Field(default=None, max_length=1024,
+                                     description="path of a key file on the worker machines")
+    connection: Literal["ssh", "local"] = "ssh"
+    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    pool: Name = "default"
+    commission: bool = Field(default=True, description="start a commission job right away")
+
+    @field_validator("ssh_private_key")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        if v is not None and "PRIVATE KEY-----" not in v:
+            raise ValueError("must be a PEM/OpenSSH private key (-----BEGIN ... PRIVATE KEY-----)")
+        return v
+
+
+class HostOut(Out):
+    id: int
+    name: str
+    address: str
+    port: int
+    ssh_user: str
+    connection: str
+    credential: str = Field(description="'stored' (encrypted), 'path', or 'none'; the key is never returned")
+    labels: dict
+    pool: str
+    driver: str
+    state: str
+    hardware: dict
+    results: dict
+    tenant_id: int | None
+    request_id: int | None
+    last_restore_at: datetime | None
+    last_restore_passed: bool | None
+    compliance: dict
+    created_at: datetime
+    updated_at: datetime
+
+
+class HostStateIn(Strict):
+    state: Literal["maintenance", "available", "retired"]
+    reason: str = Field(default="", max_length=500)
+
+
+class ConstraintsIn(Strict):
+    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    min_cpus: int = Field(default=0, ge=0, le=4096)
+    min_memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024)
+    min_disks: int = Field(default=0, ge=0, le=256)
+
+
+class PortIn(Strict):
+    port: int = Field(ge=1, le=65535)
+    proto: Literal["tcp", "udp"] = "tcp"
+    sources: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=32)
+
+    @field_validator("sources")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for s in v:
+            try:
+                ipaddress.ip_network(s, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{s!r} is not a CIDR network") from exc
+        return v
+
+
+class BackupIn(Strict):
+    enabled: bool = True
+    paths: list[Annotated[str, Field(min_length=1, max_length=512, pattern=r"^/")]] = Field(
+        default_factory=lambda: ["/etc", "/srv/data"], min_length=1, max_length=32)
+    retention_days: int = Field(default=14, ge=1, le=3650)
+    schedule: str = Field(default="daily", max_length=32)
+
+
+class RequestIn(Strict):
+    image: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    count: int = Field(default=1, ge=1, le=100)
+    pool: Name = "default"
+    constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
+    raid_level: Literal["0", "1", "5", "6", "10"] | None = None
+    firewall_ports: list[PortIn] = Field(default_factory=list, max_length=64)
+    backup: BackupIn = Field(default_factory=BackupIn)
+    ssh_public_key: str = Field(min_length=20, max_length=8192, pattern=r"^(ssh|ecdsa)-[^\n]+$",
+                                description="installed for the customer user at handover")
+    customer_user: str = Field(default="customer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    lease_hours: int | None = Field(default=None, ge=1, le=24 * 365)
+
+
+class RequestOut(Out):
+    id: int
+    tenant_id: int
+    requested_by: int
+    image: str
+    count: int
+    pool: str
+    constraints: dict
+    params: dict
+    status: str
+    accepted_at: datetime
+    ready_at: datetime | None
+    released_at: datetime | None
+    lease_expires_at: datetime | None
+    host_ids: list[int] = Field(default_factory=list)
+    job_ids: list[int] = Field(default_factory=list)
+
+
+class JobOut(Out):
+    id: int
+    kind: str
+    host_id: int
+    request_id: int | None
+    tenant_id: int | None
+    status: str
+    attempts: int
+    max_attempts: int
+    accepted_at: datetime
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    current_phase: str | None
+    phases: list
+    error: str | None
+    event_count: int
+    sli: dict
+    slo_target_s: float | None
+    slo_met: bool | None
+
+
+class EventOut(Out):
+    seq: int
+    phase: str
+    event: str
+    host: str | None
+    task: str | None
+    status: str | None
+    duration_s: float | None
+    stdout: str | None
+    created_at: datetime
+
+
+class AuditOut(Out):
+    id: int
+    at: datetime
+    actor_id: int | None
+    actor_name: str
+    action: str
+    object_type: str
+    object_id: str | None
+    tenant_id: int | None
+    before: dict | None
+    after: dict | None
+    request_id: str | None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int

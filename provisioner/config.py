@@ -1,0 +1,71 @@
+"""Service settings, read from PROVISIONER_* environment variables (pydantic-settings).
+
+With nothing set, the service runs embedded: SQLite in the data directory and an in-process
+Dramatiq broker with worker threads. A PostgreSQL URL and a Redis URL give the distributed shape.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".local/share/provisioner")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="redis://...; default in-process broker")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    worker_threads: int = 4
+    playbook_dir: Path = REPO_ROOT / "playbooks"
+    # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
+    secret_key: str | None = None
+    max_body_bytes: int = 1_048_576
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    reconcile_seconds: float = 10.0
+    requeue_after_seconds: float = 60.0
+    max_attempts: int = 2
+    slo_provision_seconds: float = 30 * 60
+    slo_release_seconds: float = 15 * 60
+    slo_commission_seconds: float = 10 * 60
+    event_stdout_max: int = 4000
+    # Only for tests and the engine's local demos: hosts with connection=local run on this machine.
+    allow_local_connection: bool = False
+    run_reconciler: bool = True
+    lab_cmd: Path = REPO_ROOT / "vagrant" / "lab"
+    # JSON {host, port, user, private_key, base_path} of the SFTP store for restic backups.
+    backup_store: Path | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Users paste libpq URLs; SQLAlchemy needs the driver named.
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{self.data_dir / 'provisioner.db'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def slo_seconds(self, kind: str) -> float:
+        return {
+            "provision": self.slo_provision_seconds,
+            "release": self.slo_release_seconds,
+            "commission": self.slo_commission_seconds,
+        }.get(kind, self.slo_provision_seconds)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

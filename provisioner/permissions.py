@@ -1,0 +1,49 @@
+"""Who may do what: the whole RBAC table. Tenant scoping is applied on top for tenant roles."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    customer = "customer"
+    imager = "imager"
+    operator = "operator"
+    auditor = "auditor"
+    admin = "admin"
+
+
+R = Role
+ALL = frozenset(Role)
+
+# Roles that belong to a tenant and only ever see their tenant's objects.
+TENANT_SCOPED = frozenset({R.customer, R.imager})
+
+PERMISSIONS: dict[str, frozenset[Role]] = {
+    "me:read": ALL,
+    "tenants:read": frozenset({R.admin, R.operator, R.auditor}),
+    "tenants:write": frozenset({R.admin}),
+    "users:read": frozenset({R.admin, R.auditor}),
+    "users:write": frozenset({R.admin}),
+    "tokens:write": frozenset({R.admin}),
+    "hosts:read": ALL,
+    "hosts:write": frozenset({R.operator, R.admin}),
+    "requests:create": frozenset({R.customer, R.imager}),
+    "requests:read": ALL,
+    "requests:release": frozenset({R.customer, R.imager, R.operator, R.admin}),
+    "jobs:read": ALL,
+    "jobs:cancel": frozenset({R.customer, R.imager, R.operator, R.admin}),
+    "audit:read": frozenset({R.auditor, R.admin}),
+    "reports:read": frozenset({R.operator, R.admin, R.auditor}),
+}
+
+
+def allowed(role: Role | str, permission: str) -> bool:
+    try:
+        return Role(role) in PERMISSIONS[permission]
+    except (KeyError, ValueError):
+        return False
+
+
+def tenant_scoped(role: Role | str) -> bool:
+    return Role(role) in TENANT_SCOPED

@@ -1,0 +1,47 @@
+"""Which phases (playbooks) each job kind runs, with their timeouts and whether a re-run is safe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    playbook: str
+    timeout_s: float
+    idempotent: bool = True
+
+
+# The image phase skips itself when the request names no image from the catalogue.
+PIPELINES: dict[str, tuple[Phase, ...]] = {
+    "commission": (Phase("commission", "commission.yml", 600),),
+    "provision": (
+        Phase("wipe", "wipe.yml", 600),
+        Phase("raid", "raid.yml", 900),
+        Phase("image", "image.yml", 3600),
+        Phase("firewall", "firewall.yml", 600),
+        Phase("backup", "backup.yml", 1200),
+        Phase("restore-verify", "restore-verify.yml", 1200),
+        Phase("handover", "handover.yml", 600),
+    ),
+    "release": (Phase("release", "release.yml", 1200),),
+    "compliance": (Phase("compliance", "compliance.yml", 1200),),
+}
+
+JOB_KINDS = frozenset(PIPELINES)
+
+
+def phases_for(kind: str) -> tuple[Phase, ...]:
+    try:
+        return PIPELINES[kind]
+    except KeyError:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(PIPELINES))}") from None
+
+
+def next_phase(kind: str, done: set[str]) -> Phase | None:
+    """The first phase not yet finished: a retried job resumes where it stopped."""
+    for phase in phases_for(kind):
+        if phase.name not in done:
+            return phase
+    return None

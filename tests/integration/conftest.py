@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import World, base_env, running_app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The service in-process with its worker threads, on SQLite and on the real PostgreSQL."""
+    db = None
+    if request.param == "postgresql":
+        db = request.getfixturevalue("pg_url")
+    with running_app(base_env(tmp_path, db)) as w:
+        yield w
+
+
+@pytest.fixture
+def sqlite_world(tmp_path: Path) -> Iterator[World]:
+    with running_app(base_env(tmp_path)) as w:
+        yield w

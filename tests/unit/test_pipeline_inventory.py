@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from provisioner.pipeline import next_phase, phases_for
+from workers.event_sink import event_row
+from workers.inventory import extravars_for, inventory_for
+
+
+def test_provision_phase_order() -> None:
+    assert [p.name for p in phases_for("provision")] == [
+        "wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
+
+
+def test_resume_after_done_phases() -> None:
+    assert next_phase("provision", {"wipe", "raid"}).name == "image"  # type: ignore[union-attr]
+    assert next_phase("release", {"release"}) is None
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown job kind"):
+        phases_for("explode")
+
+
+def test_ssh_inventory_names_key_and_options() -> None:
+    inv = inventory_for({"connection": "ssh", "address": "10.0.0.5", "port": 2222, "ssh_user": "ops"}, "/k")
+    hv = inv["all"]["hosts"]["target"]
+    assert hv["ansible_host"] == "10.0.0.5" and hv["ansible_port"] == 2222 and hv["ansible_user"] == "ops"
+    assert hv["ansible_ssh_private_key_file"] == "/k"
+    assert "ServerAliveInterval" in hv["ansible_ssh_common_args"]
+
+
+def test_extravars_from_request() -> None:
+    ev = extravars_for({"id": 7, "kind": "provision"},
+                       {"name": "h1", "hardware": {"disks": [{"name": "/dev/vdb"}, {"name": "/dev/vdc"}]}},
+                       {"raid_level": "1", "ssh_public_key": "ssh-ed25519 AAA", "firewall_ports": [{"port": 80}]},
+                       {"repository": "sftp:x@y:/b/h1", "password": "pw"})
+    assert ev["prov_data_disks"] == ["/dev/vdb", "/dev/vdc"]
+    assert ev["prov_customer_ssh_pubkey"] == "ssh-ed25519 AAA"
+    assert ev["prov_backup"]["repository"] == "sftp:x@y:/b/h1"
+    assert ev["prov_image"] is None
+
+
+@pytest.mark.parametrize("name,res,ignore,status", [
+    ("runner_on_ok", {"changed": True}, False, "changed"),
+    ("runner_on_ok", {"changed": False}, False, "ok"),
+    ("runner_on_failed", {}, False, "failed"),
+    ("runner_on_failed", {}, True, "ignored"),
+    ("runner_on_unreachable", {}, False, "unreachable"),
+    ("runner_on_skipped", {}, False, "skipped"),
+    ("playbook_on_start", {}, False, None),
+])
+def test_event_row_status(name: str, res: dict, ignore: bool, status: str | None) -> None:
+    row = event_row({"event": name, "stdout": "x" * 50, "event_data": {"res": res, "ignore_errors": ignore,
+                                                                       "task": "t", "host": "target"}},
+                    job_id=1, seq=3, phase="wipe", stdout_max=10)
+    assert row["status"] == status and row["stdout"] == "x" * 10 and row["phase"] == "wipe"

@@ -1,0 +1,120 @@
+"""Runs one phase playbook through the ansible-runner Python API in a private, throw-away data dir.
+
+Cancellation and timeouts go through ansible-runner's cancel callback, which first stops the whole
+process tree (workers/process_tree.py: ansible's workers live in their own sessions), so nothing is
+orphaned. The SSH key reaches ssh-agent through ansible-runner's FIFO and the data dir is removed
+when the phase ends: no key outlives the job on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from workers.process_tree import terminate_tree
+
+
+@dataclass
+class PhaseOutcome:
+    status: str  # successful | failed | timeout | canceled
+    rc: int | None
+    result: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    unreachable: bool = False
+    tail: list[str] = field(default_factory=list)  # last plain output lines, for errors outside tasks
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+
+def _failure_text(ev: dict[str, Any]) -> str | None:
+    data = ev.get("event_data") or {}
+    if ev.get("event") not in ("runner_on_failed", "runner_on_unreachable") or data.get("ignore_errors"):
+        return None
+    res = data.get("res") or {}
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    return f"task '{data.get('task', '?')}' on {data.get('host', '?')}: {str(msg).strip()[:500]}"
+
+
+def run_playbook(
+    *,
+    playbook: Path,
+    inventory: dict[str, Any],
+    extravars: dict[str, Any],
+    ssh_key: str | None,
+    timeout_s: float,
+    should_cancel: Callable[[], bool],
+    on_event: Callable[[dict[str, Any]], None],
+    work_root: Path | None = None,
+) -> PhaseOutcome:
+    private = Path(tempfile.mkdtemp(prefix="prov-job-", dir=work_root))
+    os.chmod(private, 0o700)
+    outcome = PhaseOutcome(status="failed", rc=None)
+
+    def handler(ev: dict[str, Any]) -> bool:
+        if ev.get("event") == "playbook_on_stats":
+            data = (ev.get("event_data") or {}).get("artifact_data") or {}
+            outcome.result.update(data.get("prov_result") or {})
+        if ev.get("event") == "verbose" and ev.get("stdout"):
+            outcome.tail = (outcome.tail + [str(ev["stdout"])[:300]])[-3:]
+        text = _failure_text(ev)
+        if text:
+            outcome.failures.append(text)
+            if ev.get("event") == "runner_on_unreachable":
+                outcome.unreachable = True
+        on_event(ev)
+        # False: events live in the database; don't also write them into the data dir.
+        return False
+
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+
+    def cancel_callback() -> bool:
+        nonlocal timed_out
+        if time.monotonic() > deadline:
+            timed_out = True
+        if timed_out or should_cancel():
+            # Stop the whole tree ourselves before ansible-runner kills only the leader's group.
+            terminate_tree(str(private))
+            return True
+        return False
+
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook),
+            inventory=inventory,
+            extravars=extravars,
+            ssh_key=ssh_key,
+            event_handler=handler,
+            cancel_callback=cancel_callback,
+            quiet=True,
+            settings={"pexpect_timeout": 0.5, "suppress_output_file": True},
+            envvars={
+                # ansible-playbook lives beside this interpreter (a venv is not always on PATH).
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_TIMEOUT": "15",
+                "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                "ANSIBLE_LIBRARY": str(playbook.parent / "library"),
+                "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles"),
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            },
+        )
+        outcome.status = "timeout" if timed_out else runner.status
+        outcome.rc = runner.rc
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return outcome

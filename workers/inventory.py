@@ -1,0 +1,50 @@
+"""Inventory and extravars for one phase, built from database rows. Pure: no I/O."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+SSH_ARGS = (
+    "-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=no "
+    "-o UserKnownHostsFile=/dev/null -o ServerAliveInterval=5 -o ServerAliveCountMax=3 "
+    "-o ConnectTimeout=10"
+)
+
+
+def inventory_for(host: dict[str, Any], key_file: str | None) -> dict[str, Any]:
+    if host["connection"] == "local":
+        vars_: dict[str, Any] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    else:
+        vars_ = {
+            "ansible_host": host["address"],
+            "ansible_port": host["port"],
+            "ansible_user": host["ssh_user"],
+            "ansible_ssh_common_args": SSH_ARGS,
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+        if key_file:
+            vars_["ansible_ssh_private_key_file"] = key_file
+    return {"all": {"hosts": {"target": vars_}}}
+
+
+def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dict[str, Any],
+                  backup: dict[str, Any] | None) -> dict[str, Any]:
+    hw = host.get("hardware") or {}
+    ev: dict[str, Any] = {
+        "prov_job_id": job["id"],
+        "prov_job_kind": job["kind"],
+        "prov_host_name": host["name"],
+        "prov_host_labels": host.get("labels") or {},
+        "prov_data_disks": [d["name"] for d in hw.get("disks") or [] if d.get("name")],
+        "prov_raid_level": request_params.get("raid_level") or "1",
+        "prov_firewall_ports": request_params.get("firewall_ports") or [],
+        "prov_customer_user": request_params.get("customer_user", "customer"),
+        "prov_customer_ssh_pubkey": request_params.get("ssh_public_key", ""),
+        "prov_image": request_params.get("image_spec"),
+    }
+    if request_params.get("mgmt_cidrs"):
+        ev["prov_mgmt_cidrs"] = request_params["mgmt_cidrs"]
+    if backup is not None:
+        ev["prov_backup"] = backup
+    return ev

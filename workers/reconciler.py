@@ -1,0 +1,103 @@
+"""The reconciler: the database is the truth, the broker only a doorbell.
+
+Periodically: re-send queued jobs whose message may be lost; settle running jobs whose lease
+expired (their worker died): retry when the interrupted phase is idempotent and attempts remain,
+otherwise fail with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, select
+
+from provisioner import audit
+from provisioner.config import Settings
+from provisioner.db import get_engine
+from provisioner.models import Job
+from provisioner.pipeline import phases_for
+from provisioner.settle import settle
+from provisioner.timeutil import utcnow
+
+log = logging.getLogger("provisioner.reconciler")
+
+
+def _interrupted_phase_idempotent(job: Job) -> bool:
+    running = [p["name"] for p in job.phases or [] if p.get("status") == "running"]
+    by_name = {p.name: p for p in phases_for(job.kind)}
+    return all(by_name[n].idempotent for n in running if n in by_name)
+
+
+def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]) -> dict[str, int]:
+    now = utcnow()
+    counts = {"requeued": 0, "retried": 0, "failed": 0}
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        stale = now - timedelta(seconds=settings.requeue_after_seconds)
+        queued = session.exec(
+            select(Job.id).where(Job.status == "queued",
+                                 or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale))  # type: ignore[union-attr]
+            .limit(500)
+        ).all()
+        if queued:
+            session.execute(update(Job).where(Job.id.in_(queued)).values(enqueued_at=now))  # type: ignore[union-attr]
+            session.commit()
+            enqueue(list(queued))
+            counts["requeued"] = len(queued)
+        expired = session.exec(
+            select(Job).where(Job.status == "running", Job.lease_until < now).limit(100)  # type: ignore[operator]
+        ).all()
+        for job in expired:
+            reason = (f"worker {job.worker_id} stopped renewing its lease (expired {job.lease_until}Z) "
+                      f"during phase {job.current_phase or '?'}, attempt {job.attempts}/{job.max_attempts}")
+            if job.attempts < job.max_attempts and _interrupted_phase_idempotent(job) and not job.cancel_requested:
+                phases = [dict(p, status="interrupted") if p.get("status") == "running" else p
+                          for p in job.phases or []]
+                res = session.execute(
+                    update(Job).where(Job.id == job.id, Job.status == "running",
+                                      Job.lease_until == job.lease_until)  # type: ignore[arg-type]
+                    .values(status="queued", worker_id=None, lease_until=None, phases=phases,
+                            enqueued_at=now, error=f"retrying: {reason}")
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    audit.record(session, actor_id=None, actor_name="reconciler", action="job.retry",
+                                 object_type="job", object_id=job.id, tenant_id=job.tenant_id,
+                                 after={"reason": reason})
+                    session.commit()
+                    enqueue([job.id or 0])
+                    counts["retried"] += 1
+                else:
+                    session.rollback()
+            else:
+                status = "cancelled" if job.cancel_requested else "failed"
+                if settle(session, job, status, reason, actor="reconciler"):
+                    counts["failed"] += 1
+    if any(counts.values()):
+        log.info("reconciled: %s", counts)
+    return counts
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, enqueue: Callable[[list[int]], list[int]]) -> None:
+        self.settings = settings
+        self.enqueue = enqueue
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    def start(self) -> Reconciler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_seconds):
+            try:
+                reconcile_once(self.settings, self.enqueue)
+            except Exception:
+                log.exception("reconcile pass failed; next pass in %.0fs", self.settings.reconcile_seconds)
