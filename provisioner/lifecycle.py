@@ -56,3 +56,27 @@ def transition(current: HostState | str, target: HostState | str) -> HostState:
     if tgt not in ALLOWED[cur]:
         raise IllegalTransition(cur, tgt)
     return tgt
+
+
+# What an operator may do by hand: never pull a host out from under a running job.
+MANUAL: dict[HostState, frozenset[HostState]] = {
+    S.maintenance: frozenset({S.enrolled, S.available, S.failed}),
+    S.available: frozenset({S.maintenance}),
+    S.retired: frozenset({S.enrolled, S.available, S.failed, S.maintenance}),
+}
+
+
+class IllegalManualTransition(IllegalTransition):
+    def __init__(self, current: HostState, target: HostState) -> None:
+        self.current = current
+        self.target = target
+        allowed_from = ", ".join(sorted(MANUAL.get(target, frozenset()))) or "nowhere"
+        Exception.__init__(self, f"an operator cannot move a host from {current} to {target} by hand; "
+                                 f"{target} is reachable by hand only from: {allowed_from}")
+
+
+def manual_transition(current: HostState | str, target: HostState | str) -> HostState:
+    cur, tgt = HostState(current), HostState(target)
+    if cur not in MANUAL.get(tgt, frozenset()):
+        raise IllegalManualTransition(cur, tgt)
+    return transition(cur, tgt)

@@ -14,7 +14,7 @@ from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
 from provisioner.config import get_settings
 from provisioner.host_transitions import move_host
 from provisioner.jobs import enqueue_after_commit, new_job
-from provisioner.lifecycle import HostState
+from provisioner.lifecycle import HostState, IllegalTransition, manual_transition
 from provisioner.models import Host
 from provisioner.problems import Problem, not_found
 from provisioner.secrets import encrypt
@@ -124,6 +124,11 @@ def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("h
               s: Session = Depends(get_session)) -> HostOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
+    try:
+        manual_transition(h.state, body.state)
+    except IllegalTransition as exc:
+        raise Problem(409, "host.illegal_transition", str(exc), current=h.state, target=body.state,
+                      hint="wait for the host's job to end (or cancel it), then retry") from exc
     move_host(s, h, body.state)
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.state", object_type="host",
                  object_id=h.id, before=before, after=snapshot(h) | {"reason": body.reason},

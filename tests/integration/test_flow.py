@@ -100,22 +100,28 @@ def test_cancel_running_job_stops_the_process_group(world: World) -> None:
     assert world.post("cust_a", f"/v1/jobs/{job_id}/cancel").status_code == 409
 
 
-def test_cancel_queued_job_frees_host(sqlite_world: World) -> None:
-    w = sqlite_world
-    host = w.enroll("node1", labels={"sleep": "5"})
-    first = w.request().json()
-    w.enroll("node2", labels={"sleep": "5"})
-    # Fill the worker threads so the next job waits in the queue.
-    others = [w.request() for _ in range(0)]
-    del others
-    job_id = first["job_ids"][0]
-    r = w.post("cust_a", f"/v1/jobs/{job_id}/cancel")
-    assert r.status_code == 202
-    job = w.wait_job(job_id, timeout=30)
-    assert job["status"] == "cancelled"
-    h = w.get("operator", f"/v1/hosts/{host['id']}").json()
-    # Cancelled before start: the host goes straight back; cancelled mid-run: it must be wiped.
-    assert h["state"] in ("available", "failed")
+def test_cancel_queued_job_frees_host(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.harness import base_env, running_app
+
+    # One worker thread: the second job has to wait in the queue, where we cancel it.
+    with running_app(base_env(tmp_path, PROVISIONER_WORKER_THREADS="1")) as w:
+        w.enroll("busy", labels={"sleep": "2"}, pool="p1")
+        idle = w.enroll("idle", pool="p2")
+        first = w.request(pool="p1").json()
+        second = w.request(pool="p2").json()
+        job_id = second["job_ids"][0]
+        assert w.get("cust_a", f"/v1/jobs/{job_id}").json()["status"] == "queued"
+        r = w.post("cust_a", f"/v1/jobs/{job_id}/cancel")
+        assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+        job = w.get("cust_a", f"/v1/jobs/{job_id}").json()
+        assert job["started_at"] is None and "before it started" in job["error"]
+        # Never touched: the host goes straight back to the pool, the request is marked failed.
+        h = w.get("operator", f"/v1/hosts/{idle['id']}").json()
+        assert h["state"] == "available" and h["tenant_id"] is None
+        assert w.get("cust_a", f"/v1/requests/{second['id']}").json()["status"] == "failed"
+        # The worker later pops the cancelled job's message: a no-op.
+        assert w.wait_job(first["job_ids"][0])["status"] == "succeeded"
+        assert w.get("cust_a", f"/v1/jobs/{job_id}").json()["attempts"] == 0
 
 
 def test_insufficient_capacity_is_a_clear_409(world: World) -> None:

@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from provisioner.lifecycle import ALLOWED, HostState, IllegalTransition, can_transition, transition
+from provisioner.lifecycle import (
+    ALLOWED,
+    HostState,
+    IllegalTransition,
+    can_transition,
+    manual_transition,
+    transition,
+)
 
 S = HostState
 LEGAL = {
@@ -53,3 +60,17 @@ def test_retired_is_terminal_and_says_so() -> None:
 def test_unknown_state_is_rejected() -> None:
     with pytest.raises(ValueError):
         transition("enrolled", "flying")
+
+
+MANUAL_OK = {(S.enrolled, S.maintenance), (S.available, S.maintenance), (S.failed, S.maintenance),
+             (S.maintenance, S.available), (S.enrolled, S.retired), (S.available, S.retired),
+             (S.failed, S.retired), (S.maintenance, S.retired)}
+
+
+@pytest.mark.parametrize("cur,tgt", list(itertools.product(S, [S.maintenance, S.available, S.retired])))
+def test_manual_moves(cur: HostState, tgt: HostState) -> None:
+    if (cur, tgt) in MANUAL_OK:
+        assert manual_transition(cur, tgt) is tgt
+    else:
+        with pytest.raises(IllegalTransition, match="by hand"):
+            manual_transition(cur, tgt)
