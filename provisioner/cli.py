@@ -106,7 +106,8 @@ def serve(host: str = typer.Option(None, help="bind address (default PROVISIONER
 
 @app.command("worker")
 def worker_cmd(processes: int = typer.Option(2, help="worker processes"),
-               threads: int = typer.Option(4, help="threads per process")) -> None:
+               threads: int = typer.Option(4, help="threads per process"),
+               poll_ms: int = typer.Option(50, help="max idle wait between broker polls (ms)")) -> None:
     """Run Dramatiq worker processes (needs PROVISIONER_BROKER_URL=redis://...)."""
     from provisioner.config import get_settings
 
@@ -114,7 +115,9 @@ def worker_cmd(processes: int = typer.Option(2, help="worker processes"),
         err.print("[red]error[/red] `provisioner worker` needs a shared broker: set PROVISIONER_BROKER_URL=redis://...")
         raise typer.Exit(2)
     exe = str(Path(sys.executable).parent / "dramatiq")
-    os.execv(exe, [exe, "workers.actors", "--processes", str(processes), "--threads", str(threads)])
+    # --worker-timeout bounds how long an idle consumer sleeps between Redis polls (queue latency).
+    os.execv(exe, [exe, "workers.actors", "--processes", str(processes), "--threads", str(threads),
+                   "--worker-timeout", str(poll_ms)])
 
 
 @admin_app.command("init")
