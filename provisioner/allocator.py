@@ -38,3 +38,19 @@ def allocate(session: Session, want: Constraints, count: int, *, tenant_id: int,
             raise NotEnoughHosts(count, len(rows))
         hosts.append(by_id[c.id])
     return hosts
+
+
+def create_vagrant_hosts(session: Session, count: int, *, max_vms: int, tenant_id: int, request_id: int,
+                         pool: str) -> list[Host]:
+    """On-demand VMs: host rows born in `provisioning`; their job creates, commissions, provisions them."""
+    live = session.exec(select(Host).where(Host.driver == "vagrant", Host.state != "retired")).all()
+    if len(live) + count > max_vms:
+        raise NotEnoughHosts(count, max(max_vms - len(live), 0))
+    hosts = []
+    for i in range(count):
+        h = Host(name=f"vm{request_id}-{i}", address="pending", ssh_user="vagrant", pool=pool, driver="vagrant",
+                 state="provisioning", tenant_id=tenant_id, request_id=request_id)
+        session.add(h)
+        hosts.append(h)
+    session.flush()
+    return hosts

@@ -100,6 +100,15 @@ def serve(host: str = typer.Option(None, help="bind address (default PROVISIONER
     s = get_settings()
     if s.embedded_broker and not worker:
         err.print("[yellow]--no-worker with the in-process broker: nothing will run jobs[/yellow]")
+    if s.api_workers > 1:
+        if s.embedded_broker:
+            err.print("[red]error[/red] several API processes need a shared broker (PROVISIONER_BROKER_URL)")
+            raise typer.Exit(2)
+        # Several processes: uvicorn imports the app factory in each (worker threads stay off).
+        os.environ["PROVISIONER_EMBEDDED_WORKER"] = "1" if worker else "0"
+        uvicorn.run("provisioner.api.app:app_from_env", factory=True, host=host or s.host, port=port or s.port,
+                    workers=s.api_workers, log_level="warning")
+        return
     uvicorn.run(create_app(s, embedded_worker=worker), host=host or s.host, port=port or s.port,
                 log_level="info")
 

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     worker_threads: int = 4
+    api_workers: int = 1
     playbook_dir: Path = REPO_ROOT / "playbooks"
     # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
     secret_key: str | None = None
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     allow_local_connection: bool = False
     run_reconciler: bool = True
     lab_cmd: Path = REPO_ROOT / "vagrant" / "lab"
+    # Requests for this pool get VMs created on demand by the vagrant driver (CI users).
+    vagrant_pool: str = "vagrant"
+    vagrant_max_vms: int = 2
     # JSON {host, port, user, private_key, base_path} of the SFTP store for restic backups.
     backup_store: Path | None = None
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Phase:
     name: str
-    playbook: str
+    playbook: str | None
     timeout_s: float
     idempotent: bool = True
+    # A driver action (Python, e.g. creating a VM) instead of a playbook.
+    action: str | None = None
 
 
 # The image phase skips itself when the request names no image from the catalogue.
@@ -31,17 +33,28 @@ PIPELINES: dict[str, tuple[Phase, ...]] = {
 
 JOB_KINDS = frozenset(PIPELINES)
 
+# Hosts of the `vagrant` driver are created for a request and destroyed at release: their
+# provision job starts by creating the VM (its own phase in the SLIs) and commissioning it.
+VM_CREATE = Phase("vm-create", None, 900, action="vm_create")
+VM_DESTROY = Phase("vm-destroy", None, 600, action="vm_destroy")
 
-def phases_for(kind: str) -> tuple[Phase, ...]:
+
+def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
     try:
-        return PIPELINES[kind]
+        phases = PIPELINES[kind]
     except KeyError:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(PIPELINES))}") from None
+    if driver == "vagrant":
+        if kind == "provision":
+            return (VM_CREATE, PIPELINES["commission"][0], *phases)
+        if kind == "release":
+            return (VM_DESTROY,)
+    return phases
 
 
-def next_phase(kind: str, done: set[str]) -> Phase | None:
+def next_phase(kind: str, done: set[str], driver: str = "static") -> Phase | None:
     """The first phase not yet finished: a retried job resumes where it stopped."""
-    for phase in phases_for(kind):
+    for phase in phases_for(kind, driver):
         if phase.name not in done:
             return phase
     return None

@@ -31,6 +31,7 @@ class PhaseOutcome:
     failures: list[str] = field(default_factory=list)
     unreachable: bool = False
     tail: list[str] = field(default_factory=list)  # last plain output lines, for errors outside tasks
+    driver_error: str | None = None
 
     @property
     def ok(self) -> bool:

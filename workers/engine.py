@@ -138,6 +138,12 @@ def _apply_result(session: Session, host: Host, phase: str, result: dict[str, An
     merged = dict(host.results or {})
     merged.update(result)
     host.results = merged
+    vm = result.get("vm")
+    if isinstance(vm, dict) and vm.get("address"):
+        host.address = vm["address"]
+        host.port = int(vm.get("port") or 22)
+        host.ssh_user = vm.get("user") or host.ssh_user
+        host.credential_path = vm.get("private_key") or host.credential_path
     facts = result.get("facts")
     if isinstance(facts, dict):
         host.hardware = facts
@@ -195,7 +201,7 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
     key = None
     if host.credential_ciphertext:
         key = secrets_mod.decrypt(settings, host.credential_ciphertext)
-    for phase in phases_for(job.kind):
+    for phase in phases_for(job.kind, host.driver):
         rec = _phase_record(phases, phase.name)
         if rec["status"] == "succeeded":
             continue  # a retried job resumes after the phases it finished
@@ -205,6 +211,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
         if hb.cancel.is_set():
             return "cancelled", f"cancelled during phase {phase.name}"
         if not outcome.ok:
+            if outcome.driver_error:
+                return "failed", f"phase {phase.name} failed: {outcome.driver_error}"
             if outcome.status == "timeout":
                 return "failed", f"phase {phase.name} timed out after {phase.timeout_s:.0f}s"
             why = ("; ".join(outcome.failures[-3:] or outcome.tail)
@@ -233,16 +241,19 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         backup = _backup_config(settings, host) if job.kind == "provision" else None
         t0 = time.monotonic()
         try:
-            outcome = run_playbook(
-                playbook=Path(settings.playbook_dir) / phase.playbook,
-                inventory=inventory_for(host_d, host.credential_path),
-                extravars=extravars_for(job_d, host_d, params, backup),
-                ssh_key=key,
-                timeout_s=phase.timeout_s,
-                should_cancel=hb.should_stop,
-                on_event=lambda ev, sink=sink: sink.add(event_row(  # type: ignore[misc]
-                    ev, job_id=job.id or 0, seq=0, phase=phase.name, stdout_max=settings.event_stdout_max)),
-            )
+            if phase.action:
+                outcome = _run_driver(settings, phase, host, hb, sink)
+            else:
+                outcome = run_playbook(
+                    playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
+                    inventory=inventory_for(host_d, host.credential_path),
+                    extravars=extravars_for(job_d, host_d, params, backup),
+                    ssh_key=key,
+                    timeout_s=phase.timeout_s,
+                    should_cancel=hb.should_stop,
+                    on_event=lambda ev, sink=sink: sink.add(event_row(  # type: ignore[misc]
+                        ev, job_id=job.id or 0, seq=0, phase=phase.name, stdout_max=settings.event_stdout_max)),
+                )
         finally:
             sink.close()
             job.event_count = sink.seq
@@ -252,3 +263,23 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         if outcome.ok or hb.should_stop() or outcome.status == "timeout" or outcome.unreachable:
             break
     return outcome
+
+
+def _run_driver(settings: Settings, phase: Phase, host: Host, hb: Heartbeat, sink: EventSink) -> PhaseOutcome:
+    from workers.vagrant_driver import run_lab
+
+    verb = {"vm_create": "vm-up", "vm_destroy": "vm-destroy"}[phase.action or ""]
+    started = time.monotonic()
+
+    def on_line(line: str) -> None:
+        sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "driver_output", "host": host.name,
+                  "task": f"lab {verb}", "status": None, "duration_s": round(time.monotonic() - started, 3),
+                  "stdout": line[: settings.event_stdout_max], "created_at": utcnow()})
+
+    res = run_lab(settings.lab_cmd, [verb, host.name], timeout_s=phase.timeout_s, should_cancel=hb.should_stop,
+                  on_line=on_line)
+    if not res.ok:
+        out = PhaseOutcome(status="timeout" if res.timed_out else "failed", rc=1)
+        out.driver_error = res.error
+        return out
+    return PhaseOutcome(status="successful", rc=0, result={"vm": res.record})

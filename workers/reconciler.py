@@ -28,7 +28,7 @@ log = logging.getLogger("provisioner.reconciler")
 
 def _interrupted_phase_idempotent(job: Job) -> bool:
     running = [p["name"] for p in job.phases or [] if p.get("status") == "running"]
-    by_name = {p.name: p for p in phases_for(job.kind)}
+    by_name = {p.name: p for d in ("static", "vagrant") for p in phases_for(job.kind, d)}
     return all(by_name[n].idempotent for n in running if n in by_name)
 
 

@@ -62,3 +62,10 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for multi-process uvicorn (`PROVISIONER_API_WORKERS` > 1)."""
+    import os
+
+    return create_app(get_settings(), embedded_worker=os.environ.get("PROVISIONER_EMBEDDED_WORKER") == "1")

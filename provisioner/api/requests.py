@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from provisioner import audit
 from provisioner.allocation import Constraints
-from provisioner.allocator import NotEnoughHosts, allocate
+from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_params
 from provisioner.api.schemas import Page, RequestIn, RequestOut
@@ -55,8 +55,13 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
     s.flush()
     want = Constraints(pool=body.pool, labels=dict(body.constraints.labels), min_cpus=body.constraints.min_cpus,
                        min_memory_mb=body.constraints.min_memory_mb, min_disks=body.constraints.min_disks)
+    settings = get_settings()
     try:
-        hosts = allocate(s, want, body.count, tenant_id=p.tenant_id, request_id=req.id or 0)
+        if body.pool == settings.vagrant_pool:
+            hosts = create_vagrant_hosts(s, body.count, max_vms=settings.vagrant_max_vms, tenant_id=p.tenant_id,
+                                         request_id=req.id or 0, pool=body.pool)
+        else:
+            hosts = allocate(s, want, body.count, tenant_id=p.tenant_id, request_id=req.id or 0)
     except NotEnoughHosts as exc:
         s.rollback()
         raise Problem(409, "capacity.insufficient",
@@ -64,7 +69,6 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
                       "(before constraints are applied)",
                       hint="lower count or constraints, choose another pool, or retry when hosts are released",
                       wanted=exc.wanted, available=exc.matching) from None
-    settings = get_settings()
     jobs = [new_job(s, "provision", h, request_id=req.id, tenant_id=p.tenant_id, accepted_at=now,
                     settings=settings) for h in hosts]
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="request.create", object_type="request",
