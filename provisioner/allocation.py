@@ -26,6 +26,8 @@ class Candidate:
 
 
 def data_disk_count(hardware: Mapping[str, Any]) -> int:
+    if isinstance(hardware.get("data_disks"), list):
+        return len(hardware["data_disks"])
     return len(hardware.get("disks") or [])
 
 

@@ -104,11 +104,14 @@ def _backup_config(settings: Settings, host: Host) -> dict[str, Any] | None:
     store = json.loads(Path(path).read_text())
     key = Path(store["private_key"]).read_text()
     password = secrets_mod.decrypt(settings, host.backup_secret_ciphertext) if host.backup_secret_ciphertext else ""
+    known = store.get("known_hosts_line") or ""
     return {
         "repository": f"sftp:{store['user']}@{store['host']}:{store['base_path'].rstrip('/')}/{host.name}",
         "port": store.get("port", 22),
         "password": password,
         "sftp_private_key": key,
+        # Pin the store's host key when the lab published it ("[host]:port keytype key").
+        "host_key": known.split(" ", 1)[1] if " " in known else "",
     }
 
 
@@ -144,9 +147,13 @@ def _apply_result(session: Session, host: Host, phase: str, result: dict[str, An
         host.port = int(vm.get("port") or 22)
         host.ssh_user = vm.get("user") or host.ssh_user
         host.credential_path = vm.get("private_key") or host.credential_path
-    facts = result.get("facts")
+    commission = result.get("commission") if isinstance(result.get("commission"), dict) else result
+    facts = commission.get("facts")
     if isinstance(facts, dict):
-        host.hardware = facts
+        hw = dict(facts)
+        if isinstance(commission.get("data_disks"), list):
+            hw["data_disks"] = commission["data_disks"]
+        host.hardware = hw
     rv = result.get("restore_verify")
     if isinstance(rv, dict):
         host.last_restore_passed = bool(rv.get("passed"))
@@ -198,6 +205,11 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
     params = dict(req.params or {}) if req else dict(job.params or {})
     phases = list(job.phases or [])
     job.phases = phases
+    if job.kind == "provision" and not host.backup_secret_ciphertext:
+        # One restic password per host, made before any phase needs it and kept encrypted.
+        host.backup_secret_ciphertext = secrets_mod.encrypt(settings, secrets_mod.new_token()[0])
+        session.add(host)
+        session.commit()
     key = None
     if host.credential_ciphertext:
         key = secrets_mod.decrypt(settings, host.credential_ciphertext)

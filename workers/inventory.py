@@ -28,6 +28,13 @@ def inventory_for(host: dict[str, Any], key_file: str | None) -> dict[str, Any]:
     return {"all": {"hosts": {"target": vars_}}}
 
 
+def _data_disks(hw: dict[str, Any]) -> list[str]:
+    # Commission reports which disks hold no system mount; older facts only list disks.
+    if isinstance(hw.get("data_disks"), list):
+        return [d if isinstance(d, str) else d.get("name") for d in hw["data_disks"]]
+    return [d["name"] for d in hw.get("disks") or [] if d.get("name")]
+
+
 def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dict[str, Any],
                   backup: dict[str, Any] | None) -> dict[str, Any]:
     hw = host.get("hardware") or {}
@@ -36,7 +43,7 @@ def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dic
         "prov_job_kind": job["kind"],
         "prov_host_name": host["name"],
         "prov_host_labels": host.get("labels") or {},
-        "prov_data_disks": [d["name"] for d in hw.get("disks") or [] if d.get("name")],
+        "prov_data_disks": _data_disks(hw),
         "prov_raid_level": request_params.get("raid_level") or "1",
         "prov_firewall_ports": request_params.get("firewall_ports") or [],
         "prov_customer_user": request_params.get("customer_user", "customer"),

@@ -13,7 +13,7 @@ def test_enroll_commission_gathers_facts(world: World) -> None:
     host = world.enroll("node1", labels={"cpus": "8"})
     assert host["state"] == "available"
     assert host["hardware"]["cpus"] == 8
-    assert len(host["hardware"]["disks"]) == 2
+    assert host["hardware"]["data_disks"] == ["/dev/vdb", "/dev/vdc"]
     assert host["credential"] == "none"
 
 

@@ -45,3 +45,11 @@ def test_never_the_same_host_twice() -> None:
 def test_ties_are_deterministic() -> None:
     hosts = [host(3), host(1), host(2)]
     assert [c.name for c in choose(hosts, Constraints(), 3)] == ["h1", "h2", "h3"]
+
+
+def test_data_disks_from_commission_win_over_all_disks() -> None:
+    from provisioner.allocation import data_disk_count
+
+    assert data_disk_count({"disks": [{"name": "/dev/vda"}, {"name": "/dev/vdb"}], "data_disks": ["/dev/vdb"]}) == 1
+    assert data_disk_count({"disks": [{"name": "/dev/vda"}]}) == 1
+    assert data_disk_count({}) == 0
