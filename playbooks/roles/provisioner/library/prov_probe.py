@@ -1,0 +1,108 @@
+#!/usr/bin/python
+"""Read-only host probe: hardware facts and data-disk resolution in one round trip."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: prov_probe
+short_description: Inventory a host (CPU, memory, disks, NICs, OS) and resolve the data disks
+description:
+  - Read-only. Uses lsblk, ip -j and /proc; returns in a single module run (cheap under emulation).
+  - Data disks are the given device paths (validated: whole disks, no system mount) or,
+    when none are given, every whole disk that holds no system mount (/, /boot, /usr, /var, swap).
+options:
+  data_disks: {type: list, elements: str, default: []}
+  min_data_disks: {type: int, default: 0, description: fail when fewer data disks resolve}
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.prov_block import candidate, disk_table, lsblk, md_arrays, read, resolve_disk_path, run
+
+
+def os_release():
+    res = {}
+    for line in (read("/etc/os-release", "") or "").splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            res[k] = v.strip().strip('"')
+    return res
+
+
+def nics(module):
+    _, out, _ = run(module, ["ip", "-j", "addr", "show"])
+    res = []
+    for link in json.loads(out or "[]"):
+        if link.get("link_type") == "loopback" or link.get("ifname") == "lo":
+            continue
+        res.append({
+            "name": link.get("ifname"),
+            "mac": link.get("address"),
+            "state": link.get("operstate"),
+            "mtu": link.get("mtu"),
+            "addresses": ["%s/%s" % (a["local"], a["prefixlen"])
+                          for a in link.get("addr_info", []) if a.get("local")],
+        })
+    return res
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        data_disks=dict(type="list", elements="str", default=[]),
+        min_data_disks=dict(type="int", default=0),
+    ), supports_check_mode=True)
+
+    disks = disk_table(lsblk(module))
+    root = sorted(n for n, d in disks.items() if d["root"])
+    system = sorted(n for n, d in disks.items() if d["system"])
+
+    requested = [resolve_disk_path(p) for p in module.params["data_disks"] or []]
+    if requested:
+        bad = [p for p in requested if p not in disks]
+        if bad:
+            module.fail_json(msg="not whole disks on this host: %s (disks: %s)"
+                             % (", ".join(bad), ", ".join(sorted(disks))))
+        sysd = [p for p in requested if disks[p]["system"]]
+        if sysd:
+            module.fail_json(msg="refusing: %s hold(s) system mounts (%s)" % (
+                ", ".join(sysd), "; ".join("%s: %s" % (p, ",".join(disks[p]["mountpoints"])) for p in sysd)))
+        if len(set(requested)) != len(requested):
+            module.fail_json(msg="duplicate data disks: %s" % requested)
+        data = requested
+    else:
+        data = sorted(n for n, d in disks.items() if candidate(d))
+    if len(data) < module.params["min_data_disks"]:
+        module.fail_json(msg="need at least %d data disk(s), found %d: %s"
+                         % (module.params["min_data_disks"], len(data), data), data_disks=data)
+
+    meminfo = {}
+    for line in (read("/proc/meminfo", "") or "").splitlines():
+        k, _, v = line.partition(":")
+        meminfo[k] = v.strip()
+    osr = os_release()
+    version = osr.get("VERSION_ID")
+    if osr.get("ID") == "debian":
+        version = read("/etc/debian_version", version) or version
+
+    facts = {
+        "hostname": os.uname()[1],
+        "cpus": os.cpu_count(),
+        "memory_mb": int(meminfo.get("MemTotal", "0 kB").split()[0]) // 1024,
+        "root_disk": root[0] if root else None,
+        "system_disks": system,
+        "disks": [{k: d[k] for k in ("name", "size_bytes", "serial", "rotational", "model")}
+                  for n, d in sorted(disks.items()) if not n.startswith(("/dev/zram", "/dev/ram", "/dev/loop"))],
+        "nics": nics(module),
+        "os": {"name": osr.get("NAME"), "version": version, "id": osr.get("ID"),
+               "version_id": osr.get("VERSION_ID"), "codename": osr.get("VERSION_CODENAME"),
+               "kernel": os.uname()[2], "arch": os.uname()[4]},
+    }
+    module.exit_json(changed=False, facts=facts, data_disks=data,
+                     data_disks_discovered=not requested,
+                     data_disk_mounts={p: disks[p]["mountpoints"] for p in data},
+                     md_arrays=list(md_arrays().values()))
+
+
+if __name__ == "__main__":
+    main()

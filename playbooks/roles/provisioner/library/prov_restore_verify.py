@@ -1,0 +1,120 @@
+#!/usr/bin/python
+"""Backup/restore round trip through the provisioner restic repository, verified by sha256."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: prov_restore_verify
+short_description: Prove that backups restore (marker files -> restic backup -> restore -> sha256 compare)
+description:
+  - Writes I(files) random marker files of I(size_kib) KiB under I(marker_dir) (replacing the previous set),
+    backs them up with the provisioner restic wrapper (tag provisioner-restore-test), restores that snapshot
+    into I(scratch_dir), compares sha256 checksums and records the outcome in I(result_path).
+  - Fails when anything does not match. Older restore-test snapshots of this host are forgotten (keep last 2).
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.prov_block import run, write_atomic
+
+TAG = "provisioner-restore-test"
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        job_id=dict(type="str", default="manual"),
+        marker_dir=dict(type="str", default="/srv/data/.provisioner-restore-test"),
+        scratch_dir=dict(type="str", default=""),
+        files=dict(type="int", default=3),
+        size_kib=dict(type="int", default=256),
+        result_path=dict(type="str", default="/var/lib/provisioner/restore-test.json"),
+        restic=dict(type="str", default="/usr/local/sbin/provisioner-restic"),
+        host=dict(type="str", default=""),
+        keep_scratch=dict(type="bool", default=False),
+    ))
+    p = module.params
+    if not os.access(p["restic"], os.X_OK):
+        module.fail_json(msg="%s missing: run the backup phase (or pass prov_backup) first" % p["restic"])
+    job = "".join(c if c.isalnum() or c in "-_." else "_" for c in p["job_id"]) or "manual"
+    scratch = p["scratch_dir"] or "/var/tmp/prov-restore-%s" % job
+    marker = os.path.normpath(p["marker_dir"])
+    host = p["host"] or socket.gethostname()
+    started = time.time()
+
+    shutil.rmtree(marker, ignore_errors=True)
+    os.makedirs(marker, 0o700)
+    expected = {}
+    for i in range(p["files"]):
+        name = "marker-%02d.bin" % i
+        path = os.path.join(marker, name)
+        with open(path, "wb") as fh:
+            fh.write(os.urandom(p["size_kib"] * 1024))
+            fh.flush()
+            os.fsync(fh.fileno())
+        expected[name] = sha256(path)
+    manifest = "".join("%s  %s\n" % (expected[n], n) for n in sorted(expected))
+    with open(os.path.join(marker, "SHA256SUMS"), "w") as fh:
+        fh.write(manifest)
+    checksum = hashlib.sha256(manifest.encode()).hexdigest()
+
+    _, out, err = run(module, [p["restic"], "backup", "--json", "--tag", TAG, "--host", host, marker])
+    snapshot = None
+    for line in out.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("message_type") == "summary":
+            snapshot = msg.get("snapshot_id")
+    if not snapshot:
+        module.fail_json(msg="restic backup reported no snapshot id", stderr=err)
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch, 0o700)
+    run(module, [p["restic"], "restore", snapshot, "--target", scratch])
+    restored_dir = os.path.join(scratch, marker.lstrip("/"))
+    details, passed = [], True
+    for name in sorted(expected):
+        path = os.path.join(restored_dir, name)
+        got = sha256(path) if os.path.isfile(path) else None
+        ok = got == expected[name]
+        passed = passed and ok
+        details.append({"name": name, "sha256": expected[name], "restored_sha256": got, "ok": ok})
+    extra = sorted(set(os.listdir(restored_dir)) - set(expected) - {"SHA256SUMS"}) if os.path.isdir(restored_dir) else []
+    if extra:
+        passed = False
+    seconds = round(time.time() - started, 1)
+    result = {
+        "passed": passed, "snapshot_id": snapshot, "files": len(expected), "bytes": len(expected) * p["size_kib"] * 1024,
+        "checksum": checksum, "seconds": seconds,
+        "verified_at": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        "job_id": p["job_id"], "marker_dir": marker, "scratch_dir": scratch, "unexpected_files": extra,
+        "details": details,
+    }
+    write_atomic(p["result_path"], json.dumps(result, indent=1, sort_keys=True) + "\n", 0o644)
+    if not p["keep_scratch"]:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # housekeeping: only the newest restore-test snapshots are worth keeping
+    rc, _, ferr = run(module, [p["restic"], "forget", "--tag", TAG, "--host", host, "--keep-last", "2"], check=False)
+    result["forget_ok"] = rc == 0
+    if not passed:
+        module.fail_json(msg="restore verification FAILED: restored data does not match", **result)
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""End-to-end: the phase playbooks run directly with ansible-playbook against a lab VM.
+
+Sequence commission -> wipe -> raid -> firewall -> backup -> restore-verify -> handover -> release,
+each phase run twice (the second run must succeed again; phases that converge must report
+changed=0), checked from outside over SSH after each phase. Runs inside the lab network namespace
+(`vagrant/lab exec --`) against PROVISIONER_E2E_HOST (default lab2); skipped when
+`vagrant/lab status` fails. DESTRUCTIVE for the lab VM's data disks /dev/vdb and /dev/vdc.
+
+Timings of every run are printed at the end (pytest -s) and, when PROVISIONER_E2E_TIMINGS names a
+file, written there as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = ROOT / "vagrant" / "lab"
+PLAYBOOKS = ROOT / "playbooks"
+ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+HOST = os.environ.get("PROVISIONER_E2E_HOST", "lab2")
+DATA_DISKS = ["/dev/vdb", "/dev/vdc"]
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
+
+TIMINGS: list[dict] = []
+
+
+def _lab_status() -> tuple[bool, str, list[dict]]:
+    if not LAB.exists():
+        return False, f"{LAB} missing", []
+    try:
+        proc = subprocess.run([str(LAB), "status"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"vagrant/lab status failed: {exc}", []
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [""])[-1]
+        return False, f"vagrant/lab status rc={proc.returncode}: {tail}", []
+    try:
+        hosts = json.loads(proc.stdout)
+    except ValueError:
+        return False, "vagrant/lab status printed no hosts.json", []
+    return True, "", hosts
+
+
+class Lab:
+    def __init__(self, host: dict, backup: dict, workdir: Path):
+        self.host = host
+        self.backup = backup
+        self.workdir = workdir
+        self.inventory = workdir / "inventory.json"
+        self.inventory.write_text(json.dumps({"all": {"hosts": {"target": {
+            "ansible_host": host["address"],
+            "ansible_port": host["port"],
+            "ansible_user": host["user"],
+            "ansible_ssh_private_key_file": host["private_key"],
+            "ansible_ssh_common_args": " ".join(SSH_OPTS[:6]),
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }}}}))
+        self.customer_key = workdir / "customer_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f",
+                        str(self.customer_key)], check=True)
+        self.repo_dir = f"{backup['base_path'].rstrip('/')}/e2e-{HOST}-{uuid.uuid4().hex[:8]}"
+        self.password = secrets.token_urlsafe(24)
+        self.sftp_key = Path(backup["private_key"]).read_text()
+        host_key = " ".join(backup.get("known_hosts_line", "").split()[1:])
+        self.extravars = {
+            "prov_job_id": f"e2e-{uuid.uuid4().hex[:8]}",
+            "prov_host_name": HOST,
+            "prov_data_disks": DATA_DISKS,
+            "prov_raid_level": "1",
+            "prov_raid_device": "/dev/md0",
+            "prov_firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["10.0.0.0/8"]},
+                                    {"port": 443, "proto": "tcp", "sources": []}],
+            "prov_backup": {
+                "repository": f"sftp:{backup['user']}@{backup['host']}:{self.repo_dir}",
+                "port": backup["port"], "password": self.password, "sftp_private_key": self.sftp_key,
+                "host_key": host_key, "paths": ["/etc", "/srv/data"], "schedule": "daily",
+                "retention_days": 7,
+            },
+            "prov_customer_user": "customer",
+            "prov_customer_ssh_pubkey": (workdir / "customer_key.pub").read_text().strip(),
+        }
+        self.varsfile = workdir / "extravars.json"
+        fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.extravars, fh)
+        self.secrets = [self.password, self.sftp_key.strip().splitlines()[1]]
+
+    # -- running playbooks ------------------------------------------------------------------
+    def play(self, phase: str, run: int, extra: dict | None = None) -> dict:
+        cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory),
+               str(PLAYBOOKS / f"{phase}.yml"), "-e", f"@{self.varsfile}"]
+        if extra:
+            cmd += ["-e", json.dumps(extra)]
+        env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SHOW_CUSTOM_STATS="True",
+                   ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+                   ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_TIMEOUT="60", ANSIBLE_SSH_RETRIES="2")
+        started = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
+        seconds = round(time.monotonic() - started, 1)
+        out = proc.stdout + proc.stderr
+        (self.workdir / f"{phase}-{run}.log").write_text(out)
+        for s in self.secrets:
+            assert s not in out, f"{phase}: a secret leaked into the ansible output"
+        assert proc.returncode == 0, f"{phase} run {run} failed (rc={proc.returncode}):\n{out[-6000:]}"
+        recap = re.search(r"target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
+        assert recap, out[-3000:]
+        stats = re.search(r"^\s*RUN: (\{.*\})\s*$", out, re.M)
+        assert stats, f"{phase}: no custom stats in output:\n{out[-3000:]}"
+        result = json.loads(stats.group(1))["prov_result"]
+        changed = int(recap.group(2))
+        TIMINGS.append({"phase": phase, "run": run, "seconds": seconds, "changed": changed})
+        return {"result": result, "changed": changed, "seconds": seconds, "output": out}
+
+    def twice(self, phase: str, idempotent: bool = True) -> tuple[dict, dict]:
+        first = self.play(phase, 1)
+        second = self.play(phase, 2)
+        if idempotent:
+            assert second["changed"] == 0, f"{phase} re-run changed something:\n{second['output'][-4000:]}"
+        return first, second
+
+    # -- looking from outside -----------------------------------------------------------------
+    def ssh(self, command: str, user: str | None = None, key: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        user = user or self.host["user"]
+        key = key or self.host["private_key"]
+        cmd = [str(LAB), "exec", "--", "ssh", *SSH_OPTS, "-i", key, "-p", str(self.host["port"]),
+               f"{user}@{self.host['address']}", command]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check:
+            assert proc.returncode == 0, f"ssh {command!r} rc={proc.returncode}: {proc.stderr}"
+        return proc
+
+    def tcp_probe(self, port: int) -> str:
+        """open | refused | timeout for a TCP connect from the controller side."""
+        code = ("import socket,sys\ns=socket.socket();s.settimeout(3)\n"
+                "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print('open')\n"
+                "except socket.timeout:\n print('timeout')\nexcept OSError:\n print('refused')\n")
+        proc = subprocess.run([str(LAB), "exec", "--", "python3", "-c", code, self.host["address"], str(port)],
+                              capture_output=True, text=True, timeout=60)
+        return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Lab:
+    ok, reason, hosts = _lab_status()
+    if not ok:
+        pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
+    host = next((h for h in hosts if h["name"] == HOST), None)
+    if host is None:
+        pytest.skip(f"lab host {HOST} not in vagrant/lab status output")
+    backup_json = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab")) / "backup.json"
+    if not backup_json.exists():
+        pytest.skip(f"{backup_json} missing (lab backup store not running)")
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip(f"{ANSIBLE_PLAYBOOK} missing")
+    lab = Lab(host, json.loads(backup_json.read_text()), tmp_path_factory.mktemp("playbooks-e2e"))
+    yield lab
+    # our own repository on the (local) lab backup store
+    base = lab.backup["base_path"].rstrip("/") + "/"
+    if lab.repo_dir.startswith(base) and os.path.isdir(lab.repo_dir):
+        shutil.rmtree(lab.repo_dir, ignore_errors=True)
+    print(f"\nplaybook timings ({HOST}):")
+    for t in TIMINGS:
+        print(f"  {t['phase']:<15} run {t['run']}  {t['seconds']:6.1f} s  changed={t['changed']}")
+    if os.environ.get("PROVISIONER_E2E_TIMINGS"):
+        Path(os.environ["PROVISIONER_E2E_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=1))
+
+
+def test_commission(lab: Lab):
+    # discovery (no data disks given) must find exactly the non-root disks
+    first = lab.play("commission", 1, extra={"prov_data_disks": []})
+    second = lab.play("commission", 2)
+    assert second["changed"] == 0
+    facts = first["result"]["commission"]["facts"]
+    assert facts["cpus"] >= 1 and facts["memory_mb"] > 0
+    assert facts["root_disk"] == "/dev/vda"
+    names = {d["name"] for d in facts["disks"]}
+    assert set(DATA_DISKS) <= names
+    assert all({"size_bytes", "serial", "rotational", "model"} <= set(d) for d in facts["disks"])
+    assert facts["nics"] and any(lab.host["address"] in " ".join(n["addresses"]) for n in facts["nics"])
+    assert facts["os"]["id"] == "debian" and facts["os"]["version"].startswith("12")
+    assert first["result"]["commission"]["data_disks"] == DATA_DISKS
+
+
+def test_wipe(lab: Lab):
+    first, second = lab.twice("wipe")
+    assert first["result"]["wipe"]["disks"] == DATA_DISKS
+    assert all(d["was_blank"] for d in second["result"]["wipe"]["details"])
+    proc = lab.ssh("sudo mdadm --examine /dev/vdb /dev/vdc", check=False)
+    assert proc.returncode != 0 and "No md superblock" in proc.stderr
+    assert lab.ssh("sudo wipefs --noheadings /dev/vdb /dev/vdc").stdout.strip() == ""
+
+
+def test_raid(lab: Lab):
+    first, second = lab.twice("raid")
+    raid = second["result"]["raid"]
+    assert raid["device"] == "/dev/md0" and raid["level"] == "1" and raid["members"] == DATA_DISKS
+    assert raid["action"] == "present" and raid["members_up"] == "UU"
+    assert raid["state"] == "clean" or raid["state"].startswith("resync")
+    mdstat = lab.ssh("cat /proc/mdstat").stdout
+    assert re.search(r"md0 : active raid1 .*\n.*\[2/2\] \[UU\]", mdstat), mdstat
+    assert "ARRAY /dev/md0" in lab.ssh("cat /etc/mdadm/mdadm.conf").stdout
+
+
+def test_raid_level_needs_more_disks(lab: Lab):
+    cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(lab.inventory), str(PLAYBOOKS / "raid.yml"),
+           "-e", f"@{lab.varsfile}", "-e", '{"prov_raid_level": "6"}']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode != 0
+    assert "RAID6 needs at least 4 disks, got 2" in proc.stdout + proc.stderr
+
+
+def test_firewall(lab: Lab):
+    first, second = lab.twice("firewall")
+    fw = second["result"]["firewall"]
+    assert fw["policy"] == "drop"
+    assert {(p["port"], p["proto"]) for p in fw["open_ports"]} == {(8080, "tcp"), (443, "tcp")}
+    assert fw["mgmt_cidrs"]
+    ruleset = json.loads(lab.ssh("sudo nft -j list ruleset").stdout)["nftables"]
+    chains = [o["chain"] for o in ruleset if "chain" in o]
+    assert any(c["table"] == "filter" and c["name"] == "input" and c.get("policy") == "drop" for c in chains)
+    text = lab.ssh("sudo nft list ruleset").stdout
+    assert re.search(r"saddr .*tcp dport 22 accept", text), text
+    assert lab.ssh("sudo systemctl is-enabled nftables.service").stdout.strip() == "enabled"
+    assert lab.ssh("sudo systemctl is-active prov-nft-rollback.timer", check=False).stdout.strip() != "active"
+    assert lab.tcp_probe(22) == "open"
+    assert lab.tcp_probe(9) == "timeout"  # dropped, not rejected
+
+
+def test_backup(lab: Lab):
+    first, second = lab.twice("backup", idempotent=False)  # every run takes a new snapshot
+    assert first["changed"] >= 1 and second["changed"] == 1  # only the backup run itself on re-run
+    bk = second["result"]["backup"]
+    assert bk["snapshot_id"] and bk["snapshot_id"] != first["result"]["backup"]["snapshot_id"]
+    assert bk["timer"] == "provisioner-backup.timer" and "/etc" in bk["paths"]
+    assert bk["repository"] == lab.extravars["prov_backup"]["repository"]
+    assert lab.ssh("sudo systemctl is-enabled provisioner-backup.timer").stdout.strip() == "enabled"
+    modes = lab.ssh("sudo stat -c '%a %U %n' /etc/provisioner/backup/id_backup /etc/provisioner/backup/password")
+    assert all(line.startswith("600 root") for line in modes.stdout.splitlines()), modes.stdout
+    snaps = lab.ssh("sudo /usr/local/sbin/provisioner-restic snapshots --json --tag provisioner")
+    assert bk["snapshot_id"] in {s["short_id"] for s in json.loads(snaps.stdout)}
+
+
+def test_restore_verify(lab: Lab):
+    first, second = lab.twice("restore-verify", idempotent=False)  # a new marker/snapshot each run
+    for run in (first, second):
+        rv = run["result"]["restore_verify"]
+        assert rv["passed"] is True and rv["files"] >= 1 and rv["snapshot_id"] and rv["checksum"]
+    on_host = json.loads(lab.ssh("cat /var/lib/provisioner/restore-test.json").stdout)
+    assert on_host["passed"] is True
+    assert on_host["snapshot_id"] == second["result"]["restore_verify"]["snapshot_id"]
+    assert lab.ssh("ls /var/tmp | grep -c prov-restore- || true").stdout.strip() == "0"
+
+
+def test_handover(lab: Lab):
+    first, second = lab.twice("handover")
+    assert second["result"]["handover"]["user"] == "customer"
+    proc = lab.ssh("id -un && sudo -n true && echo sudo-ok", user="customer", key=str(lab.customer_key))
+    assert proc.stdout.split() == ["customer", "sudo-ok"]
+
+
+def test_release(lab: Lab):
+    # the customer mounted the array somewhere: release must cope
+    lab.ssh("sudo mkfs.ext4 -q -F /dev/md0 && sudo mkdir -p /mnt/e2e && sudo mount /dev/md0 /mnt/e2e",
+            user="customer", key=str(lab.customer_key))
+    first, second = lab.twice("release")
+    rel = first["result"]["release"]
+    assert rel["wiped"] == DATA_DISKS
+    assert {"device": "/dev/md0", "mountpoint": "/mnt/e2e"} in rel["unmounted"]
+    assert rel["firewall"]["policy"] == "drop" and rel["firewall"]["open_ports"] == []
+    proc = lab.ssh("sudo mdadm --examine /dev/vdb /dev/vdc", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("No md superblock") == 2, proc.stderr
+    assert "md0" not in lab.ssh("cat /proc/mdstat").stdout
+    assert lab.ssh("id customer", check=False).returncode != 0
+    assert lab.ssh("customer-login", user="customer", key=str(lab.customer_key), check=False).returncode == 255
+    assert lab.ssh("sudo systemctl is-enabled provisioner-backup.timer", check=False).stdout.strip() != "enabled"
+    assert lab.ssh("sudo test -e /etc/provisioner/backup", check=False).returncode != 0
+    assert lab.tcp_probe(443) == "timeout"
+    assert lab.tcp_probe(22) == "open"

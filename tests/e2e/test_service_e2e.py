@@ -1,0 +1,161 @@
+"""End to end through the real service: a customer requests a lab VM through the API, the
+embedded service (SQLite + in-process worker) runs the whole pipeline over SSH, and the host is
+checked from outside. Then release, and the failure path (SSH cut mid-job).
+
+Runs inside the lab's network namespace (scripts/e2e.sh: `vagrant/lab exec -- pytest -m e2e`).
+DESTRUCTIVE for the data disks of PROVISIONER_E2E_SERVICE_HOST (default lab1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.procs import Api, Service, admin_token, customer, operator
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
+HOST = os.environ.get("PROVISIONER_E2E_SERVICE_HOST", "lab1")
+PREFIX = os.environ.get("PROVISIONER_LAB_PREFIX", "provlab-")
+SSH = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+       "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
+
+
+def lab_hosts() -> list[dict[str, Any]]:
+    path = STATE / "hosts.json"
+    if not path.exists():
+        pytest.fail(f"{path} missing: run the e2e suite through scripts/e2e.sh (it brings the lab up)")
+    return json.loads(path.read_text())
+
+
+def ssh(rec: dict[str, Any], cmd: str, *, key: str | None = None, user: str | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    args = [*SSH, "-i", key or rec["private_key"], "-p", str(rec["port"]), f"{user or rec['user']}@{rec['address']}",
+            cmd]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=check)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("svc")
+    env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
+           "PROVISIONER_RECONCILE_SECONDS": "5"}
+    service = Service(env, tmp / "service.log", worker=True)
+    try:
+        admin = Api(service.url, admin_token(env))
+        key = tmp / "customer_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
+                       check=True)
+        yield {"service": service, "admin": admin, "op": operator(admin, service.url),
+               "cust": customer(admin, service.url), "key": str(key), "pub": (tmp / "customer_key.pub").read_text()}
+    finally:
+        service.stop()
+        print(f"\nservice log tail:\n{service.tail(30)}")
+
+
+def wait_job(api: Api, job_id: int, timeout: float) -> dict[str, Any]:
+    job = api.wait_job(job_id, timeout=timeout)
+    print(f"job {job_id} {job['kind']}: {job['status']} error={job['error']}")
+    print("phases:", {p["name"]: p.get("duration_s") for p in job["phases"]}, "sli:", json.dumps(job["sli"]))
+    return job
+
+
+def test_customer_gets_a_raided_firewalled_backed_up_host_and_releases_it(svc: dict[str, Any]) -> None:
+    rec = next(h for h in lab_hosts() if h["name"] == HOST)
+    op, cust, admin = svc["op"], svc["cust"], svc["admin"]
+    host = op.post("/v1/hosts", {"name": HOST, "address": rec["address"], "port": rec["port"],
+                                 "ssh_user": rec["user"], "ssh_key_path": rec["private_key"]})
+    commission = op.get("/v1/jobs", host_id=host["id"], kind="commission")["items"][0]
+    job = wait_job(admin, commission["id"], 600)
+    assert job["status"] == "succeeded", job
+    host = op.get(f"/v1/hosts/{host['id']}")
+    assert host["state"] == "available"
+    assert host["hardware"]["data_disks"] == ["/dev/vdb", "/dev/vdc"], host["hardware"]
+
+    req = cust.post("/v1/requests", {
+        "image": "debian-12", "ssh_public_key": svc["pub"].strip(),
+        "firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["192.168.121.0/24"]}],
+        "backup": {"paths": ["/etc", "/srv/data"], "retention_days": 7, "schedule": "daily"},
+    })
+    job = wait_job(admin, req["job_ids"][0], 1500)
+    assert job["status"] == "succeeded", job
+    assert [p["name"] for p in job["phases"]] == ["wipe", "raid", "image", "firewall", "backup", "restore-verify",
+                                                  "handover"]
+    assert job["sli"]["total_s"] > 0 and job["sli"]["slo_met"] is True
+
+    # From outside: the array, the firewall, the restore record, the customer's key.
+    mdstat = ssh(rec, "cat /proc/mdstat").stdout
+    assert "md0 : active raid1" in mdstat and "[UU]" in mdstat, mdstat
+    ruleset = json.loads(ssh(rec, "sudo nft -j list ruleset").stdout)
+    chains = [x["chain"] for x in ruleset["nftables"] if "chain" in x]
+    inp = next(c for c in chains if c.get("hook") == "input")
+    assert inp["policy"] == "drop"
+    rules = ssh(rec, "sudo nft list chain inet filter input").stdout
+    assert "8080" in rules
+    restore = json.loads(ssh(rec, "sudo cat /var/lib/provisioner/restore-test.json").stdout)
+    assert restore["passed"] is True
+    h = cust.get(f"/v1/hosts/{host['id']}")
+    assert h["state"] == "active" and h["last_restore_passed"] is True and h["last_restore_at"]
+    assert h["results"]["restore_verify"]["checksum"] == restore["checksum"]
+    who = ssh(rec, "id -un", key=svc["key"], user="customer")
+    assert who.stdout.strip() == "customer"
+    # The job's events carry no secrets.
+    events = json.dumps(admin.get(f"/v1/jobs/{job['id']}/events", limit=1000))
+    assert "PRIVATE KEY" not in events
+
+    rel = cust.post(f"/v1/requests/{req['id']}/release")
+    rjob = wait_job(admin, max(rel["job_ids"]), 900)
+    assert rjob["status"] == "succeeded", rjob
+    assert op.get(f"/v1/hosts/{host['id']}")["state"] == "available"
+    assert "md0" not in ssh(rec, "cat /proc/mdstat").stdout
+    for disk in ("/dev/vdb", "/dev/vdc"):
+        assert ssh(rec, f"sudo mdadm --examine {disk}", check=False).returncode != 0, f"{disk} still has an array"
+    assert ssh(rec, "id -un", key=svc["key"], user="customer", check=False).returncode != 0
+
+
+def _set_link(domain: str, state: str) -> None:
+    out = subprocess.run(["virsh", "domiflist", domain], capture_output=True, text=True, check=True).stdout
+    macs = [ln.split()[-1] for ln in out.splitlines()[2:] if ln.strip()]
+    for mac in macs:
+        subprocess.run(["virsh", "domif-setlink", domain, mac, state], capture_output=True, check=True)
+
+
+def test_ssh_cut_mid_job_fails_clearly_and_the_host_can_be_cleaned(svc: dict[str, Any]) -> None:
+    rec = next(h for h in lab_hosts() if h["name"] == HOST)
+    op, cust, admin = svc["op"], svc["cust"], svc["admin"]
+    host = op.get("/v1/hosts", name=HOST)["items"][0]
+    assert host["state"] == "available", host
+    req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": svc["pub"].strip()})
+    job_id = req["job_ids"][0]
+    admin.wait_job(job_id, lambda j: j["current_phase"] == "raid", timeout=600)
+    domain = f"{PREFIX}{HOST}"
+    _set_link(domain, "down")
+    try:
+        t0 = time.monotonic()
+        job = wait_job(admin, job_id, 600)
+        took = time.monotonic() - t0
+    finally:
+        _set_link(domain, "up")
+    assert job["status"] == "failed", job
+    assert "unreachable" in job["error"].lower() or "timed out" in job["error"].lower(), job["error"]
+    print(f"failed {took:.0f}s after the link went down: {job['error']}")
+    assert op.get(f"/v1/hosts/{host['id']}")["state"] == "failed"
+    assert cust.get(f"/v1/requests/{req['id']}")["status"] == "failed"
+    # Back on the network, the customer releases the failed request: the host is wiped and returns.
+    deadline = time.monotonic() + 120
+    while ssh(rec, "true", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "VM did not come back on the network"
+        time.sleep(3)
+    rel = cust.post(f"/v1/requests/{req['id']}/release")
+    rjob = wait_job(admin, max(rel["job_ids"]), 900)
+    assert rjob["status"] == "succeeded", rjob
+    assert op.get(f"/v1/hosts/{host['id']}")["state"] == "available"
