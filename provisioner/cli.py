@@ -199,10 +199,13 @@ def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
                  key_file: Path = typer.Option(None, help="private key to store encrypted in the service"),
                  key_path: str = typer.Option(None, help="key path on the worker machines instead"),
                  pool: str = "default", label: list[str] = typer.Option([], help="KEY=VALUE, repeatable"),
-                 commission: bool = typer.Option(True, "--commission/--no-commission")) -> None:
+                 commission: bool = typer.Option(True, "--commission/--no-commission"),
+                 connection: str = typer.Option("ssh", help="ssh, or local (engine tests only; the service "
+                                                "must allow it)")) -> None:
+    """Enroll a host (operator); it is commissioned right away unless --no-commission."""
     labels = dict(item.split("=", 1) for item in label if "=" in item)
     body: dict[str, Any] = {"name": name, "address": address, "port": port, "ssh_user": user, "pool": pool,
-                            "labels": labels, "commission": commission}
+                            "labels": labels, "commission": commission, "connection": connection}
     if key_file:
         body["ssh_private_key"] = key_file.read_text()
     if key_path:
@@ -260,10 +263,21 @@ def requests_create(
             "constraints": {"labels": dict(x.split("=", 1) for x in label if "=" in x), "min_cpus": min_cpus,
                             "min_memory_mb": min_memory_mb, "min_disks": min_disks}}
     req = call(client().post, "/v1/requests", body)
+    _show_and_watch(req, req["job_ids"] if watch else [])
+
+
+def _show_and_watch(req: dict[str, Any], job_ids: list[int]) -> None:
+    """Scripts get one JSON document ({request, jobs}); people get tables and live views."""
+    if STATE["output"] == "json" and job_ids:
+        jobs = [_watch(jid, emit=False, fail=False) for jid in job_ids]
+        print(json.dumps({"request": req, "jobs": jobs}, indent=2))
+        if any(j["status"] != "succeeded" for j in jobs):
+            raise typer.Exit(1)
+        return
     show(req)
-    if watch:
-        for jid in req["job_ids"]:
-            _watch(jid)
+    failed = [j for j in (_watch(jid, fail=False) for jid in job_ids) if j["status"] != "succeeded"]
+    if failed:
+        raise typer.Exit(1)
 
 
 @requests_app.command("list")
@@ -280,12 +294,9 @@ def requests_show(request_id: int) -> None:
 @requests_app.command("release")
 def requests_release(request_id: int, watch: bool = typer.Option(False, "--watch")) -> None:
     req = call(client().post, f"/v1/requests/{request_id}/release")
-    show(req)
-    if watch:
-        for jid in [j for j in req["job_ids"]]:
-            job = call(client().get, f"/v1/jobs/{jid}")
-            if job["kind"] == "release":
-                _watch(jid)
+    release_jobs = [j["id"] for j in call(client().get, "/v1/jobs", request_id=request_id, kind="release",
+                                          limit=500)["items"] if j["status"] in ("queued", "running")]
+    _show_and_watch(req, release_jobs if watch else [])
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -356,7 +367,7 @@ def _job_view(job: dict[str, Any], tasks: list[dict[str, Any]]) -> Group:
     return Group(*parts)
 
 
-def _watch(job_id: int, poll: float = 1.0) -> dict[str, Any]:
+def _watch(job_id: int, poll: float = 1.0, *, emit: bool = True, fail: bool = True) -> dict[str, Any]:
     c = client()
     tasks: list[dict[str, Any]] = []
     after = 0
@@ -374,9 +385,9 @@ def _watch(job_id: int, poll: float = 1.0) -> dict[str, Any]:
             if job["status"] in ("succeeded", "failed", "cancelled") and after >= job["event_count"]:
                 break
             time.sleep(poll)
-    if json_out:
+    if json_out and emit:
         print(json.dumps(job, indent=2))
-    if job["status"] != "succeeded":
+    if fail and job["status"] != "succeeded":
         raise typer.Exit(1)
     return job
 

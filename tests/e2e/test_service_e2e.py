@@ -159,3 +159,27 @@ def test_ssh_cut_mid_job_fails_clearly_and_the_host_can_be_cleaned(svc: dict[str
     rjob = wait_job(admin, max(rel["job_ids"]), 900)
     assert rjob["status"] == "succeeded", rjob
     assert op.get(f"/v1/hosts/{host['id']}")["state"] == "available"
+
+
+def test_vagrant_driver_creates_provisions_and_destroys_a_vm(svc: dict[str, Any]) -> None:
+    """A CI user asks for a throw-away VM: the service creates it (its own SLI phase), commissions
+    and provisions it; releasing it destroys the VM."""
+    cust, admin = svc["cust"], svc["admin"]
+    req = cust.post("/v1/requests", {"image": "debian-12", "pool": "vagrant", "ssh_public_key": svc["pub"].strip()})
+    job = wait_job(admin, req["job_ids"][0], 1800)
+    assert job["status"] == "succeeded", job
+    names = [p["name"] for p in job["phases"]]
+    assert names[:2] == ["vm-create", "commission"] and names[-1] == "handover"
+    assert job["sli"]["phases_s"]["vm-create"] > 0
+    host = admin.get(f"/v1/hosts/{req['host_ids'][0]}")
+    assert host["driver"] == "vagrant" and host["state"] == "active" and host["address"].startswith("192.168.")
+    rec = {"address": host["address"], "port": host["port"], "user": "customer", "private_key": svc["key"]}
+    assert ssh(rec, "cat /proc/mdstat").stdout.count("[UU]") == 1
+    domain = f"{PREFIX}{host['name']}"
+    assert subprocess.run(["virsh", "dominfo", domain], capture_output=True).returncode == 0
+    rel = cust.post(f"/v1/requests/{req['id']}/release")
+    rjob = wait_job(admin, max(rel["job_ids"]), 600)
+    assert rjob["status"] == "succeeded", rjob
+    assert [p["name"] for p in rjob["phases"]] == ["vm-destroy"]
+    assert admin.get(f"/v1/hosts/{host['id']}")["state"] == "retired"
+    assert subprocess.run(["virsh", "dominfo", domain], capture_output=True).returncode != 0, "VM still defined"

@@ -1,0 +1,69 @@
+"""The CLI against a real running service (subprocesses, JSON output), as a script would use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import PUBKEY, TEST_PLAYBOOKS
+from tests.integration.procs import Service
+
+BIN = Path(sys.executable).parent / "provisioner"
+
+
+def cli(env: dict[str, str], *args: str, token: str | None = None, ok: bool = True) -> Any:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")} | env
+    if token:
+        full["PROVISIONER_TOKEN"] = token
+    r = subprocess.run([str(BIN), "-o", "json", *args], env=full, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return json.loads(r.stdout) if r.stdout.strip() else None
+    return r
+
+
+def test_cli_end_to_end(tmp_path: Path) -> None:
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path / "data"), "PROVISIONER_PLAYBOOK_DIR": str(TEST_PLAYBOOKS),
+           "PROVISIONER_ALLOW_LOCAL_CONNECTION": "1"}
+    svc = Service(env, tmp_path / "svc.log", worker=True)
+    try:
+        env["PROVISIONER_URL"] = svc.url
+        admin = cli(env, "admin", "init")["token"]
+        again = cli(env, "admin", "init", ok=False)
+        assert again.returncode == 1 and "an admin exists already" in again.stderr + again.stdout
+        tenant = cli(env, "tenants", "create", "acme", "--quota", "default=3", token=admin)
+        assert tenant["quota"] == {"default": 3}
+        op = cli(env, "users", "create", "op", "--role", "operator", token=admin)
+        cu = cli(env, "users", "create", "cu", "--role", "customer", "--tenant-id", str(tenant["id"]), token=admin)
+        op_tok = cli(env, "tokens", "create", str(op["id"]), token=admin)["token"]
+        cu_tok = cli(env, "tokens", "create", str(cu["id"]), token=admin)["token"]
+        host = cli(env, "hosts", "enroll", "n1", "127.0.0.1", "--connection", "local", token=op_tok)
+        cjob = cli(env, "jobs", "list", "--host-id", str(host["id"]), token=op_tok)["items"][0]
+        assert cli(env, "jobs", "watch", str(cjob["id"]), token=op_tok)["status"] == "succeeded"
+        key = tmp_path / "id.pub"
+        key.write_text(PUBKEY)
+        out = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), "--port", "443/tcp@10.0.0.0/8",
+                  "--watch", token=cu_tok)
+        assert [j["status"] for j in out["jobs"]] == ["succeeded"] and out["request"]["count"] == 1
+        req = cli(env, "requests", "list", token=cu_tok)["items"][0]
+        assert req["status"] == "ready" and req["params"]["firewall_ports"][0]["sources"] == ["10.0.0.0/8"]
+        shown = cli(env, "jobs", "show", str(req["job_ids"][0]), token=cu_tok)
+        assert shown["sli"]["slo_met"] is True and len(shown["phases"]) == 7
+        events = cli(env, "jobs", "events", str(req["job_ids"][0]), token=cu_tok)
+        assert events["items"][0]["seq"] == 1
+        denied = cli(env, "audit", "list", token=cu_tok, ok=False)
+        assert denied.returncode == 1 and json.loads(denied.stderr)["code"] == "auth.forbidden"
+        audit = cli(env, "audit", "list", "--action", "request.create", token=admin)
+        assert audit["items"][0]["actor_name"] == "cu"
+        rel = cli(env, "requests", "release", str(req["id"]), "--watch", token=cu_tok)
+        assert rel["request"]["status"] == "releasing" and rel["jobs"][0]["kind"] == "release"
+        assert rel["jobs"][0]["status"] == "succeeded"
+        bad = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), "--port", "http", token=cu_tok,
+                  ok=False)
+        assert bad.returncode == 2 and "expected PORT" in bad.stderr
+    finally:
+        svc.stop()
