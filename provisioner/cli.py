@@ -107,10 +107,10 @@ def serve(host: str = typer.Option(None, help="bind address (default PROVISIONER
         # Several processes: uvicorn imports the app factory in each (worker threads stay off).
         os.environ["PROVISIONER_EMBEDDED_WORKER"] = "1" if worker else "0"
         uvicorn.run("provisioner.api.app:app_from_env", factory=True, host=host or s.host, port=port or s.port,
-                    workers=s.api_workers, log_level="warning")
+                    workers=s.api_workers, log_level="warning", access_log=s.access_log)
         return
     uvicorn.run(create_app(s, embedded_worker=worker), host=host or s.host, port=port or s.port,
-                log_level="info")
+                log_level="info", access_log=s.access_log)
 
 
 @app.command("worker")

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     port: int = 8080
     worker_threads: int = 4
     api_workers: int = 1
+    # Per-request access lines cost ~10% of a small request; the audit log records every mutation.
+    access_log: bool = False
     playbook_dir: Path = REPO_ROOT / "playbooks"
     # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
     secret_key: str | None = None

@@ -7,9 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from provisioner.api import admin, audit_log, hosts, jobs, meta, requests
+from provisioner.api import admin, audit_log, hosts, jobs, leases, meta, policy, quotas, requests, waivers
 from provisioner.api.limits import RequestLimits
 from provisioner.config import Settings, get_settings
 from provisioner.db import get_engine
@@ -52,13 +52,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
 
     app = FastAPI(title="provisioner", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
 
-    @app.middleware("http")
-    async def _request_id_state(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request.state.request_id = request.scope.get("state", {}).get("request_id")
-        return await call_next(request)
-
     install_handlers(app)
-    for r in (meta.router, admin.router, hosts.router, requests.router, jobs.router, audit_log.router):
+    for r in (meta.router, admin.router, hosts.router, requests.router, jobs.router, audit_log.router,
+              policy.router, waivers.router, quotas.router, leases.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

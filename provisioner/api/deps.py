@@ -49,14 +49,17 @@ def authenticate(request: Request, session: Session = Depends(get_session)) -> P
     if parsed is None:
         raise Problem(401, "auth.invalid_token", "the API token is malformed", hint=AUTH_HINT)
     token_id, secret = parsed
-    row = session.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
-    if row is None or not secret_matches(secret, row.secret_hash):
+    # One round trip: the token and its user together.
+    found = session.exec(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_id == token_id)
+    ).first()
+    if found is None or not secret_matches(secret, found[0].secret_hash):
         raise Problem(401, "auth.invalid_token", "the API token is not valid", hint=AUTH_HINT)
+    row, user = found
     if row.revoked or (row.expires_at is not None and row.expires_at <= utcnow()):
         raise Problem(401, "auth.token_expired", "the API token was revoked or has expired",
                       hint="ask an admin for a new token")
-    user = session.get(User, row.user_id)
-    if user is None or not user.active:
+    if not user.active:
         raise Problem(401, "auth.user_inactive", "the token's user is deactivated", hint="ask an admin")
     return Principal(user.id or 0, user.name, Role(user.role), user.tenant_id,
                      getattr(request.state, "request_id", None))
