@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     slo_release_seconds: float = 15 * 60
     slo_commission_seconds: float = 10 * 60
     event_stdout_max: int = 4000
+    # Per-phase timeout overrides in seconds, e.g. {"backup": 3600} (JSON in the environment).
+    phase_timeouts: dict[str, float] = Field(default_factory=dict)
     # Only for tests and the engine's local demos: hosts with connection=local run on this machine.
     allow_local_connection: bool = False
     run_reconciler: bool = True
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
     vagrant_max_vms: int = 2
     # JSON {host, port, user, private_key, base_path} of the SFTP store for restic backups.
     backup_store: Path | None = None
+    # Disk images: the store (sparse raw / .raw.zst files), the largest image accepted (upload bytes
+    # and raw size), and the base URL hosts use to fetch images (default http://{host}:{port}).
+    image_store: Path | None = Field(default=None, description="default: data_dir / 'images'")
+    image_max_bytes: int = 8 << 30
+    public_url: str | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -59,6 +66,14 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
             return url
         return f"sqlite:///{self.data_dir / 'provisioner.db'}"
+
+    @property
+    def effective_image_store(self) -> Path:
+        return self.image_store or self.data_dir / "images"
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def embedded_broker(self) -> bool:

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             if outcome.driver_error:
                 return "failed", f"phase {phase.name} failed: {outcome.driver_error}"
             if outcome.status == "timeout":
-                return "failed", f"phase {phase.name} timed out after {phase.timeout_s:.0f}s"
+                limit = settings.phase_timeouts.get(phase.name, phase.timeout_s)
+                return "failed", f"phase {phase.name} timed out after {limit:.0f}s"
             why = ("; ".join(outcome.failures[-3:] or outcome.tail)
                    or f"ansible exited with rc={outcome.rc} ({outcome.status})")
             if outcome.unreachable:
@@ -240,6 +242,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
 def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host: Host, phase: Phase,
                rec: dict[str, Any], params: dict[str, Any], key: str | None, hb: Heartbeat,
                worker_id: str) -> PhaseOutcome:
+    if phase.name in settings.phase_timeouts:
+        phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
     max_tries = settings.max_attempts if phase.idempotent else 1
     outcome = PhaseOutcome(status="failed", rc=None)
     for _ in range(max_tries):

@@ -124,6 +124,21 @@ def test_cancel_queued_job_frees_host(tmp_path) -> None:  # type: ignore[no-unty
         assert w.get("cust_a", f"/v1/jobs/{job_id}").json()["attempts"] == 0
 
 
+def test_phase_timeout_stops_the_tree_and_fails_with_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.harness import base_env, running_app
+
+    marker = "41.414"
+    with running_app(base_env(tmp_path, PROVISIONER_PHASE_TIMEOUTS='{"wipe": 3}')) as w:
+        w.enroll("node1", labels={"sleep": marker})
+        t0 = time.monotonic()
+        job = w.wait_job(w.request().json()["job_ids"][0], timeout=180)
+        assert job["status"] == "failed" and job["error"] == "phase wipe timed out after 3s", job
+        wipe = next(p for p in job["phases"] if p["name"] == "wipe")
+        assert wipe["attempts"] == 1 and wipe["duration_s"] < 10  # a timeout is not retried
+        assert time.monotonic() - t0 < 120
+        assert not _sleepers(f"sleep {marker}"), "the timed-out phase left processes behind"
+
+
 def test_insufficient_capacity_is_a_clear_409(world: World) -> None:
     world.enroll("node1")
     r = world.request(count=2)
