@@ -6,6 +6,7 @@ heartbeat thread renews; a redelivered message for a claimed or finished job doe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -106,8 +107,11 @@ def _backup_config(settings: Settings, host: Host) -> dict[str, Any] | None:
     key = Path(store["private_key"]).read_text()
     password = secrets_mod.decrypt(settings, host.backup_secret_ciphertext) if host.backup_secret_ciphertext else ""
     known = store.get("known_hosts_line") or ""
+    # The repository is named after the host and its password: a re-enrolled host (new password)
+    # gets a fresh repository instead of failing to open its predecessor's.
+    repo = f"{host.name}-{hashlib.sha256(password.encode()).hexdigest()[:12]}"
     return {
-        "repository": f"sftp:{store['user']}@{store['host']}:{store['base_path'].rstrip('/')}/{host.name}",
+        "repository": f"sftp:{store['user']}@{store['host']}:{store['base_path'].rstrip('/')}/{repo}",
         "port": store.get("port", 22),
         "password": password,
         "sftp_private_key": key,
@@ -246,8 +250,11 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
     max_tries = settings.max_attempts if phase.idempotent else 1
     outcome = PhaseOutcome(status="failed", rc=None)
+    first_start = utcnow()
+    t0 = time.monotonic()
     for _ in range(max_tries):
-        rec.update(status="running", started_at=iso(utcnow()), ended_at=None, duration_s=None,
+        # A phase's time covers all its attempts in this run: retries are part of the install time.
+        rec.update(status="running", started_at=iso(first_start), ended_at=None, duration_s=None,
                    attempts=rec.get("attempts", 0) + 1)
         job.current_phase = phase.name
         _save_progress(session, job, worker_id)
@@ -255,7 +262,6 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
         backup = _backup_config(settings, host) if job.kind == "provision" else None
-        t0 = time.monotonic()
         try:
             if phase.action:
                 outcome = _run_driver(settings, phase, host, hb, sink)
