@@ -123,10 +123,12 @@ def worker_cmd(processes: int = typer.Option(2, help="worker processes"),
     if get_settings().embedded_broker:
         err.print("[red]error[/red] `provisioner worker` needs a shared broker: set PROVISIONER_BROKER_URL=redis://...")
         raise typer.Exit(2)
-    exe = str(Path(sys.executable).parent / "dramatiq")
-    # --worker-timeout bounds how long an idle consumer sleeps between Redis polls (queue latency).
-    os.execv(exe, [exe, "workers.actors", "--processes", str(processes), "--threads", str(threads),
-                   "--worker-timeout", str(poll_ms)])
+    from workers.worker_process import run_many, run_one
+
+    if processes <= 1:
+        run_one(threads, poll_ms)
+    else:
+        raise typer.Exit(run_many(processes, threads, poll_ms))
 
 
 @admin_app.command("init")

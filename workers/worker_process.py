@@ -1,0 +1,47 @@
+"""`provisioner worker`: Dramatiq worker processes consuming from the shared (Redis) broker.
+
+We run dramatiq.Worker ourselves instead of the `dramatiq` CLI to set the consumer's idle poll
+interval (worker_timeout): with Redis, Dramatiq polls, and this bounds request → start latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+
+def run_one(threads: int, poll_ms: int) -> None:
+    import dramatiq
+
+    from workers import actors  # noqa: F401  (declares the actors on the broker)
+    from workers.broker import get_broker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = dramatiq.Worker(get_broker(), worker_threads=threads, worker_timeout=poll_ms)
+    worker.start()
+    logging.getLogger("provisioner.worker").info("worker up: %d threads, poll %d ms", threads, poll_ms)
+    stop.wait()
+    worker.stop(timeout=30_000)
+
+
+def run_many(processes: int, threads: int, poll_ms: int) -> int:
+    """A parent that starts `processes` single workers and stops them all on TERM/INT."""
+    cmd = [sys.executable, "-m", "provisioner.cli", "worker", "--processes", "1", "--threads", str(threads),
+           "--poll-ms", str(poll_ms)]
+    children = [subprocess.Popen(cmd) for _ in range(processes)]
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if any(c.poll() is not None for c in children):
+            break  # one died: stop all, let the supervisor restart us (jobs are safe in the DB)
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    return max((c.wait() or 0) for c in children)
