@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # Only for tests and the engine's local demos: hosts with connection=local run on this machine.
     allow_local_connection: bool = False
     run_reconciler: bool = True
+    # How often every active host gets a compliance check (restore test, RAID, firewall); 0 = never.
+    compliance_interval_seconds: float = 86_400
+    # A lease's owner is warned this long before the lease expires and its hosts are released.
+    lease_warning_minutes: float = 60
     lab_cmd: Path = REPO_ROOT / "vagrant" / "lab"
     # Requests for this pool get VMs created on demand by the vagrant driver (CI users).
     vagrant_pool: str = "vagrant"

@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
-from provisioner import models  # noqa: F401  (registers the tables)
+from provisioner import guardrail_models, models  # noqa: F401  (registers the tables)
 from provisioner.config import Settings, get_settings
 
 _engines: dict[str, Engine] = {}

@@ -35,6 +35,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "jobs:cancel": frozenset({R.customer, R.imager, R.operator, R.admin}),
     "audit:read": frozenset({R.auditor, R.admin}),
     "reports:read": frozenset({R.operator, R.admin, R.auditor}),
+    "policy:read": ALL,
+    "policy:write": frozenset({R.operator, R.admin}),
+    "waivers:request": frozenset({R.customer, R.imager, R.operator, R.admin}),
+    "waivers:read": ALL,
+    "waivers:decide": frozenset({R.operator, R.admin}),
 }
 
 

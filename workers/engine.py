@@ -140,8 +140,28 @@ def _save_progress(session: Session, job: Job, worker_id: str) -> None:
     session.commit()
 
 
-def _apply_result(session: Session, host: Host, phase: str, result: dict[str, Any]) -> None:
+def _apply_compliance(session: Session, host: Host, check: dict[str, Any], job_id: int | None) -> None:
+    from provisioner.admission import active_waivers, load_policy
+    from provisioner.compliance import evaluate, record
+    from provisioner.models import Tenant
+
+    tenant = session.get(Tenant, host.tenant_id) if host.tenant_id else None
+    scopes = [f"host:{host.id}"] + ([f"tenant:{tenant.name}"] if tenant else []) + (
+        [f"request:{host.request_id}"] if host.request_id else [])
+    verdict = evaluate(check, applied=host.results or {}, last_restore_at=host.last_restore_at,
+                       last_restore_passed=host.last_restore_passed, pool=host.pool, policy=load_policy(session),
+                       waivers=active_waivers(session, scopes), scopes=scopes, now=utcnow())
+    record(session, host, verdict, job_id=job_id)
+
+
+def _apply_result(session: Session, host: Host, phase: str, result: dict[str, Any], job_id: int | None = None
+                  ) -> None:
     if not result:
+        return
+    if isinstance(result.get("compliance"), dict):
+        # A check observes; it does not overwrite what the provisioning phases applied.
+        _apply_compliance(session, host, result["compliance"], job_id)
+        session.commit()
         return
     merged = dict(host.results or {})
     merged.update(result)
@@ -239,7 +259,7 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
                 return "failed", f"phase {phase.name}: host unreachable over SSH: {why}"
             return "failed", f"phase {phase.name} failed: {why}"
         session.refresh(host)
-        _apply_result(session, host, phase.name, outcome.result)
+        _apply_result(session, host, phase.name, outcome.result, job.id)
     return "succeeded", None
 
 
@@ -261,7 +281,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         sink = EventSink(engine, job.id or 0, job.event_count)
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
-        backup = _backup_config(settings, host) if job.kind == "provision" else None
+        backup = _backup_config(settings, host) if job.kind in ("provision", "compliance") else None
         try:
             if phase.action:
                 outcome = _run_driver(settings, phase, host, hb, sink)

@@ -16,12 +16,14 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from provisioner import audit
+from provisioner.compliance_schedule import schedule_due
 from provisioner.config import Settings
 from provisioner.db import get_engine
 from provisioner.models import Job
 from provisioner.pipeline import phases_for
 from provisioner.settle import settle
 from provisioner.timeutil import utcnow
+from workers.leases import expire_leases
 
 log = logging.getLogger("provisioner.reconciler")
 
@@ -34,7 +36,7 @@ def _interrupted_phase_idempotent(job: Job) -> bool:
 
 def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]) -> dict[str, int]:
     now = utcnow()
-    counts = {"requeued": 0, "retried": 0, "failed": 0}
+    counts: dict[str, int] = {"requeued": 0, "retried": 0, "failed": 0}
     with Session(get_engine(settings), expire_on_commit=False) as session:
         stale = now - timedelta(seconds=settings.requeue_after_seconds)
         queued = session.exec(
@@ -75,6 +77,12 @@ def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]
                 status = "cancelled" if job.cancel_requested else "failed"
                 if settle(session, job, status, reason, actor="reconciler"):
                     counts["failed"] += 1
+        for k, v in expire_leases(settings, enqueue, now=now).items():
+            counts[f"lease_{k}"] = v
+        due = schedule_due(session, settings, now)
+        if due:
+            enqueue(due)
+            counts["compliance_checks"] = len(due)
     if any(counts.values()):
         log.info("reconciled: %s", counts)
     return counts

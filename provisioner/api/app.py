@@ -9,7 +9,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from provisioner.api import admin, audit_log, hosts, jobs, leases, meta, policy, quotas, requests, waivers
+from provisioner.api import (
+    admin,
+    audit_log,
+    compliance,
+    hosts,
+    jobs,
+    leases,
+    meta,
+    policy,
+    quotas,
+    requests,
+    waivers,
+)
 from provisioner.api.limits import RequestLimits
 from provisioner.config import Settings, get_settings
 from provisioner.db import get_engine
@@ -53,8 +65,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app = FastAPI(title="provisioner", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
 
     install_handlers(app)
-    for r in (meta.router, admin.router, hosts.router, requests.router, jobs.router, audit_log.router,
-              policy.router, waivers.router, quotas.router, leases.router):
+    for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
+              audit_log.router, policy.router, waivers.router, quotas.router, leases.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

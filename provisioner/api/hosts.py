@@ -11,6 +11,7 @@ from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_params
 from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
+from provisioner.compliance_schedule import queue_check
 from provisioner.config import get_settings
 from provisioner.host_transitions import move_host
 from provisioner.jobs import enqueue_after_commit, new_job
@@ -135,3 +136,19 @@ def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("h
                  request_id=p.request_id)
     s.commit()
     return host_out(h)
+
+
+@router.post("/{host_id}/compliance-check", status_code=202, response_model=JobOut,
+             summary="Check an active host's guardrails now (restore test, RAID health, firewall)")
+def compliance_check(host_id: int, p: Principal = Depends(require("hosts:write")),
+                     s: Session = Depends(get_session)) -> JobOut:
+    h = visible_host(s, p, host_id)
+    if h.state != HostState.active:
+        raise Problem(409, "host.not_active", f"host {h.name} is {h.state}; only active hosts are checked",
+                      hint="compliance checks run on hosts handed over to customers")
+    job = queue_check(s, h)
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.compliance_check", object_type="host",
+                 object_id=h.id, tenant_id=h.tenant_id, after={"job_id": job.id}, request_id=p.request_id)
+    s.commit()
+    enqueue_after_commit([job.id or 0])
+    return JobOut.model_validate(job)

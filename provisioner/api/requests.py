@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from provisioner import audit
+from provisioner.admission import admit
 from provisioner.allocation import Constraints
 from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
 from provisioner.api.deps import Principal, get_session, require
@@ -46,6 +47,7 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
     if p.tenant_id is None:
         raise Problem(422, "request.no_tenant", "your user belongs to no tenant", hint="ask an admin")
     now = utcnow()
+    admit(s, p, body, now)
     params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
     req = HostRequest(tenant_id=p.tenant_id, requested_by=p.user_id, image=body.image, count=body.count,
                       pool=body.pool, constraints=body.constraints.model_dump(), params=params,

@@ -225,6 +225,20 @@ def test_raid_level_needs_more_disks(lab: Lab):
     assert "RAID6 needs at least 4 disks, got 2" in proc.stdout + proc.stderr
 
 
+def test_wipe_existing_array(lab: Lab):
+    # wipe on disks that carry a running array (re-provisioning a host), then build it again
+    wiped = lab.play("wipe", 3)
+    w = wiped["result"]["wipe"]
+    assert wiped["changed"] >= 1
+    assert [a["device"] for a in w["stopped_arrays"]] == ["/dev/md0"]
+    proc = lab.ssh("sudo mdadm --examine /dev/vdb /dev/vdc", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("No md superblock") == 2, proc.stderr
+    assert "md0" not in lab.ssh("cat /proc/mdstat").stdout
+    again = lab.play("raid", 3)
+    assert again["result"]["raid"]["action"] == "created"
+    assert re.search(r"\[2/2\] \[UU\]", lab.ssh("cat /proc/mdstat").stdout)
+
+
 def test_firewall(lab: Lab):
     first, second = lab.twice("firewall")
     fw = second["result"]["firewall"]

@@ -22,6 +22,11 @@ ALLOWED = {
     "jobs:read": {"admin", "operator", "auditor", "imager", "customer"},
     "jobs:cancel": {"admin", "operator", "imager", "customer"},
     "audit:read": {"admin", "auditor"},
+    "policy:read": {"admin", "operator", "auditor", "imager", "customer"},
+    "policy:write": {"admin", "operator"},
+    "waivers:request": {"admin", "operator", "imager", "customer"},
+    "waivers:read": {"admin", "operator", "auditor", "imager", "customer"},
+    "waivers:decide": {"admin", "operator"},
 }
 BOGUS = {"__not_a_field__": 1}
 
@@ -32,6 +37,10 @@ def test_rbac_matrix(sqlite_world: World) -> None:
     req = w.request().json()
     job_id = req["job_ids"][0]
     w.wait_job(job_id)
+    waiver = w.post("cust_a", "/v1/waivers", {"code": "backup.required", "scope": "tenant:acme",
+                                              "justification": "restore store arrives next month, data replicated"})
+    assert waiver.status_code == 201, waiver.text
+    wv = waiver.json()["id"]
     # (method, path, permission, body, scoped object of tenant acme?)
     cases = [
         ("GET", "/v1/me", "me:read", None, False),
@@ -54,6 +63,16 @@ def test_rbac_matrix(sqlite_world: World) -> None:
         ("GET", f"/v1/jobs/{job_id}/events", "jobs:read", None, True),
         ("POST", f"/v1/jobs/{job_id}/cancel", "jobs:cancel", None, True),
         ("GET", "/v1/audit", "audit:read", None, False),
+        ("GET", "/v1/policy", "policy:read", None, False),
+        ("PUT", "/v1/policy", "policy:write", BOGUS, False),
+        ("PUT", f"/v1/tenants/{w.ids['acme']}/quota", "tenants:write", BOGUS, False),
+        ("POST", "/v1/waivers", "waivers:request", BOGUS, False),
+        ("GET", "/v1/waivers", "waivers:read", None, False),
+        ("GET", f"/v1/waivers/{wv}", "waivers:read", None, True),
+        ("POST", f"/v1/waivers/{wv}/approve", "waivers:decide", BOGUS, True),
+        ("POST", f"/v1/waivers/{wv}/reject", "waivers:decide", BOGUS, True),
+        ("POST", f"/v1/waivers/{wv}/revoke", "waivers:decide", BOGUS, True),
+        ("POST", f"/v1/requests/{req['id']}/extend", "requests:release", {"hours": 1}, True),
     ]
     wrong = []
     for method, path, perm, body, scoped in cases:

@@ -13,6 +13,9 @@ EXPECTED = {
     "requests:release": {R.customer, R.imager, R.operator, R.admin},
     "jobs:read": set(R), "jobs:cancel": {R.customer, R.imager, R.operator, R.admin},
     "audit:read": {R.auditor, R.admin}, "me:read": set(R), "reports:read": {R.operator, R.admin, R.auditor},
+    "policy:read": set(R), "policy:write": {R.operator, R.admin},
+    "waivers:request": {R.customer, R.imager, R.operator, R.admin}, "waivers:read": set(R),
+    "waivers:decide": {R.operator, R.admin},
 }
 
 

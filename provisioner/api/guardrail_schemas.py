@@ -1,0 +1,68 @@
+"""Request and response bodies of the guardrail routes (policy, waivers, quotas, leases)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from provisioner.api.schemas import Name, Out, Strict
+
+
+class PolicyOut(Out):
+    version: int = Field(description="0 = never changed: the built-in defaults")
+    updated_by: int | None
+    updated_by_name: str
+    updated_at: datetime | None
+    policy: dict[str, Any]
+    codes: dict[str, dict[str, Any]] = Field(description="every guardrail code: rule, waivable, summary")
+
+
+class WaiverIn(Strict):
+    code: str = Field(min_length=1, max_length=64, description="the violation code to waive, e.g. backup.required")
+    scope: str = Field(min_length=3, max_length=96,
+                       description="tenant:<name>, host:<id> or request:<id>; admission only honours tenant scopes")
+    justification: str = Field(min_length=1, max_length=4000)
+
+
+class WaiverDecisionIn(Strict):
+    expires_at: datetime | None = Field(default=None, description="mandatory; at most policy.waiver_max_days ahead")
+    note: str = Field(default="", max_length=2000)
+
+
+class WaiverNoteIn(Strict):
+    note: str = Field(default="", max_length=2000)
+
+
+class WaiverOut(Out):
+    id: int
+    code: str
+    scope: str
+    tenant_id: int | None
+    justification: str
+    requested_by: int
+    status: str
+    decided_by: int | None
+    decided_at: datetime | None
+    decision_note: str
+    expires_at: datetime | None
+    created_at: datetime
+    active: bool = Field(default=False, description="approved and not expired: it counts")
+
+
+class QuotaIn(Strict):
+    quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
+        description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
+
+
+class ExtendIn(Strict):
+    hours: int = Field(ge=-1_000_000, le=1_000_000,
+                       description="hours added to the current expiry (checked against the lease policy)")
+
+
+class LeaseOut(Out):
+    request_id: int
+    lease_expires_at: datetime
+    extensions_used: int
+    max_extensions: int
