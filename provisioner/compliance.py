@@ -25,7 +25,8 @@ def raid_state(obs: dict[str, Any]) -> guardrails.RaidState:
     state = str(obs.get("state") or "").lower()
     if obs.get("missing") or state in ("missing", "") or level in (None, ""):
         return guardrails.RaidState(None, "missing")
-    degraded = bool(obs.get("degraded")) or "degraded" in state or "fail" in state
+    # An inactive array serves nothing: as bad as degraded for the customer's data.
+    degraded = bool(obs.get("degraded")) or any(w in state for w in ("degraded", "fail", "inactive"))
     return guardrails.RaidState(str(level).removeprefix("raid"), "degraded" if degraded else "clean",
                                 tuple(obs.get("members") or ()))
 
@@ -53,7 +54,9 @@ def evaluate(check: dict[str, Any], *, applied: dict[str, Any], last_restore_at:
     violations = guardrails.check_host(state, policy, pool)
     if fw.get("drifted") and not any(v.code.startswith("firewall.") for v in violations):
         violations.append(guardrails.Violation(
-            "firewall.rules_drifted", "firewall", "the live ruleset differs from what the firewall phase applied",
+            "firewall.rules_drifted", "firewall",
+            "the live ruleset differs from what the firewall phase applied"
+            + (f": {'; '.join(map(str, fw['reasons']))}" if fw.get("reasons") else ""),
             "Re-apply the firewall and find out who changed it.", "firewall", True))
     failures = []
     if not passed and restore:

@@ -11,6 +11,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from provisioner import guardrail_models, models  # noqa: F401  (registers the tables)
 from provisioner.config import Settings, get_settings
+from provisioner.imaging import catalogue_models  # noqa: F401  (registers the image table)
 
 _engines: dict[str, Engine] = {}
 

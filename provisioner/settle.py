@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from provisioner import audit
 from provisioner.host_transitions import cas_state
+from provisioner.imaging.canary import record_canary_outcome
 from provisioner.lifecycle import can_transition
 from provisioner.models import Host, HostRequest, Job
 from provisioner.sli import PhaseTiming, compute_slis
@@ -78,6 +79,7 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
                  object_id=job.id, tenant_id=job.tenant_id, after={"error": error, "slo_met": sli["slo_met"]})
     if job.request_id is not None:
         _settle_request(session, job.request_id, now)
+    record_canary_outcome(session, job)  # no-op unless the job was an image canary (or a corrupt image)
     session.commit()
     return True
 

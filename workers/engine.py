@@ -25,6 +25,8 @@ from sqlmodel import Session
 from provisioner import secrets as secrets_mod
 from provisioner.config import Settings, get_settings
 from provisioner.db import get_engine
+from provisioner.imaging.catalogue import ImageUnavailable
+from provisioner.imaging.serving import image_spec_for, image_target_for
 from provisioner.models import Host, HostRequest, Job
 from provisioner.pipeline import Phase, phases_for
 from provisioner.settle import settle
@@ -242,7 +244,15 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
         rec = _phase_record(phases, phase.name)
         if rec["status"] == "succeeded":
             continue  # a retried job resumes after the phases it finished
-        outcome = _run_phase(session, engine, settings, job, host, phase, rec, params, key, hb, worker_id)
+        phase_params = params
+        if phase.name == "image":
+            # A fresh, job-scoped download token each run; names outside the catalogue skip the phase.
+            try:
+                spec = image_spec_for(session, settings, job, req.image if req else None, image_target_for(host))
+            except ImageUnavailable as exc:
+                return "failed", f"phase image: {exc}"
+            phase_params = {**params, "image_spec": spec}
+        outcome = _run_phase(session, engine, settings, job, host, phase, rec, phase_params, key, hb, worker_id)
         if hb.lost.is_set():
             return "failed", "lease lost"
         if hb.cancel.is_set():

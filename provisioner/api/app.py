@@ -14,6 +14,7 @@ from provisioner.api import (
     audit_log,
     compliance,
     hosts,
+    images,
     jobs,
     leases,
     meta,
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
 
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
-              audit_log.router, policy.router, waivers.router, quotas.router, leases.router):
+              audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

@@ -21,10 +21,15 @@ def _problem(status: int, code: str, detail: str, hint: str, rid: str) -> tuple[
     return body, headers
 
 
+# Streaming uploads whose handler enforces its own, larger bound (image uploads: image_max_bytes).
+STREAMING_UPLOAD_PATHS = frozenset({"/v1/images"})
+
+
 class RequestLimits:
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, exempt_paths: frozenset[str] = STREAMING_UPLOAD_PATHS) -> None:
         self.app = app
         self.max_body = max_body
+        self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,6 +38,9 @@ class RequestLimits:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/") in self.exempt_paths:
+            await self.app(scope, receive, self._with_id(send, rid))
+            return
         limit = self.max_body
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -63,6 +71,15 @@ class RequestLimits:
         except _TooLarge:
             if not started:
                 await self._reject(send, rid, limit)
+
+    @staticmethod
+    def _with_id(send: Send, rid: str) -> Send:
+        async def _send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg["headers"] = [*msg.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(msg)
+
+        return _send
 
     async def _reject(self, send: Send, rid: str, limit: int) -> None:
         body, headers = _problem(413, "request.too_large", f"the request body exceeds {limit} bytes",

@@ -17,6 +17,7 @@ from provisioner.api.pagination import PageParams, page_params
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.config import get_settings
 from provisioner.host_transitions import cas_state
+from provisioner.imaging.catalogue import check_requestable
 from provisioner.jobs import enqueue_after_commit, new_job
 from provisioner.models import Host, HostRequest, Job
 from provisioner.problems import Problem, not_found
@@ -47,6 +48,9 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
     if p.tenant_id is None:
         raise Problem(422, "request.no_tenant", "your user belongs to no tenant", hint="ask an admin")
     now = utcnow()
+    refusal = check_requestable(s, body.image, p.role)
+    if refusal is not None:
+        raise refusal
     admit(s, p, body, now)
     params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
     req = HostRequest(tenant_id=p.tenant_id, requested_by=p.user_id, image=body.image, count=body.count,

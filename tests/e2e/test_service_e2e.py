@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.procs import Api, Service, admin_token, customer, operator
+from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 HOST = os.environ.get("PROVISIONER_E2E_SERVICE_HOST", "lab1")
+IMAGE_HOST = os.environ.get("PROVISIONER_E2E_IMAGE_HOST", "lab2")
 PREFIX = os.environ.get("PROVISIONER_LAB_PREFIX", "provlab-")
 SSH = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
@@ -47,9 +48,12 @@ def ssh(rec: dict[str, Any], cmd: str, *, key: str | None = None, user: str | No
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("svc")
+    gateway = json.loads((STATE / "backup.json").read_text())["host"]  # the controller, as the VMs see it
+    port = free_port()
     env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
-           "PROVISIONER_RECONCILE_SECONDS": "5"}
-    service = Service(env, tmp / "service.log", worker=True)
+           "PROVISIONER_RECONCILE_SECONDS": "5", "PROVISIONER_PUBLIC_URL": f"http://{gateway}:{port}"}
+    # Inside the lab namespace: 0.0.0.0 reaches only loopback and the VMs' network (image downloads).
+    service = Service(env, tmp / "service.log", worker=True, host="0.0.0.0", port=port)
     try:
         admin = Api(service.url, admin_token(env))
         key = tmp / "customer_key"
@@ -111,6 +115,34 @@ def test_customer_gets_a_raided_firewalled_backed_up_host_and_releases_it(svc: d
     # The job's events carry no secrets.
     events = json.dumps(admin.get(f"/v1/jobs/{job['id']}/events", limit=1000))
     assert "PRIVATE KEY" not in events
+
+    # Continuous compliance: a check on the healthy host passes...
+    check = wait_job(admin, op.post(f"/v1/hosts/{host['id']}/compliance-check")["id"], 900)
+    assert check["status"] == "succeeded", check
+    assert op.get(f"/v1/hosts/{host['id']}")["compliance"]["compliant"] is True
+    # ...then break every guardrail on the active host: the next check names each one.
+    ssh(rec, "sudo mdadm /dev/md0 --fail /dev/vdc")
+    ssh(rec, "sudo nft flush ruleset")
+    repo = h["results"]["backup"]["repository"].split(":", 2)[-1]
+    # The store is on the controller side of the lab: damage the repository there. The largest pack
+    # (file data) goes, the others get overwritten mid-file (deleting tree packs makes restic retry
+    # each read for about a minute).
+    packs = sorted((p for p in Path(repo, "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    assert packs, f"no packs in {repo}"
+    packs.pop().unlink()
+    for pack in packs:
+        with pack.open("r+b") as fh:
+            fh.seek(min(200, pack.stat().st_size // 2))
+            fh.write(b"\0CORRUPTED BY THE E2E TEST\0" * 2)
+    check = wait_job(admin, op.post(f"/v1/hosts/{host['id']}/compliance-check")["id"], 900)
+    assert check["status"] == "succeeded", check
+    verdict = cust.get(f"/v1/hosts/{host['id']}")["compliance"]
+    found = {v["code"] for v in verdict["violations"]}
+    print("compliance after breaking the host:", json.dumps(verdict["violations"])[:2000])
+    assert verdict["compliant"] is False
+    assert {"raid.degraded", "firewall.default_deny_required", "restore.failed"} <= found, found
+    summary = cust.get("/v1/compliance")
+    assert summary["fleet"]["noncompliant"] == 1 and summary["noncompliant"][0]["host_id"] == host["id"]
 
     rel = cust.post(f"/v1/requests/{req['id']}/release")
     rjob = wait_job(admin, max(rel["job_ids"]), 900)
@@ -183,3 +215,65 @@ def test_vagrant_driver_creates_provisions_and_destroys_a_vm(svc: dict[str, Any]
     assert [p["name"] for p in rjob["phases"]] == ["vm-destroy"]
     assert admin.get(f"/v1/hosts/{host['id']}")["state"] == "retired"
     assert subprocess.run(["virsh", "dominfo", domain], capture_output=True).returncode != 0, "VM still defined"
+
+
+def _sample_image(tmp: Path) -> tuple[Path, str, int]:
+    """A small Debian-like root filesystem (ext4 with an os-release and some data), zstd-compressed."""
+    import hashlib
+
+    import zstandard
+
+    root = tmp / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
+                                         'VERSION_ID="12"\nID=debian\n')
+    (root / "srv").mkdir()
+    (root / "srv/blob").write_bytes(os.urandom(6 * 1024 * 1024))
+    raw = tmp / "sample.raw"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), str(raw), "48M"], check=True)
+    data = raw.read_bytes()
+    zst = tmp / "sample.raw.zst"
+    zst.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    return zst, hashlib.sha256(data).hexdigest(), len(data)
+
+
+def test_image_canary_writes_verifies_and_promotes(svc: dict[str, Any], tmp_path: Path) -> None:
+    """The imaging team publishes an image; its canary installs it on a lab VM through the normal
+    pipeline (written onto the RAID array, root mounted and its os-release read); only then can it
+    be promoted to stable. The bytes on the VM's array are exactly the published ones."""
+    rec = next(h for h in lab_hosts() if h["name"] == IMAGE_HOST)
+    op, admin = svc["op"], svc["admin"]
+    tenant = admin.get("/v1/tenants")["items"][0]["id"]
+    u = admin.post("/v1/users", {"name": "imgteam", "role": "imager", "tenant_id": tenant})
+    imager = Api(svc["service"].url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
+    zst, sha, size = _sample_image(tmp_path)
+    r = imager.c.post("/v1/images", params={"name": "debian-12-e2e", "version": "1", "os_name": "debian",
+                                            "os_version": "12", "format": "raw.zst", "expected_sha256": sha},
+                      content=zst.read_bytes(), headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    img = r.json()
+    assert img["sha256"] == sha and img["size"] == size and img["channel"] == "candidate"
+    r = imager.c.post(f"/v1/images/{img['id']}/promote", json={"to": "stable"})
+    assert r.status_code == 409 and "canary" in r.json()["hint"]
+
+    host = op.post("/v1/hosts", {"name": IMAGE_HOST, "address": rec["address"], "port": rec["port"],
+                                 "ssh_user": rec["user"], "ssh_key_path": rec["private_key"], "pool": "lab"})
+    cjob = op.get("/v1/jobs", host_id=host["id"], kind="commission")["items"][0]
+    assert wait_job(admin, cjob["id"], 600)["status"] == "succeeded"
+    canary = imager.post(f"/v1/images/{img['id']}/canary", {"pool": "lab"})
+    job_id = canary["job_id"]
+    job = wait_job(admin, job_id, 1500)
+    assert job["status"] == "succeeded", job
+    img = imager.get(f"/v1/images/{img['id']}")
+    assert img["canary_result"]["passed"] is True, img["canary_result"]
+    writer = admin.get(f"/v1/hosts/{host['id']}")["results"]["image"]
+    assert any("Debian GNU/Linux 12" in line for line in writer["os_release"]), writer
+    assert writer["bytes_written"] > 0 and writer["timings"]["total"] > 0
+    print("canary image write:", json.dumps({k: writer.get(k) for k in ("mode", "bytes_written", "bytes_zeroed",
+                                                                         "throughput_mbps", "timings")}))
+    on_disk = ssh(rec, f"sudo head -c {size} /dev/md0 | sha256sum").stdout.split()[0]
+    assert on_disk == sha, "the array does not hold exactly the published bytes"
+    promoted = imager.post(f"/v1/images/{img['id']}/promote", {"to": "stable"})
+    assert promoted["channel"] == "stable"
+    rel = imager.post(f"/v1/requests/{job['request_id']}/release")
+    assert wait_job(admin, max(rel["job_ids"]), 900)["status"] == "succeeded"

@@ -55,10 +55,11 @@ class Proc:
 
 
 class Service(Proc):
-    def __init__(self, env: dict[str, str], log: Path, *, worker: bool = False) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Path, *, worker: bool = False, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [str(BIN / "provisioner"), "serve", "--port", str(self.port)]
+        args = [str(BIN / "provisioner"), "serve", "--host", host, "--port", str(self.port)]
         if not worker:
             args.append("--no-worker")
         super().__init__(args, env, log)

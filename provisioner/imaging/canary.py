@@ -1,0 +1,155 @@
+"""Canary installs: a candidate image proves itself on a real host through the normal pipeline.
+
+``start_canary`` creates an ordinary host request for the image (one host of a lab pool, allocated
+with ``allocator.allocate``, one provision job) in the caller's transaction, so the canary runs every
+phase a customer's host would run, with the image phase writing this image. The request belongs to
+the caller's tenant (admins name one); the host stays allocated after the canary so the imaging team
+can look at it, and is given back with ``POST /v1/requests/{request_id}/release``.
+
+``record_canary_outcome`` is called by ``settle()`` for every job that ends, inside its transaction:
+for a canary job it stores ``canary_result`` (passed = the job succeeded and its image phase really
+wrote the image); for any job whose image write failed with "image corrupt" it flags the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
+
+from provisioner import audit
+from provisioner.admission import load_policy
+from provisioner.allocation import Constraints
+from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
+from provisioner.api.schemas import RequestIn
+from provisioner.config import Settings
+from provisioner.imaging.catalogue import flag_image, image_by_name, snapshot
+from provisioner.imaging.catalogue_models import Image
+from provisioner.jobs import new_job
+from provisioner.models import Host, HostRequest, Job
+from provisioner.problems import Problem
+from provisioner.timeutil import iso, utcnow
+
+CANARY_USER = "canary"
+# The writer's message for a served image that does not match its block map (ImageCorrupt).
+CORRUPT_MARKER = "image corrupt"
+
+
+def throwaway_public_key() -> str:
+    """An OpenSSH key whose private half is discarded: handover needs a key, nobody logs in."""
+    pub = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return pub.decode() + " provisioner-canary"
+
+
+def start_canary(session: Session, settings: Settings, *, img: Image, pool: str, tenant_id: int,
+                 user_id: int, ssh_public_key: str | None) -> tuple[HostRequest, Job, Host]:
+    """Allocate a lab host and queue a provision job writing ``img``; the caller commits and enqueues."""
+    policy = load_policy(session)
+    if pool not in policy.lab_pools:
+        raise Problem(422, "image.canary_pool_not_lab", f"pool {pool!r} is not a lab pool",
+                      hint=f"canaries run on lab pools only: {', '.join(sorted(policy.lab_pools))}",
+                      lab_pools=sorted(policy.lab_pools))
+    body = RequestIn(image=img.name, pool=pool, ssh_public_key=ssh_public_key or throwaway_public_key(),
+                     customer_user=CANARY_USER)
+    params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
+    params["canary_image_id"] = img.id
+    now = utcnow()
+    req = HostRequest(tenant_id=tenant_id, requested_by=user_id, image=img.name, count=1, pool=pool,
+                      constraints=body.constraints.model_dump(), params=params, accepted_at=now)
+    session.add(req)
+    session.flush()
+    try:
+        if pool == settings.vagrant_pool:
+            hosts = create_vagrant_hosts(session, 1, max_vms=settings.vagrant_max_vms, tenant_id=tenant_id,
+                                         request_id=req.id or 0, pool=pool)
+        else:
+            hosts = allocate(session, Constraints(pool=pool), 1, tenant_id=tenant_id, request_id=req.id or 0)
+    except NotEnoughHosts:
+        session.rollback()
+        raise Problem(409, "capacity.insufficient", f"no available host in pool {pool!r} for the canary",
+                      hint="enroll a lab host or release one, then retry", pool=pool) from None
+    job = new_job(session, "provision", hosts[0], request_id=req.id, tenant_id=tenant_id, accepted_at=now,
+                  settings=settings, params={"canary_image_id": img.id})
+    img.canary_job_id = job.id
+    img.canary_result = None
+    session.add(img)
+    return req, job, hosts[0]
+
+
+def _final_state(session: Session, job: Job) -> tuple[str, str | None, list]:
+    # settle() changes the row with an UPDATE statement: read what this transaction now holds.
+    row = session.execute(sa_select(Job.status, Job.error, Job.phases).where(Job.id == job.id)).one()  # type: ignore[call-overload]
+    return row[0], row[1], list(row[2] or [])
+
+
+def _image_phase(phases: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((p for p in phases if p.get("name") == "image"), None)
+
+
+def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
+            writer: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether a canary passed, and why not. Pure."""
+    if status != "succeeded":
+        return False, f"job {status}: {error or 'no error recorded'}"
+    phase = _image_phase(phases)
+    if phase is None or phase.get("status") != "succeeded":
+        return False, "the image phase did not run"
+    if not isinstance(writer, dict) or writer.get("skipped"):
+        return False, ("the image phase skipped the write (the job got no image spec: "
+                       "is the engine's image_spec_for hook wired?)")
+    if writer.get("os_release") == []:
+        return False, "the image was written but its root shows no os-release"
+    return True, "the job succeeded and the image phase wrote the image"
+
+
+def record_canary_outcome(session: Session, job: Job) -> Image | None:
+    """Call from ``settle()`` after the job's final UPDATE, before the commit. Never commits."""
+    if job.kind != "provision":
+        return None
+    status, error, phases = _final_state(session, job)
+    if status not in ("succeeded", "failed", "cancelled"):
+        return None
+    if status == "failed" and error and CORRUPT_MARKER in error.lower():
+        _flag_from_job(session, job, error)
+    img = session.exec(select(Image).where(Image.canary_job_id == job.id)).first()
+    if img is None:
+        return None
+    host = session.get(Host, job.host_id)
+    writer = (host.results or {}).get("image") if host is not None else None
+    passed, reason = outcome(status, error, phases, writer)
+    phase = _image_phase(phases) or {}
+    result = {
+        "passed": passed,
+        "reason": reason,
+        "job_id": job.id,
+        "status": status,
+        "error": error,
+        "request_id": job.request_id,
+        "host_id": job.host_id,
+        "host": host.name if host is not None else None,
+        "image_phase": {k: phase.get(k) for k in ("status", "duration_s", "attempts")},
+        "writer": {k: v for k, v in writer.items() if k in (
+            "mode", "bytes_written", "bytes_zeroed", "bytes_downloaded", "throughput_mbps", "timings",
+            "image_size", "ranges", "zero_method", "retries")} if isinstance(writer, dict) else None,
+        "finished_at": iso(utcnow()),
+    }
+    before = snapshot(img)
+    img.canary_result = result
+    session.add(img)
+    audit.record(session, actor_id=None, actor_name="worker", action="image.canary_result", object_type="image",
+                 object_id=img.id, before=before, after={"passed": passed, "reason": reason, "job_id": job.id})
+    return img
+
+
+def _flag_from_job(session: Session, job: Job, error: str) -> None:
+    name = None
+    if job.request_id is not None:
+        req = session.get(HostRequest, job.request_id)
+        name = req.image if req is not None else None
+    img = image_by_name(session, name) if name else None
+    if img is not None and not img.flagged:
+        flag_image(session, img.id or 0, f"job {job.id} on host {job.host_id}: {error}", actor="worker")

@@ -1,0 +1,80 @@
+"""What the image phase of a job gets: the parameters of ``provisioner_image_write``.
+
+The engine calls ``image_spec_for`` when it builds the extravars of the "image" phase and passes the
+result as ``prov_image`` (``request_params["image_spec"]`` in ``workers.inventory.extravars_for``):
+
+    {url, token, sha256, bmap, compression, target, name, version}
+
+* ``url`` is ``public_url`` + ``/v1/images/{id}/content``: what the host can reach;
+* ``token`` is a per-job image token (``tokens.py``) valid for this image only, while the job runs;
+* ``bmap`` is the block-map dict (the module checks every range's sha256), ``compression`` "none"
+  (the writer fetches data ranges in parallel) or "zstd" (one stream);
+* ``target`` is the device to write: the md array when the raid phase made one, else the first data
+  disk (``image_target_for``).
+
+Names outside the catalogue give None (the phase skips itself): requests for free-form names such as
+"debian-12" keep working until every request names a catalogue image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from provisioner.config import Settings
+from provisioner.imaging import tokens
+from provisioner.imaging.catalogue import ImageUnavailable, image_by_name, stored_file
+from provisioner.models import Host, Job
+
+
+def image_target_for(host: Host) -> str | None:
+    """/dev/mdN when the raid phase reported an array, else the host's first data disk."""
+    results = host.results or {}
+    raid = results.get("raid")
+    if isinstance(raid, dict) and isinstance(raid.get("device"), str) and raid["device"].startswith("/dev/"):
+        return raid["device"]
+    hw = host.hardware or {}
+    disks = hw.get("data_disks") if isinstance(hw.get("data_disks"), list) else hw.get("disks") or []
+    for d in disks:
+        name = d if isinstance(d, str) else (d or {}).get("name")
+        if name:
+            return name if name.startswith("/dev/") else f"/dev/{name}"
+    return None
+
+
+def image_spec_for(session: Session, settings: Settings, job: Job, request_image_name: str | None,
+                   target_device: str | None, *, ttl_s: float = tokens.DEFAULT_TTL_S) -> dict[str, Any] | None:
+    """Module params for the image phase, or None when the request names no catalogue image.
+
+    Raises ImageUnavailable (message fit for the job's error) when the image is in the catalogue
+    but must not be written: flagged, retired, or its bytes are gone; or when there is no target.
+    Deprecated images are still written for requests accepted before the deprecation.
+    """
+    if not request_image_name:
+        return None
+    img = image_by_name(session, request_image_name)
+    if img is None:
+        return None
+    if img.flagged:
+        raise ImageUnavailable(f"image {img.name} is flagged as corrupt: {img.flag_reason}")
+    if img.channel == "retired":
+        raise ImageUnavailable(f"image {img.name} is retired")
+    if stored_file(settings, img) is None:
+        raise ImageUnavailable(f"image {img.name}: its stored bytes are missing from the image store")
+    if not target_device:
+        raise ImageUnavailable(f"no target device to write image {img.name} to (no raid array, no data disk)")
+    token = tokens.issue(settings, job_id=job.id or 0, image_id=img.id or 0, ttl_s=ttl_s)
+    return {
+        "url": f"{settings.effective_public_url}/v1/images/{img.id}/content",
+        "token": token,
+        "sha256": img.sha256,
+        "bmap": img.bmap,
+        "compression": img.stored_compression,
+        "target": target_device,
+        "name": img.name,
+        "version": img.version,
+        # A canary must prove the written root is a usable OS: the image phase mounts it and reads
+        # its os-release, and fails without one.
+        "require_os_release": img.canary_job_id == job.id,
+    }

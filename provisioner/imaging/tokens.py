@@ -1,0 +1,104 @@
+"""Per-job image tokens: what a host being provisioned presents to download one image.
+
+A token is ``pimg_<payload>.<mac>``: the payload (base64url JSON) binds a job id, an image id and an
+expiry; the mac is HMAC-SHA256 over the payload with a key derived from the service secret (the
+Fernet key: ``PROVISIONER_SECRET_KEY`` or the key file in the data dir). Every API process and worker
+already shares that secret, so any of them can issue or check tokens; nothing is stored.
+
+Checks, in order (each a problem document): missing → 401 ``image.token_required``; malformed or
+bad signature → 401 ``image.token_invalid``; expired → 401 ``image.token_expired``; issued for another
+image → 403 ``image.token_wrong_image``. The caller additionally requires the job to be running
+(``image.token_job_inactive``), so a token dies with its job even before it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from provisioner.config import Settings
+from provisioner.problems import Problem
+
+PREFIX = "pimg_"
+DEFAULT_TTL_S = 3 * 3600  # an image phase may run 1 h and be retried once; the job binding is the real bound
+_KEY_CONTEXT = b"provisioner image token v1"
+TOKEN_HINT = ("image content is fetched by the image phase of a job with the token it was given "
+              "(Authorization: Bearer pimg_... or ?token=); it is not an API token")
+
+
+@dataclass(frozen=True)
+class ImageClaims:
+    job_id: int
+    image_id: int
+    expires_at: float
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@lru_cache(maxsize=8)
+def _derive(material: bytes) -> bytes:
+    return hmac.new(material, _KEY_CONTEXT, hashlib.sha256).digest()
+
+
+def _key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return _derive(settings.secret_key.encode())
+    from provisioner.secrets import _fernet  # creates the key file (O_EXCL) when it is missing
+
+    _fernet(settings)
+    return _derive((settings.data_dir / "secret.key").read_bytes().strip())
+
+
+def issue(settings: Settings, *, job_id: int, image_id: int, ttl_s: float = DEFAULT_TTL_S,
+          now: float | None = None) -> str:
+    exp = int((time.time() if now is None else now) + ttl_s)
+    payload = _b64(json.dumps({"j": job_id, "i": image_id, "e": exp}, separators=(",", ":")).encode())
+    mac = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
+    return f"{PREFIX}{payload}.{mac}"
+
+
+def verify(settings: Settings, token: str | None, image_id: int, *, now: float | None = None) -> ImageClaims:
+    """The token's claims if it grants access to ``image_id`` now, else raises a Problem."""
+    if not token:
+        raise Problem(401, "image.token_required", "this endpoint needs an image token", hint=TOKEN_HINT)
+    if not token.startswith(PREFIX) or token.count(".") != 1:
+        raise Problem(401, "image.token_invalid", "the image token is malformed", hint=TOKEN_HINT)
+    payload, _, mac = token[len(PREFIX):].partition(".")
+    expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(mac, expected):
+        raise Problem(401, "image.token_invalid", "the image token's signature does not verify",
+                      hint=TOKEN_HINT + "; tokens are only valid with the secret of the service that issued them")
+    try:
+        data = json.loads(_unb64(payload))
+        claims = ImageClaims(int(data["j"]), int(data["i"]), float(data["e"]))
+    except (ValueError, KeyError, TypeError):
+        raise Problem(401, "image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
+    if claims.expires_at <= (time.time() if now is None else now):
+        raise Problem(401, "image.token_expired", "the image token has expired",
+                      hint="re-run the job's image phase: each run gets a fresh token")
+    if claims.image_id != image_id:
+        raise Problem(403, "image.token_wrong_image",
+                      f"the image token was issued for image {claims.image_id}, not image {image_id}",
+                      hint="use the URL given to the job together with its token")
+    return claims
+
+
+def from_request(authorization: str | None, query_token: str | None) -> str | None:
+    """The token from ``Authorization: Bearer`` or the ``token`` query parameter."""
+    if query_token:
+        return query_token
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None

@@ -1,0 +1,149 @@
+"""Pure parts of the image catalogue: Range parsing, image tokens, zstd frame walking, channel moves,
+canary verdicts, the image phase's target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zstandard
+from cryptography.fernet import Fernet
+
+from provisioner.config import Settings
+from provisioner.imaging import tokens
+from provisioner.imaging.canary import outcome
+from provisioner.imaging.catalogue import check_promotion
+from provisioner.imaging.catalogue_models import Image
+from provisioner.imaging.http_range import RangeNotSatisfiable, content_range, parse_range
+from provisioner.imaging.ingest import check_zstd_frames
+from provisioner.imaging.serving import image_target_for
+from provisioner.models import Host
+from provisioner.problems import Problem
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        (None, 100, None),
+        ("bytes=0-9", 100, (0, 10)),
+        ("bytes=90-", 100, (90, 100)),
+        ("bytes=-10", 100, (90, 100)),
+        ("bytes=-1000", 100, (0, 100)),
+        ("bytes=50-5000", 100, (50, 100)),
+        ("bytes=99-99", 100, (99, 100)),
+        ("items=0-9", 100, None),  # unknown unit: ignored
+        ("bytes=0-1,4-5", 100, None),  # several ranges: whole content
+    ],
+)
+def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | None) -> None:
+    assert parse_range(header, size) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=5-1", "bytes=-0", "bytes=x-1", "bytes=-",
+                                    "bytes="])
+def test_unsatisfiable_ranges(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(header, 100)
+
+
+def test_suffix_of_empty_content_is_unsatisfiable() -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=-5", 0)
+    assert content_range(0, 10, 100) == "bytes 0-9/100"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, secret_key=Fernet.generate_key().decode())
+
+
+def test_token_round_trip_and_scoping(settings: Settings) -> None:
+    tok = tokens.issue(settings, job_id=7, image_id=3, now=1000.0, ttl_s=60)
+    claims = tokens.verify(settings, tok, 3, now=1030.0)
+    assert (claims.job_id, claims.image_id) == (7, 3)
+    cases = [
+        (lambda: tokens.verify(settings, tok, 4, now=1030.0), 403, "image.token_wrong_image"),
+        (lambda: tokens.verify(settings, tok, 3, now=1061.0), 401, "image.token_expired"),
+        (lambda: tokens.verify(settings, None, 3), 401, "image.token_required"),
+        (lambda: tokens.verify(settings, "prov_abc_def", 3), 401, "image.token_invalid"),
+        (lambda: tokens.verify(settings, tok.replace(".", ".x"), 3, now=1030.0), 401, "image.token_invalid"),
+    ]
+    for call, status, code in cases:
+        with pytest.raises(Problem) as exc:
+            call()
+        assert (exc.value.status, exc.value.code) == (status, code) and exc.value.hint
+    # A payload re-signed by nobody: changing the image id breaks the mac.
+    other = tokens.issue(settings, job_id=7, image_id=4, now=1000.0, ttl_s=60)
+    spliced = other.split(".")[0] + "." + tok.split(".")[1]
+    with pytest.raises(Problem, match="signature"):
+        tokens.verify(settings, spliced, 4, now=1030.0)
+
+
+def test_token_needs_the_same_secret(settings: Settings, tmp_path: Path) -> None:
+    tok = tokens.issue(settings, job_id=1, image_id=1)
+    other = Settings(data_dir=tmp_path / "other", secret_key=Fernet.generate_key().decode())
+    with pytest.raises(Problem, match="signature"):
+        tokens.verify(other, tok, 1)
+    # Without a configured secret the key file in the data dir is used (created once, shared).
+    keyfile = Settings(data_dir=tmp_path / "kf")
+    assert tokens.verify(keyfile, tokens.issue(keyfile, job_id=2, image_id=5), 5).job_id == 2
+    assert tokens.from_request("Bearer abc", None) == "abc"
+    assert tokens.from_request("Basic abc", "q") == "q"
+    assert tokens.from_request(None, None) is None
+
+
+def test_zstd_frame_walk_catches_truncation(tmp_path: Path) -> None:
+    data = bytes(3 << 20) + b"payload" * 50000 + bytes(1 << 20)
+    one = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+    two = one + zstandard.ZstdCompressor(write_checksum=False, write_content_size=False).compress(b"x" * 300000)
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
+    path = tmp_path / "f.zst"
+    for blob, frames in ((one, 1), (two, 2), (skippable + one, 1)):
+        path.write_bytes(blob)
+        assert check_zstd_frames(path) == frames
+    for blob in (one[:-1], one[:-4], one[: len(one) // 2], two[:-5], one[:3], skippable[:9], b"\x00" * 16, b""):
+        path.write_bytes(blob)
+        with pytest.raises(Problem) as exc:
+            check_zstd_frames(path)
+        assert exc.value.code == "image.corrupt"
+
+
+def _img(channel: str, **kw: object) -> Image:
+    return Image(id=1, name="x", version="1", os_name="d", os_version="12", format_in="raw", channel=channel,
+                 size=1, sha256="0" * 64, published_by="t", **kw)
+
+
+def test_channel_moves() -> None:
+    check_promotion(_img("candidate", canary_result={"passed": True}), "stable")
+    check_promotion(_img("stable"), "deprecated")
+    check_promotion(_img("deprecated"), "retired")
+    bad = [(_img("candidate"), "stable", "image.canary_required"),
+           (_img("candidate", canary_job_id=4, canary_result={"passed": False, "job_id": 4, "reason": "boom"}),
+            "stable", "image.canary_required"),
+           (_img("candidate", canary_result={"passed": True}, flagged=True), "stable", "image.flagged"),
+           (_img("candidate"), "deprecated", "image.illegal_promotion"),
+           (_img("stable"), "retired", "image.illegal_promotion"),
+           (_img("deprecated"), "stable", "image.illegal_promotion"),
+           (_img("retired"), "stable", "image.illegal_promotion")]
+    for img, target, code in bad:
+        with pytest.raises(Problem) as exc:
+            check_promotion(img, target)
+        assert exc.value.status == 409 and exc.value.code == code and exc.value.hint
+
+
+def test_canary_verdict() -> None:
+    ok_phases = [{"name": "raid", "status": "succeeded"}, {"name": "image", "status": "succeeded"}]
+    assert outcome("succeeded", None, ok_phases, {"mode": "ranges", "bytes_written": 10})[0] is True
+    assert outcome("failed", "phase image failed: x", ok_phases, None) == (False, "job failed: phase image failed: x")
+    assert outcome("succeeded", None, ok_phases, {"skipped": True})[0] is False
+    assert outcome("succeeded", None, ok_phases, None)[0] is False
+    assert outcome("succeeded", None, [{"name": "raid", "status": "succeeded"}], {"mode": "ranges"})[0] is False
+
+
+def test_image_target() -> None:
+    assert image_target_for(Host(name="a", address="x", results={"raid": {"device": "/dev/md0"}},
+                                 hardware={"data_disks": ["/dev/vdb"]})) == "/dev/md0"
+    two_disks = Host(name="a", address="x", hardware={"data_disks": ["/dev/vdb", "/dev/vdc"]})
+    assert image_target_for(two_disks) == "/dev/vdb"
+    assert image_target_for(Host(name="a", address="x", hardware={"disks": [{"name": "sdb"}]})) == "/dev/sdb"
+    assert image_target_for(Host(name="a", address="x")) is None
