@@ -27,8 +27,13 @@ hosts_app = typer.Typer(help="Hosts: enroll, list, commission, maintenance.", no
 requests_app = typer.Typer(help="Host requests: ask for hosts, watch, release.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs: list, show, events, watch, cancel.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log (auditor, admin).", no_args_is_help=True)
+waivers_app = typer.Typer(help="Guardrail waivers: ask, approve (never your own), reject, revoke.",
+                          no_args_is_help=True)
+policy_app = typer.Typer(help="The guardrail policy (read: everyone; change: operator, admin).", no_args_is_help=True)
+images_app = typer.Typer(help="The image catalogue: publish, canary, promote.", no_args_is_help=True)
 for sub, name in ((admin_app, "admin"), (tenants_app, "tenants"), (users_app, "users"), (tokens_app, "tokens"),
-                  (hosts_app, "hosts"), (requests_app, "requests"), (jobs_app, "jobs"), (audit_app, "audit")):
+                  (hosts_app, "hosts"), (requests_app, "requests"), (jobs_app, "jobs"), (audit_app, "audit"),
+                  (waivers_app, "waivers"), (policy_app, "policy"), (images_app, "images")):
     app.add_typer(sub, name=name)
 
 console = Console()
@@ -414,6 +419,129 @@ def audit_list(action: str = typer.Option(None), object_type: str = typer.Option
     show(call(client().get, "/v1/audit", action=action, object_type=object_type, object_id=object_id, actor=actor,
               limit=limit, offset=offset),
          ["id", "at", "actor_name", "action", "object_type", "object_id", "request_id"])
+
+
+# --- guardrails ----------------------------------------------------------------------------------------
+
+@hosts_app.command("compliance-check")
+def hosts_compliance_check(host_id: int) -> None:
+    """Check an active host's guardrails now: restore test, RAID health, firewall."""
+    show(call(client().post, f"/v1/hosts/{host_id}/compliance-check"))
+
+
+@app.command("compliance")
+def compliance_summary() -> None:
+    """Compliance of active hosts: fleet, per tenant, and every non-compliant host with its reasons."""
+    data = call(client().get, "/v1/compliance")
+    if STATE["output"] == "json":
+        show(data)
+        return
+    show(data["fleet"])
+    for h in data["noncompliant"]:
+        console.print(f"[red]{h['name']}[/red] (host {h['host_id']}, tenant {h['tenant_id']}, "
+                      f"checked {h['checked_at']})")
+        for v in h["violations"]:
+            console.print(f"  {v['code']}: {v['message']}\n    [dim]{v['remedy']}[/dim]")
+
+
+@waivers_app.command("request")
+def waivers_request(code: str = typer.Option(..., help="the guardrail code, e.g. backup.required"),
+                    scope: str = typer.Option(..., help="tenant:NAME, host:ID or request:ID"),
+                    justification: str = typer.Option(..., help="why the rule can't be met now")) -> None:
+    show(call(client().post, "/v1/waivers", {"code": code, "scope": scope, "justification": justification}))
+
+
+@waivers_app.command("list")
+def waivers_list(status: str = typer.Option(None), limit: int = 50, offset: int = 0) -> None:
+    show(call(client().get, "/v1/waivers", status=status, limit=limit, offset=offset),
+         ["id", "code", "scope", "status", "requested_by", "decided_by", "expires_at"])
+
+
+@waivers_app.command("approve")
+def waivers_approve(waiver_id: int, expires_at: str = typer.Option(..., help="ISO date/time, bounded by policy"),
+                    note: str = "") -> None:
+    show(call(client().post, f"/v1/waivers/{waiver_id}/approve", {"expires_at": expires_at, "note": note}))
+
+
+@waivers_app.command("reject")
+def waivers_reject(waiver_id: int, note: str = "") -> None:
+    show(call(client().post, f"/v1/waivers/{waiver_id}/reject", {"note": note}))
+
+
+@waivers_app.command("revoke")
+def waivers_revoke(waiver_id: int, note: str = "") -> None:
+    show(call(client().post, f"/v1/waivers/{waiver_id}/revoke", {"note": note}))
+
+
+@policy_app.command("show")
+def policy_show() -> None:
+    show(call(client().get, "/v1/policy"))
+
+
+@policy_app.command("set")
+def policy_set(changes: list[str] = typer.Argument(..., help="FIELD=JSON_VALUE, e.g. max_open_ports=8")) -> None:
+    body: dict[str, Any] = {}
+    for item in changes:
+        key, _, raw = item.partition("=")
+        try:
+            body[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            body[key] = raw
+    show(call(client().request, "PUT", "/v1/policy", json=body))
+
+
+@requests_app.command("extend")
+def requests_extend(request_id: int, hours: int) -> None:
+    """Extend a request's lease (within policy)."""
+    show(call(client().post, f"/v1/requests/{request_id}/extend", {"hours": hours}))
+
+
+# --- images ---------------------------------------------------------------------------------------------
+
+@images_app.command("list")
+def images_list(limit: int = 50, offset: int = 0) -> None:
+    show(call(client().get, "/v1/images", limit=limit, offset=offset),
+         ["id", "name", "version", "channel", "size", "sha256", "flagged"])
+
+
+@images_app.command("show")
+def images_show(image_id: int) -> None:
+    show(call(client().get, f"/v1/images/{image_id}"))
+
+
+@images_app.command("publish")
+def images_publish(path: Path, name: str = typer.Option(...), version: str = typer.Option(...),
+                   os_name: str = typer.Option(...), os_version: str = typer.Option(...),
+                   fmt: str = typer.Option(None, "--format", help="raw, raw.zst or qcow2 (default: from the name)"),
+                   sha256: str = typer.Option(None, help="expected sha256 of the raw content")) -> None:
+    """Upload an image (streamed); the service computes its sha256 and block map."""
+    fmt = fmt or ("raw.zst" if path.name.endswith(".zst") else "qcow2" if path.suffix == ".qcow2" else "raw")
+    params = {"name": name, "version": version, "os_name": os_name, "os_version": os_version, "format": fmt}
+    if sha256:
+        params["expected_sha256"] = sha256
+
+    def chunks():  # type: ignore[no-untyped-def]
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    c = Client(STATE["url"], STATE["token"], timeout=3600)
+    show(call(c.request, "POST", "/v1/images", params=params, content=chunks(),
+              headers={"content-type": "application/octet-stream"}))
+
+
+@images_app.command("canary")
+def images_canary(image_id: int, pool: str = "lab", watch: bool = typer.Option(False, "--watch")) -> None:
+    """Install the image on a lab host through the normal pipeline (needed before promotion)."""
+    out = call(client().post, f"/v1/images/{image_id}/canary", {"pool": pool})
+    show(out)
+    if watch:
+        _watch(out["job_id"])
+
+
+@images_app.command("promote")
+def images_promote(image_id: int, to: str = typer.Argument(..., help="stable, deprecated or retired")) -> None:
+    show(call(client().post, f"/v1/images/{image_id}/promote", {"to": to}))
 
 
 if __name__ == "__main__":

@@ -523,7 +523,7 @@ def scope(kind: str, ident: str | int) -> str:
 
 def _waiver_hint(code: str) -> str:
     return (f" Or ask for a waiver of {code} with `provisioner waivers request --code {code} "
-            f"--scope <request:ID|host:ID|tenant:NAME> --expires <date> --justification \"<why>\"`.")
+            f"--scope <tenant:NAME|host:ID|request:ID> --justification \"<why>\"` (an approver sets the expiry).")
 
 
 def _v(code: str, message: str, remedy: str, field: str | None = None, *,
@@ -698,7 +698,7 @@ def _restore_violations(state: HostState, policy: Policy, *, handover: bool) -> 
     if state.last_restore_ok_at is None:
         tried = " (the latest attempt failed)" if state.last_restore_passed is False else ""
         return [_v("restore.missing", f"no successful restore test is recorded for this host{tried}",
-                   "Run a restore test (`provisioner hosts restore-test <host>`) and fix any failure." + gate,
+                   "Run a restore test (`provisioner hosts compliance-check <host-id>`) and fix any failure." + gate,
                    "last_restore_ok_at", waivable=waivable)]
     out: list[Violation] = []
     if state.last_restore_passed is False:
@@ -864,7 +864,7 @@ def _check_host(state: HostState, policy: Policy, pool: str, *, handover: bool) 
     if policy.firewall_default_deny_required and fw.default_policy_input.lower() not in DENY_POLICIES:
         out.append(_v("firewall.default_deny_required",
                       f"inbound default policy is {fw.default_policy_input!r}; it must be drop or reject",
-                      "Re-apply the firewall (`provisioner hosts reconcile <host>`) and find out who "
+                      "Restore the applied ruleset (`nft -f /etc/nftables.conf` on the host) and find out who "
                       "changed it.",
                       "firewall.default_policy_input"))
     out.extend(check_open_ports(fw.open_ports, policy, "firewall.open_ports"))
@@ -879,12 +879,12 @@ def _check_host(state: HostState, policy: Policy, pool: str, *, handover: bool) 
                 parts.append(f"missing: {_describe(expected - actual)}")
             out.append(_v("firewall.rules_drifted",
                           "firewall differs from what was applied; " + "; ".join(parts),
-                          "Re-apply the firewall (`provisioner hosts reconcile <host>`), or change the "
+                          "Restore the applied ruleset (`nft -f /etc/nftables.conf` on the host), or change the "
                           "request's rules if the manual change should stay.", "firewall.open_ports"))
 
     if policy.backup_required and not state.backup_configured:
         out.append(_v("backup.required", "backups are not configured on this host",
-                      "Configure backups (`provisioner hosts reconcile <host>`).", "backup_configured"))
+                      "Release the host and request it again with backups enabled.", "backup_configured"))
     out.extend(_restore_violations(state, policy, handover=handover))
     return out
 

@@ -62,6 +62,22 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         rel = cli(env, "requests", "release", str(req["id"]), "--watch", token=cu_tok)
         assert rel["request"]["status"] == "releasing" and rel["jobs"][0]["kind"] == "release"
         assert rel["jobs"][0]["status"] == "succeeded"
+        # Guardrail and catalogue commands.
+        assert cli(env, "policy", "show", token=cu_tok)["policy"]["max_open_ports"] >= 1
+        w = cli(env, "waivers", "request", "--code", "backup.required", "--scope", "tenant:acme",
+                "--justification", "restores are tested by the customer's own tooling this month", token=cu_tok)
+        assert w["status"] == "requested"
+        self_approve = cli(env, "waivers", "approve", str(w["id"]), "--expires-at", "2099-01-01T00:00:00Z",
+                           token=cu_tok, ok=False)
+        assert self_approve.returncode == 1
+        assert cli(env, "waivers", "list", token=op_tok)["items"][0]["id"] == w["id"]
+        raw = tmp_path / "tiny.raw"
+        raw.write_bytes(b"\x01" * 4096 + b"\x00" * (1 << 20))
+        img = cli(env, "images", "publish", str(raw), "--name", "tiny", "--version", "1", "--os-name", "none",
+                  "--os-version", "0", token=admin)
+        assert img["size"] == raw.stat().st_size and img["channel"] == "candidate"
+        assert [i["name"] for i in cli(env, "images", "list", token=admin)["items"]] == ["tiny"]
+        assert cli(env, "compliance", token=op_tok)["fleet"]["active"] == 0
         bad = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), "--port", "http", token=cu_tok,
                   ok=False)
         assert bad.returncode == 2 and "expected PORT" in bad.stderr
