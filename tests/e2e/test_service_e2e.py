@@ -59,7 +59,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         key = tmp / "customer_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
                        check=True)
-        yield {"service": service, "admin": admin, "op": operator(admin, service.url),
+        yield {"service": service, "data": str(tmp / "data"), "admin": admin, "op": operator(admin, service.url),
                "cust": customer(admin, service.url), "key": str(key), "pub": (tmp / "customer_key.pub").read_text()}
     finally:
         service.stop()
@@ -276,4 +276,26 @@ def test_image_canary_writes_verifies_and_promotes(svc: dict[str, Any], tmp_path
     promoted = imager.post(f"/v1/images/{img['id']}/promote", {"to": "stable"})
     assert promoted["channel"] == "stable"
     rel = imager.post(f"/v1/requests/{job['request_id']}/release")
+    assert wait_job(admin, max(rel["job_ids"]), 900)["status"] == "succeeded"
+
+    # A bit rots in the store after publication: the writer catches it, the job fails, the host is
+    # not handed over, and the image is flagged so nobody else gets it.
+    stored = Path(img["stored_path"])
+    stored = stored if stored.is_absolute() else Path(svc["data"]) / "images" / stored
+    with stored.open("r+b") as fh:
+        fh.seek(stored.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    cust = svc["cust"]
+    req = cust.post("/v1/requests", {"image": "debian-12-e2e", "pool": "lab", "ssh_public_key": svc["pub"].strip()})
+    job = wait_job(admin, req["job_ids"][0], 900)
+    assert job["status"] == "failed" and "image corrupt" in job["error"], job
+    assert admin.get(f"/v1/hosts/{host['id']}")["state"] == "failed"
+    flagged = imager.get(f"/v1/images/{img['id']}")
+    assert flagged["flagged"] is True and flagged["flag_reason"], flagged
+    refused = cust.c.post("/v1/requests", json={"image": "debian-12-e2e", "pool": "lab",
+                                                 "ssh_public_key": svc["pub"].strip()})
+    assert refused.status_code == 422, refused.text
+    rel = cust.post(f"/v1/requests/{req['id']}/release")
     assert wait_job(admin, max(rel["job_ids"]), 900)["status"] == "succeeded"
