@@ -16,11 +16,11 @@ from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_params
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.config import get_settings
-from provisioner.host_transitions import cas_state
 from provisioner.imaging.catalogue import check_requestable
 from provisioner.jobs import enqueue_after_commit, new_job
-from provisioner.models import Host, HostRequest, Job
+from provisioner.models import HostRequest, Job
 from provisioner.problems import Problem, not_found
+from provisioner.release import release_request_hosts
 from provisioner.timeutil import utcnow
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
@@ -111,23 +111,7 @@ def get_request(request_id: int, p: Principal = Depends(require("requests:read")
 def release_request(request_id: int, p: Principal = Depends(require("requests:release")),
                     s: Session = Depends(get_session)) -> RequestOut:
     req = visible_request(s, p, request_id)
-    if req.status not in ("ready", "failed"):
-        raise Problem(409, "request.not_releasable", f"request {req.id} is {req.status}",
-                      hint="a request can be released once it is ready or failed; cancel running jobs first"
-                      if req.status == "provisioning" else "it is already released or releasing")
-    hosts = s.exec(select(Host).where(Host.request_id == req.id)).all()
-    job_ids = []
-    for h in hosts:
-        if h.state in ("active", "failed") and cas_state(s, h.id or 0, h.state, "releasing"):
-            job_ids.append(new_job(s, "release", h, request_id=req.id, tenant_id=req.tenant_id).id or 0)
-    before = req.status
-    req.status = "releasing" if job_ids else "released"
-    if not job_ids:
-        req.released_at = utcnow()
-    s.add(req)
-    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="request.release", object_type="request",
-                 object_id=req.id, tenant_id=req.tenant_id, before={"status": before},
-                 after={"status": req.status, "jobs": job_ids}, request_id=p.request_id)
+    job_ids = release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
     s.commit()
     enqueue_after_commit(job_ids)
     return request_out(s, req)
