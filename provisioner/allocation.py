@@ -53,9 +53,14 @@ def _waste(c: Candidate, want: Constraints) -> tuple[int, int, int, str]:
     )
 
 
+def rank(candidates: Iterable[Candidate], want: Constraints) -> list[Candidate]:
+    """Every matching host, best fit first (the order the allocator tries them in)."""
+    return sorted((c for c in candidates if matches(c, want)), key=lambda c: _waste(c, want))
+
+
 def choose(candidates: Iterable[Candidate], want: Constraints, count: int) -> list[Candidate]:
     """The `count` best-fitting matching hosts, or an empty list if there are not enough."""
-    fitting = sorted((c for c in candidates if matches(c, want)), key=lambda c: _waste(c, want))
+    fitting = rank(candidates, want)
     if len(fitting) < count:
         return []
     return fitting[:count]

@@ -1,15 +1,24 @@
 """Allocating hosts to a request inside the caller's transaction.
 
-Candidates are read with FOR UPDATE SKIP LOCKED on PostgreSQL (SQLite serialises writers anyway),
-the pure `allocation.choose` picks them, and each is moved available → provisioning with a
-compare-and-set: a host is never given twice, also under concurrent requests.
+The database ranks the candidates (`allocation_sql.ranked_ids`, the rule of `allocation.rank`), and
+hosts are claimed in that order:
+
+* PostgreSQL: the ranked query with `LIMIT count FOR UPDATE SKIP LOCKED` locks the best `count`
+  hosts that are still available and not being claimed by a concurrent request; they are moved
+  available → provisioning. Concurrent requests skip each other's hosts instead of queueing behind
+  them, and only the chosen rows are locked.
+* SQLite serialises writers, so a compare-and-set per host in rank order is enough.
+
+Either way a host is never given twice: the state change is a compare-and-set on `available`.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from provisioner.allocation import Candidate, Constraints, choose
+from provisioner.allocation import Constraints
+from provisioner.allocation_sql import ranked_ids
 from provisioner.host_transitions import cas_state
 from provisioner.models import Host
 
@@ -21,23 +30,34 @@ class NotEnoughHosts(Exception):
         super().__init__(f"{wanted} wanted, {matching} available and matching")
 
 
+def _available(session: Session, pool: str) -> int:
+    return session.exec(select(func.count()).select_from(Host)
+                        .where(Host.state == "available", Host.pool == pool)).one()
+
+
 def allocate(session: Session, want: Constraints, count: int, *, tenant_id: int, request_id: int) -> list[Host]:
-    q = select(Host).where(Host.state == "available", Host.pool == want.pool)
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    rows = session.exec(q).all()
-    by_id = {h.id: h for h in rows}
-    picked = choose(
-        (Candidate(h.id or 0, h.name, h.pool, h.labels or {}, h.hardware or {}) for h in rows), want, count
-    )
-    if not picked:
-        raise NotEnoughHosts(count, sum(1 for h in rows if h.id is not None))
-    hosts = []
-    for c in picked:
-        if not cas_state(session, c.id, "available", "provisioning", tenant_id=tenant_id, request_id=request_id):
-            raise NotEnoughHosts(count, len(rows))
-        hosts.append(by_id[c.id])
-    return hosts
+    dialect = session.get_bind().dialect.name
+    claimed: list[int] = []
+    if dialect == "postgresql":
+        # Locked by us and still available: the compare-and-set below cannot lose.
+        claimed = list(session.exec(ranked_ids(want, dialect).limit(count).with_for_update(skip_locked=True)).all())
+        if len(claimed) == count:
+            for host_id in claimed:
+                cas_state(session, host_id, "available", "provisioning", tenant_id=tenant_id,
+                          request_id=request_id)
+    else:
+        for host_id in session.exec(ranked_ids(want, dialect)).all():
+            if cas_state(session, host_id, "available", "provisioning", tenant_id=tenant_id,
+                         request_id=request_id):
+                claimed.append(host_id)
+                if len(claimed) == count:
+                    break
+    if len(claimed) < count:
+        # Not enough matching hosts, or concurrent requests took them; the caller rolls back.
+        raise NotEnoughHosts(count, _available(session, want.pool))
+    by_id = {h.id: h for h in session.exec(select(Host).where(Host.id.in_(claimed))  # type: ignore[union-attr]
+                                           .execution_options(populate_existing=True)).all()}
+    return [by_id[i] for i in claimed]
 
 
 def create_vagrant_hosts(session: Session, count: int, *, max_vms: int, tenant_id: int, request_id: int,

@@ -4,7 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
+from provisioner.db import make_engine
 from tests.integration.harness import World, base_env, running_app
 
 
@@ -22,3 +24,14 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 def sqlite_world(tmp_path: Path) -> Iterator[World]:
     with running_app(base_env(tmp_path)) as w:
         yield w
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty database (no schema yet), SQLite and the real PostgreSQL."""
+    url = f"sqlite:///{tmp_path / 'bare.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg://")
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
