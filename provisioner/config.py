@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     api_workers: int = 1
     # Per-request access lines cost ~10% of a small request; the audit log records every mutation.
     access_log: bool = False
+    # API processes remember token lookups this long; a revocation reaches other processes within it.
+    auth_cache_seconds: float = 5.0
     playbook_dir: Path = REPO_ROOT / "playbooks"
     # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
     secret_key: str | None = None

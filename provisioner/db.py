@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from provisioner import guardrail_models, models  # noqa: F401  (registers the tables)
+from provisioner import guardrail_models, migrate, models  # noqa: F401  (registers the tables)
 from provisioner.config import Settings, get_settings
 from provisioner.imaging import catalogue_models  # noqa: F401  (registers the image table)
 
@@ -40,14 +40,24 @@ def get_engine(settings: Settings | None = None) -> Engine:
         if url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         eng = make_engine(url)
-        SQLModel.metadata.create_all(eng)
+        migrate.upgrade(eng)
         _engines[url] = eng
     return _engines[url]
 
 
+def get_read_engine(settings: Settings | None = None) -> Engine:
+    """The same pool in autocommit: single reads need no transaction around them."""
+    settings = settings or get_settings()
+    key = "read:" + settings.effective_database_url
+    if key not in _engines:
+        _engines[key] = get_engine(settings).execution_options(isolation_level="AUTOCOMMIT")
+    return _engines[key]
+
+
 def reset_engines() -> None:
-    for eng in _engines.values():
-        eng.dispose()
+    for key, eng in _engines.items():
+        if not key.startswith("read:"):
+            eng.dispose()
     _engines.clear()
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import func
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from provisioner import audit
-from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.deps import Principal, auth_cache, get_session, require
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import Page, TenantIn, TenantOut, TokenIn, TokenOut, UserIn, UserOut
 from provisioner.models import ApiToken, Tenant, User
 from provisioner.permissions import tenant_scoped
@@ -45,9 +44,9 @@ def create_tenant(body: TenantIn, p: Principal = Depends(require("tenants:write"
 @router.get("/tenants", response_model=Page[TenantOut], summary="List tenants")
 def list_tenants(pg: PageParams = Depends(page_params), _: Principal = Depends(require("tenants:read")),
                  s: Session = Depends(get_session)) -> dict:
-    total = s.exec(select(func.count()).select_from(Tenant)).one()
-    items = s.exec(select(Tenant).order_by(Tenant.id).offset(pg.offset).limit(pg.limit)).all()
-    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+    q = select(Tenant)
+    items = s.exec(q.order_by(Tenant.id).offset(pg.offset).limit(pg.limit)).all()
+    return {"items": items, **page_meta(s, q, pg)}
 
 
 @router.post("/users", status_code=201, response_model=UserOut, summary="Create a user")
@@ -76,9 +75,9 @@ def create_user(body: UserIn, p: Principal = Depends(require("users:write")),
 @router.get("/users", response_model=Page[UserOut], summary="List users")
 def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(require("users:read")),
                s: Session = Depends(get_session)) -> dict:
-    total = s.exec(select(func.count()).select_from(User)).one()
-    items = s.exec(select(User).order_by(User.id).offset(pg.offset).limit(pg.limit)).all()
-    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+    q = select(User)
+    items = s.exec(q.order_by(User.id).offset(pg.offset).limit(pg.limit)).all()
+    return {"items": items, **page_meta(s, q, pg)}
 
 
 def issue_token(s: Session, user: User, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
@@ -108,8 +107,10 @@ def create_token(user_id: int, body: TokenIn, p: Principal = Depends(require("to
     return out
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token")
-def revoke_token(token_id: str, p: Principal = Depends(require("tokens:write")),
+@router.delete("/tokens/{token_id}", status_code=204,
+               summary="Revoke an API token (at once on this API process, within PROVISIONER_AUTH_CACHE_SECONDS "
+                       "on the others)")
+def revoke_token(token_id: str, request: Request, p: Principal = Depends(require("tokens:write")),
                  s: Session = Depends(get_session)) -> None:
     tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
     if tok is None:
@@ -119,3 +120,4 @@ def revoke_token(token_id: str, p: Principal = Depends(require("tokens:write")),
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="token.revoke", object_type="token",
                  object_id=token_id, before={"revoked": False}, after={"revoked": True}, request_id=p.request_id)
     s.commit()
+    auth_cache(request.app).forget(token_id)

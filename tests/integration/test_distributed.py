@@ -145,8 +145,11 @@ def test_redis_restart_loses_no_job(tmp_path: Path, pg_url: str, redis_srv: Redi
         svc.stop()
 
 
-def test_100_concurrent_requests_for_10_hosts(tmp_path: Path, pg_url: str, redis_srv: RedisServer) -> None:
-    env = env_for(tmp_path, pg_url, redis_srv.url, PROVISIONER_RUN_RECONCILER="0")
+@pytest.mark.parametrize("api_processes", [1, 2])
+def test_100_concurrent_requests_for_10_hosts(tmp_path: Path, pg_url: str, redis_srv: RedisServer,
+                                              api_processes: int) -> None:
+    env = env_for(tmp_path, pg_url, redis_srv.url, PROVISIONER_RUN_RECONCILER="0",
+                  PROVISIONER_API_WORKERS=str(api_processes))
     svc = Service(env, tmp_path / "api.log")
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {f"n{i}": {} for i in range(10)})
@@ -172,3 +175,36 @@ def test_100_concurrent_requests_for_10_hosts(tmp_path: Path, pg_url: str, redis
     finally:
         svc.stop()
         time.sleep(0.1)
+
+
+def test_revocation_reaches_every_api_process(tmp_path: Path, pg_url: str, redis_srv: RedisServer) -> None:
+    """Token lookups are cached per API process: the process that revokes forgets at once, the others
+    within PROVISIONER_AUTH_CACHE_SECONDS."""
+    env = env_for(tmp_path, pg_url, redis_srv.url, PROVISIONER_RUN_RECONCILER="0",
+                  PROVISIONER_AUTH_CACHE_SECONDS="2")
+    a = Service(env, tmp_path / "a.log")
+    b = Service(env, tmp_path / "b.log")
+    try:
+        admin = Api(a.url, admin_token(env))
+        user = admin.post("/v1/users", {"name": "temp", "role": "auditor"})
+        tok = admin.post(f"/v1/users/{user['id']}/tokens", {"name": "t"})
+        hdr = {"Authorization": f"Bearer {tok['token']}"}
+        for svc in (a, b):  # both processes now hold the lookup
+            assert httpx.get(svc.url + "/v1/me", headers=hdr).status_code == 200
+        assert admin.c.delete(f"/v1/tokens/{tok['token_id']}").status_code == 204
+        r = httpx.get(a.url + "/v1/me", headers=hdr)
+        assert r.status_code == 401 and r.json()["code"] == "auth.token_expired"
+        revoked = time.monotonic()
+        while httpx.get(b.url + "/v1/me", headers=hdr).status_code == 200:
+            assert time.monotonic() - revoked < 4, "the other API process still accepts a revoked token"
+            time.sleep(0.1)
+        r = httpx.get(b.url + "/v1/me", headers=hdr)
+        assert r.status_code == 401 and r.json()["code"] == "auth.token_expired"
+        # A wrong secret for a cached token id is refused: the cache holds rows, not verdicts.
+        good = admin.c.headers["Authorization"]
+        token_id = good.split("_")[1]
+        r = httpx.get(a.url + "/v1/me", headers={"Authorization": f"Bearer prov_{token_id}_wrongsecret"})
+        assert r.status_code == 401 and r.json()["code"] == "auth.invalid_token"
+    finally:
+        a.stop()
+        b.stop()
