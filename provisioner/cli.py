@@ -85,7 +85,8 @@ def show(data: Any, columns: list[str] | None = None) -> None:
                     for c in cols])
     console.print(t)
     if isinstance(data, dict) and "total" in data:
-        console.print(f"[dim]{len(rows)} of {data['total']}[/dim]")
+        more = "" if data.get("total_exact", True) else "+"
+        console.print(f"[dim]{len(rows)} of {data['total']}{more}[/dim]")
 
 
 # --- the service -------------------------------------------------------------------------------------
@@ -153,6 +154,32 @@ def admin_init(name: str = typer.Option("admin", help="name of the first admin")
     else:
         console.print(f"admin [bold]{name}[/bold] created; token (shown once, store it):")
         print(token)
+
+
+@admin_app.command("migrate")
+def admin_migrate() -> None:
+    """Bring the database schema to this version (talks to the database directly).
+
+    The service, workers and `admin init` do this on their own when they open the database; this
+    command is for upgrading ahead of a rollout, and prints the revision before and after."""
+    from provisioner.config import get_settings
+    from provisioner.db import make_engine
+    from provisioner.migrate import current, head, upgrade
+
+    settings = get_settings()
+    if settings.effective_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with engine.connect() as conn:
+            before = current(conn)
+        after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if STATE["output"] == "json":
+        print(json.dumps({"before": before, "after": after, "head": head()}))
+    else:
+        console.print(f"schema revision {before or '(none)'} -> [bold]{after}[/bold] (newest: {head()})")
 
 
 # --- admin objects ----------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import AuditOut, Page
 from provisioner.models import AuditEntry
 from provisioner.timeutil import as_utc
@@ -29,6 +28,5 @@ def list_audit(action: str | None = Query(None, max_length=64), object_type: str
             q = q.where(col == val)
     if since is not None:
         q = q.where(AuditEntry.at >= as_utc(since))
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(AuditEntry.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
-    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": items, **page_meta(s, q, pg)}

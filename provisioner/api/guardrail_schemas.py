@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from provisioner.api.schemas import Name, Out, Strict
+from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 
 class PolicyOut(Out):
     version: int = Field(description="0 = never changed: the built-in defaults")
     updated_by: int | None
     updated_by_name: str
-    updated_at: datetime | None
+    updated_at: Timestamp | None
     policy: dict[str, Any]
     codes: dict[str, dict[str, Any]] = Field(description="every guardrail code: rule, waivable, summary")
 
@@ -44,10 +44,10 @@ class WaiverOut(Out):
     requested_by: int
     status: str
     decided_by: int | None
-    decided_at: datetime | None
+    decided_at: Timestamp | None
     decision_note: str
-    expires_at: datetime | None
-    created_at: datetime
+    expires_at: Timestamp | None
+    created_at: Timestamp
     active: bool = Field(default=False, description="approved and not expired: it counts")
 
 
@@ -63,6 +63,6 @@ class ExtendIn(Strict):
 
 class LeaseOut(Out):
     request_id: int
-    lease_expires_at: datetime
+    lease_expires_at: Timestamp
     extensions_used: int
     max_extensions: int

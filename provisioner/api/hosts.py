@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
 from provisioner.compliance_schedule import queue_check
 from provisioner.config import get_settings
@@ -93,9 +92,8 @@ def list_hosts(state: HostState | None = None, pool: str | None = Query(None, ma
         q = q.where(Host.pool == pool)
     if name:
         q = q.where(Host.name == name)
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(Host.id).offset(pg.offset).limit(pg.limit)).all()
-    return {"items": [host_out(h) for h in items], "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": [host_out(h) for h in items], **page_meta(s, q, pg)}
 
 
 @router.get("/{host_id}", response_model=HostOut, summary="Show a host")

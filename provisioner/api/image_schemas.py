@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from provisioner.api.schemas import Name, Out, Strict
+from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex sha256 of the RAW content")]
@@ -29,8 +28,8 @@ class ImageOut(Out):
     stored_compression: str
     stored_bytes: int = Field(description="disk space the stored file takes (sparse files take less)")
     published_by: str
-    created_at: datetime
-    promoted_at: datetime | None
+    created_at: Timestamp
+    promoted_at: Timestamp | None
     flagged: bool
     flag_reason: str | None
     canary_job_id: int | None

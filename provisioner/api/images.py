@@ -15,7 +15,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.requests import ClientDisconnect
@@ -32,7 +31,7 @@ from provisioner.api.image_schemas import (
     RegisterIn,
     VerifyOut,
 )
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import Page
 from provisioner.config import Settings, get_settings
 from provisioner.db import session_scope
@@ -67,7 +66,7 @@ LABEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$"
 SERVE_CHUNK = 1 << 20
 
 
-def image_writer(p: Principal = Depends(authenticate)) -> Principal:
+async def image_writer(p: Principal = Depends(authenticate)) -> Principal:
     if p.role not in WRITER_ROLES:
         raise Problem(403, "auth.forbidden", f"role {p.role} may not do images:write",
                       hint="publishing and promoting images is for the imaging team (role imager) and admins",
@@ -247,9 +246,8 @@ def list_images(channel: str | None = Query(None, max_length=16), name: str | No
         q = q.where(Image.channel == channel)
     if name:
         q = q.where(Image.name == name)
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(Image.id).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[arg-type]
-    return {"items": [image_out(i) for i in items], "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": [image_out(i) for i in items], **page_meta(s, q, pg)}
 
 
 @router.get("/{image_id}", response_model=ImageOut, summary="Show an image")

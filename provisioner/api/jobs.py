@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import EventOut, JobOut, Page
 from provisioner.job_states import JobStatus, is_terminal
 from provisioner.models import Job, JobEvent
@@ -36,9 +36,8 @@ def list_jobs(status: JobStatus | None = None, kind: str | None = Query(None, ma
     for col, val in ((Job.status, status), (Job.kind, kind), (Job.host_id, host_id), (Job.request_id, request_id)):
         if val is not None:
             q = q.where(col == val)
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(Job.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
-    return {"items": items, "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": items, **page_meta(s, q, pg)}
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Show a job with its phases and SLIs")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from provisioner import audit
@@ -13,7 +12,7 @@ from provisioner.admission import admit
 from provisioner.allocation import Constraints
 from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.config import get_settings
 from provisioner.imaging.catalogue import check_requestable
@@ -95,9 +94,8 @@ def list_requests(status: str | None = Query(None, max_length=16), pg: PageParam
         q = q.where(HostRequest.tenant_id == p.tenant_id)
     if status:
         q = q.where(HostRequest.status == status)
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(HostRequest.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
-    return {"items": [request_out(s, r) for r in items], "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": [request_out(s, r) for r in items], **page_meta(s, q, pg)}
 
 
 @router.get("/{request_id}", response_model=RequestOut, summary="Show a request")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from provisioner.permissions import Role
 from provisioner.timeutil import iso
@@ -18,14 +18,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# Times go out as ISO 8601 UTC with milliseconds and "Z". Typed per field: a serializer on every
+# field ("*") ran Python code for each value of each object and was a third of a job list's cost.
+Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
+
+
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-    @field_serializer("*", when_used="json", check_fields=False)
-    def _dt(self, v: Any) -> Any:
-        if isinstance(v, datetime):
-            return iso(v)
-        return v
 
 
 class TenantIn(Strict):
@@ -38,7 +37,7 @@ class TenantOut(Out):
     id: int
     name: str
     quota: dict
-    created_at: datetime
+    created_at: Timestamp
 
 
 class UserIn(Strict):
@@ -53,7 +52,7 @@ class UserOut(Out):
     role: str
     tenant_id: int | None
     active: bool
-    created_at: datetime
+    created_at: Timestamp
 
 
 class TokenIn(Strict):
@@ -66,8 +65,8 @@ class TokenOut(Out):
     token_id: str
     user_id: int
     name: str
-    created_at: datetime
-    expires_at: datetime | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
     token: str | None = Field(default=None, description="shown once, at creation; stored hashed")
 
 
@@ -109,11 +108,11 @@ class HostOut(Out):
     results: dict
     tenant_id: int | None
     request_id: int | None
-    last_restore_at: datetime | None
+    last_restore_at: Timestamp | None
     last_restore_passed: bool | None
     compliance: dict
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class HostStateIn(Strict):
@@ -176,10 +175,10 @@ class RequestOut(Out):
     constraints: dict
     params: dict
     status: str
-    accepted_at: datetime
-    ready_at: datetime | None
-    released_at: datetime | None
-    lease_expires_at: datetime | None
+    accepted_at: Timestamp
+    ready_at: Timestamp | None
+    released_at: Timestamp | None
+    lease_expires_at: Timestamp | None
     host_ids: list[int] = Field(default_factory=list)
     job_ids: list[int] = Field(default_factory=list)
 
@@ -193,10 +192,10 @@ class JobOut(Out):
     status: str
     attempts: int
     max_attempts: int
-    accepted_at: datetime
-    queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    accepted_at: Timestamp
+    queued_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     cancel_requested: bool
     current_phase: str | None
     phases: list
@@ -216,12 +215,12 @@ class EventOut(Out):
     status: str | None
     duration_s: float | None
     stdout: str | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AuditOut(Out):
     id: int
-    at: datetime
+    at: Timestamp
     actor_id: int | None
     actor_name: str
     action: str
@@ -238,6 +237,7 @@ T = TypeVar("T")
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    total: int
+    total: int = Field(description="matching items, counted up to 1,000 (see total_exact)")
+    total_exact: bool = Field(True, description="false when more than `total` items match")
     limit: int
     offset: int

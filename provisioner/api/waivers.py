@@ -24,14 +24,14 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from provisioner import audit, guardrails
 from provisioner.admission import load_policy
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import WaiverDecisionIn, WaiverIn, WaiverNoteIn, WaiverOut
-from provisioner.api.pagination import PageParams, page_params
+from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import Page
 from provisioner.guardrail_models import Waiver
 from provisioner.models import Host, HostRequest, Tenant, User
@@ -126,10 +126,9 @@ def list_waivers(status: Literal["requested", "approved", "rejected", "revoked"]
     for col, val in ((Waiver.status, status), (Waiver.code, code), (Waiver.scope, scope)):
         if val is not None:
             q = q.where(col == val)
-    total = s.exec(select(func.count()).select_from(q.subquery())).one()
     items = s.exec(q.order_by(Waiver.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
     now = utcnow()
-    return {"items": [waiver_out(w, now) for w in items], "total": total, "limit": pg.limit, "offset": pg.offset}
+    return {"items": [waiver_out(w, now) for w in items], **page_meta(s, q, pg)}
 
 
 @router.get("/{waiver_id}", response_model=WaiverOut, summary="Show a waiver")
