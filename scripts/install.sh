@@ -28,9 +28,9 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
-  log "pip install -e .[test]"
+  log "pip install -e .[test,bench]"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,bench]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
