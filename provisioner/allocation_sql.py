@@ -2,7 +2,8 @@
 and only the chosen rows come back.
 
 Reading every available host and ranking it in Python cost ~20 ms of CPU per request with 1,000
-hosts (JSON decoding of labels and hardware dominated). `allocation.py` stays the specification;
+hosts (JSON decoding of labels and hardware dominated). On PostgreSQL the two columns are JSONB
+(migration 0002), which the operators below read without re-parsing. `allocation.py` stays the specification;
 tests/integration/test_allocation_sql.py checks on SQLite and PostgreSQL that this query picks and
 orders random fleets exactly like `rank`.
 """
@@ -19,10 +20,10 @@ from provisioner.models import Host
 
 # "data_disks" (what commission resolved) wins when it is a list, else every disk found.
 _DISKS = {
-    "postgresql": ("CASE WHEN json_typeof(host.hardware -> 'data_disks') = 'array' "
-                   "THEN json_array_length(host.hardware -> 'data_disks') "
-                   "WHEN json_typeof(host.hardware -> 'disks') = 'array' "
-                   "THEN json_array_length(host.hardware -> 'disks') ELSE 0 END"),
+    "postgresql": ("CASE WHEN jsonb_typeof(host.hardware -> 'data_disks') = 'array' "
+                   "THEN jsonb_array_length(host.hardware -> 'data_disks') "
+                   "WHEN jsonb_typeof(host.hardware -> 'disks') = 'array' "
+                   "THEN jsonb_array_length(host.hardware -> 'disks') ELSE 0 END"),
     "sqlite": ("CASE WHEN json_type(host.hardware, '$.data_disks') = 'array' "
                "THEN json_array_length(host.hardware, '$.data_disks') "
                "WHEN json_type(host.hardware, '$.disks') = 'array' "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import defer
 from sqlmodel import Session, select
 
 from provisioner import audit, guardrails
@@ -154,7 +155,8 @@ def check_requestable(session: Session, name: str, role: str) -> Problem | None:
 
     Unknown names pass (see the module doc). Wire it into POST /v1/requests before allocation.
     """
-    img = image_by_name(session, name)
+    # Every host request passes here: leave the block map (can be thousands of ranges) unread.
+    img = session.exec(select(Image).where(Image.name == name).options(defer(Image.bmap))).first()  # type: ignore[arg-type]
     if img is None:
         return None
     stable_hint = "GET /v1/images lists the images you can request"

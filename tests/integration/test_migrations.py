@@ -31,7 +31,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, SQLModel.metadata)
-    assert diff == [], f"models and migrations differ: write a migration (alembic revision --autogenerate): {diff}"
+    assert diff == [], f"models and migrations differ (python -m provisioner.migrate revision '...'): {diff}"
 
 
 def test_second_upgrade_is_a_no_op(engine: Engine) -> None:
