@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("provisioner.api")
@@ -95,6 +97,20 @@ def install_handlers(app: FastAPI) -> None:
         code = codes.get(exc.status_code, f"http.{exc.status_code}")
         hint = "see GET /docs for the API's routes" if exc.status_code in (404, 405) else None
         return problem_response(Problem(exc.status_code, code, str(exc.detail), hint=hint), request)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Connection refused or lost, pool exhausted, SQLite busy: the client should retry, not
+        # report a bug. The transaction was rolled back unless the database vanished mid-commit.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        resp = problem_response(
+            Problem(503, "database.unavailable", "the service cannot reach its database right now",
+                    hint="retry in a few seconds; if a create failed this way, list before re-creating"),
+            request,
+        )
+        resp.headers["Retry-After"] = "5"
+        return resp
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -208,3 +208,29 @@ def test_revocation_reaches_every_api_process(tmp_path: Path, pg_url: str, redis
     finally:
         a.stop()
         b.stop()
+
+
+def test_database_outage_answers_503_then_recovers(tmp_path: Path, pg_url: str, redis_srv: RedisServer) -> None:
+    env = env_for(tmp_path, pg_url, redis_srv.url, PROVISIONER_RUN_RECONCILER="0")
+    svc = Service(env, tmp_path / "api.log")
+    db = pg_url.rsplit("/", 1)[1]
+    try:
+        admin = Api(svc.url, admin_token(env))
+        assert admin.c.get("/v1/jobs").status_code == 200
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
+            c.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+            try:
+                r = admin.c.get("/v1/jobs")
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/problem+json"
+                assert r.json()["code"] == "database.unavailable" and r.headers["retry-after"] == "5"
+                r = admin.c.post("/v1/tenants", json={"name": "during-outage"})
+                assert r.status_code == 503 and r.json()["code"] == "database.unavailable"
+            finally:
+                c.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        assert admin.c.get("/v1/jobs").status_code == 200
+        names = [t["name"] for t in admin.get("/v1/tenants")["items"]]
+        assert "during-outage" not in names
+    finally:
+        svc.stop()
