@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,3 +65,26 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, int(-(-q * len(ordered) // 100)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass(frozen=True)
+class SloSummary:
+    """How a set of finished jobs did against their SLO: what the dashboard and reports show."""
+
+    jobs: int
+    met: int
+    p50_s: float | None
+    p95_s: float | None
+
+    @property
+    def met_ratio(self) -> float | None:
+        return None if self.jobs == 0 else self.met / self.jobs
+
+
+def slo_summary(outcomes: Iterable[tuple[float | None, bool | None]]) -> SloSummary:
+    """`outcomes`: (total seconds, SLO met) per job; jobs without a verdict (not finished) are left
+    out, a failed job counts as a miss (its verdict is False)."""
+    judged = [(t, met) for t, met in outcomes if met is not None]
+    totals = [t for t, _ in judged if t is not None]
+    return SloSummary(jobs=len(judged), met=sum(1 for _, met in judged if met),
+                      p50_s=percentile(totals, 50), p95_s=percentile(totals, 95))

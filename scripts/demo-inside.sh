@@ -41,6 +41,13 @@ say "the customer logs in with their key"
 ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i "$WORK/customer_key" \
   "customer@$ADDR" 'echo "logged in as $(id -un) on $(hostname)"; cat /proc/mdstat | head -3'
 
+say "the customer's dashboard shows the same numbers ($PROVISIONER_URL/ui in a browser)"
+curl -fsS -c "$WORK/ui.cookies" -o /dev/null --data-urlencode "token=$CU_TOKEN" "$PROVISIONER_URL/ui/login"
+curl -fsS -b "$WORK/ui.cookies" "$PROVISIONER_URL/ui" | python3 -c '
+import html, re, sys
+card = re.search(r"id=\"slo\".*?</div>\s*</div>", sys.stdin.read(), re.S)
+print(re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", card.group(0)))).strip() if card else "no SLO card")'
+
 say "release: data disks wiped, keys removed, host back in the pool"
 REQ=$(PROVISIONER_TOKEN=$CU_TOKEN provisioner -o json requests list | json '["items"][0]["id"]')
 PROVISIONER_TOKEN=$CU_TOKEN provisioner requests release "$REQ" --watch

@@ -27,6 +27,7 @@ from provisioner.api.limits import RequestLimits
 from provisioner.config import Settings, get_settings
 from provisioner.db import get_engine
 from provisioner.problems import install_handlers
+from provisioner.web import dashboard
 
 log = logging.getLogger("provisioner")
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app = FastAPI(title="provisioner", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
 
     install_handlers(app)
+    dashboard.install(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
               audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router):
         app.include_router(r)

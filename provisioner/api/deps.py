@@ -86,6 +86,11 @@ async def authenticate(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Problem(401, "auth.required", "this endpoint needs an API token", hint=AUTH_HINT)
+    return await principal_for_token(request, token)
+
+
+async def principal_for_token(request: Request, token: str) -> Principal:
+    """The principal a raw API token stands for (header or dashboard cookie), or a 401 Problem."""
     parsed = parse_token(token.strip())
     if parsed is None:
         raise Problem(401, "auth.invalid_token", "the API token is malformed", hint=AUTH_HINT)

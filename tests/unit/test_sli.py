@@ -49,3 +49,19 @@ def test_percentile_edges() -> None:
     assert percentile([], 50) is None
     with pytest.raises(ValueError):
         percentile([1.0], 101)
+
+
+def test_slo_summary_counts_only_judged_jobs() -> None:
+    from provisioner.sli import slo_summary
+
+    s = slo_summary([(100.0, True), (2000.0, False), (None, None), (50.0, True), (300.0, False)])
+    assert (s.jobs, s.met) == (4, 2)
+    assert s.met_ratio == 0.5
+    assert (s.p50_s, s.p95_s) == (100.0, 2000.0)
+
+
+def test_slo_summary_of_nothing() -> None:
+    from provisioner.sli import slo_summary
+
+    s = slo_summary([(None, None)])
+    assert (s.jobs, s.met, s.met_ratio, s.p50_s, s.p95_s) == (0, 0, None, None, None)

@@ -1,0 +1,81 @@
+"""The web dashboard: sign-in with a token cookie, the API's scoping and permissions, real data."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from tests.integration.harness import World
+
+
+def signed_in(w: World, who: str) -> TestClient:
+    c = TestClient(w.client.app, base_url="http://testserver")
+    r = c.post("/ui/login", data={"token": w.tokens[who]}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui", r.text
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    return c
+
+
+def test_pages_need_a_valid_token(sqlite_world: World) -> None:
+    c = TestClient(sqlite_world.client.app)
+    for path in ("/ui", "/ui/hosts", "/ui/jobs/1"):
+        r = c.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login", path
+    r = c.post("/ui/login", data={"token": "prov_nope_nope"}, follow_redirects=False)
+    assert r.status_code == 401 and "Not signed in" in r.text and "set-cookie" not in r.headers
+    c.cookies.set("prov_token", "prov_forged_cookie", path="/ui")
+    r = c.get("/ui", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login?reason=expired"
+
+
+def test_revoked_token_signs_the_browser_out(sqlite_world: World) -> None:
+    w = sqlite_world
+    tok = w.post("admin", f"/v1/users/{w.ids['cust_a']}/tokens", {"name": "browser"}).json()
+    c = TestClient(w.client.app)
+    c.post("/ui/login", data={"token": tok["token"]}, follow_redirects=False)
+    assert c.get("/ui").status_code == 200
+    assert w.client.delete(f"/v1/tokens/{tok['token_id']}", headers=w.h("admin")).status_code == 204
+    r = c.get("/ui", follow_redirects=False)
+    assert r.status_code == 303 and "reason=expired" in r.headers["location"]
+    assert "expired" in c.get("/ui/login?reason=expired").text
+
+
+def test_customer_sees_their_job_phases_slo_and_hosts_only(world: World) -> None:
+    host = world.enroll("node1", labels={"rack": "<script>alert(1)</script>"})
+    world.enroll("node2")
+    job_id = world.request().json()["job_ids"][0]
+    job = world.wait_job(job_id, who="cust_a")
+    assert job["status"] == "succeeded"
+
+    a = signed_in(world, "cust_a")
+    page = a.get("/ui").text
+    assert f'href="/ui/jobs/{job_id}"' in page
+    slo = re.search(r'id="slo".*?</div>\s*</div>', page, re.S)
+    assert slo and "100.0% met" in slo.group(0) and "1 of 1 within target" in slo.group(0)
+    detail = a.get(f"/ui/jobs/{job_id}").text
+    for phase in ("wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"):
+        assert f"<td>{phase}</td>" in detail
+    assert 'http-equiv="refresh"' not in detail  # finished: no auto-refresh
+    hosts_page = a.get("/ui/hosts").text
+    assert "node1" in hosts_page and "node2" not in hosts_page  # node2 is not theirs
+    assert "<script>alert(1)</script>" not in hosts_page and "&lt;script&gt;" in hosts_page
+    assert host["id"]
+
+    b = signed_in(world, "cust_b")
+    r = b.get(f"/ui/jobs/{job_id}")
+    assert r.status_code == 404 and "does not exist or is not visible" in r.text
+    assert f'href="/ui/jobs/{job_id}"' not in b.get("/ui").text
+    assert "node1" not in b.get("/ui/hosts").text
+
+    op = signed_in(world, "operator")
+    assert "node1" in op.get("/ui/hosts").text and "node2" in op.get("/ui/hosts").text
+    assert f'href="/ui/jobs/{job_id}"' in op.get("/ui").text
+
+
+def test_sign_out_clears_the_cookie(sqlite_world: World) -> None:
+    c = signed_in(sqlite_world, "operator")
+    r = c.post("/ui/logout", follow_redirects=False)
+    assert r.status_code == 303 and 'prov_token=""' in r.headers["set-cookie"]
+    assert c.get("/ui", follow_redirects=False).status_code == 303
