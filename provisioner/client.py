@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import httpx
+
+READ_RETRIES = 3
+MAX_RETRY_WAIT_S = 5.0
+
+
+def retry_after(header: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds form), bounded; 1 s when absent or odd."""
+    try:
+        return min(max(float(header), 0.0), MAX_RETRY_WAIT_S) if header is not None else 1.0
+    except ValueError:
+        return 1.0
 
 
 class ApiError(Exception):
@@ -26,11 +38,14 @@ class Client:
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, {"code": "client.unreachable", "detail": f"cannot reach {self.url}: {exc}",
-                               "hint": "is `provisioner serve` running? set PROVISIONER_URL"}) from exc
+        r = self._send(method, path, **kw)
+        # A 503 (database briefly unreachable, ...) says when to come back. Reads are safe to repeat
+        # (a `jobs watch` survives a database restart); writes are not: their outcome is reported.
+        for _ in range(READ_RETRIES if method in ("GET", "HEAD") else 0):
+            if r.status_code != 503:
+                break
+            time.sleep(retry_after(r.headers.get("retry-after")))
+            r = self._send(method, path, **kw)
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -40,6 +55,13 @@ class Client:
         if r.status_code == 204 or not r.content:
             return None
         return r.json()
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, {"code": "client.unreachable", "detail": f"cannot reach {self.url}: {exc}",
+                               "hint": "is `provisioner serve` running? set PROVISIONER_URL"}) from exc
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
