@@ -22,7 +22,6 @@ description:
 
 import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -45,8 +44,9 @@ from ansible.module_utils.prov_block import (
     run,
     write_atomic,
 )
+from ansible.module_utils.prov_nft import open_ports, summarize
+from ansible.module_utils.prov_restore import TAG, compare_restored, safe_job, snapshot_of, write_markers
 
-TAG = "provisioner-restore-test"
 MGMT_COMMENT = "prov: ssh from management"
 BACKUP_DIR = "/etc/provisioner/backup"
 CACHE_DIR = "/var/cache/provisioner-restic"
@@ -129,78 +129,7 @@ def raid_report(module, device, want_level, data_disks):
 
 # ---------------------------------------------------------------- firewall (same reading as prov_nftables)
 
-def net(value):
-    n = ipaddress.ip_network(str(value).strip(), strict=False)
-    if n.version == 6 and n.network_address.ipv4_mapped:
-        n = ipaddress.ip_network("%s/%d" % (n.network_address.ipv4_mapped, max(0, n.prefixlen - 96)))
-    return n
-
-
-def addr(value):
-    a = ipaddress.ip_address(value.strip())
-    if a.version == 6 and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    return a
-
-
-def _values(right):
-    if isinstance(right, dict) and "set" in right:
-        out = []
-        for el in right["set"]:
-            out.extend(_values(el))
-        return out
-    return [right]
-
-
-def _nets(right):
-    res = set()
-    for v in _values(right):
-        if isinstance(v, str):
-            res.add(net(v))
-        elif isinstance(v, dict) and "prefix" in v:
-            res.add(net("%s/%s" % (v["prefix"]["addr"], v["prefix"]["len"])))
-        elif isinstance(v, dict) and "range" in v:
-            for n in ipaddress.summarize_address_range(addr(v["range"][0]), addr(v["range"][1])):
-                res.add(n)
-    return res
-
-
-def summarize(ruleset):
-    """-> (input chain or None, [rule summaries], signature of table inet filter) - as prov_nftables"""
-    chain, rules, sig = None, [], []
-    for obj in ruleset.get("nftables", []):
-        body = obj.get("chain") or obj.get("rule")
-        if not body or body.get("family") != "inet" or body.get("table") != "filter":
-            continue
-        clean = {k: v for k, v in body.items() if k != "handle"}
-        sig.append({"chain" if "chain" in obj else "rule": clean})
-        if "chain" in obj and body.get("name") == "input":
-            chain = body
-        if "rule" in obj and body.get("chain") == "input":
-            s = {"verdict": None, "proto": None, "ports": [], "family": None, "saddr": None, "other": False,
-                 "comment": body.get("comment")}
-            for e in body.get("expr", []):
-                if "accept" in e:
-                    s["verdict"] = "accept"
-                elif "drop" in e:
-                    s["verdict"] = "drop"
-                elif "match" in e:
-                    left, right = e["match"].get("left", {}), e["match"].get("right")
-                    pl = left.get("payload") if isinstance(left, dict) else None
-                    if pl and pl.get("field") == "dport":
-                        s["proto"] = pl.get("protocol")
-                        s["ports"] = [v for v in _values(right) if isinstance(v, int)]
-                    elif pl and pl.get("field") == "saddr":
-                        s["family"] = pl.get("protocol")
-                        s["saddr"] = _nets(right)
-                    else:
-                        s["other"] = True
-                elif "counter" in e:
-                    pass
-                else:
-                    s["other"] = True
-            rules.append(s)
-    return chain, rules, hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()
+# net/summarize: module_utils/prov_nft.py, the reading prov_nftables checks its own work with
 
 
 def file_sha(path):
@@ -256,22 +185,7 @@ def firewall_report(module, ssh_port, state_path, conf_path):
     for r in rules:
         if r["comment"] == MGMT_COMMENT and r["saddr"]:
             mgmt |= r["saddr"]
-    open_ports = []
-    for r in rules:
-        if r["verdict"] != "accept" or not r["ports"]:
-            continue
-        for port in r["ports"]:
-            srcs = sorted(str(n) for n in (r["saddr"] or []))
-            if port == ssh_port and r["proto"] == "tcp" and r["saddr"] and set(r["saddr"]) <= mgmt:
-                continue  # the management SSH rule, reported as mgmt_cidrs
-            found = next((o for o in open_ports if o["port"] == port and o["proto"] == r["proto"]), None)
-            if found is None:
-                open_ports.append({"port": port, "proto": r["proto"], "sources": srcs})
-            elif found["sources"] and srcs:
-                found["sources"] = sorted(set(found["sources"]) | set(srcs))
-            else:
-                found["sources"] = []
-    res["open_ports"] = open_ports
+    res["open_ports"] = open_ports(rules, ssh_port, mgmt)
     res["mgmt_cidrs"] = sorted(str(n) for n in mgmt)
     res["drifted"] = bool(res["reasons"])
     return res
@@ -354,52 +268,22 @@ class Restic:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Failed(Exception):
     pass
 
 
 def restore_test(restic, p, host):
     """prov_restore_verify's round trip, reporting instead of failing."""
-    job = "".join(c if c.isalnum() or c in "-_." else "_" for c in p["job_id"]) or "manual"
+    job = safe_job(p["job_id"])
     marker = os.path.normpath(p["marker_dir"])
     scratch = "/var/tmp/prov-restore-compliance-%s" % job
     started = time.time()
     res = {"passed": False, "error": "", "seconds": None, "verified_at": None, "checksum": None,
            "snapshot_id": None, "files": p["restore_files"], "bytes": p["restore_files"] * p["restore_size_kib"] * 1024}
     try:
-        shutil.rmtree(marker, ignore_errors=True)
-        os.makedirs(marker, 0o700)
-        expected = {}
-        for i in range(p["restore_files"]):
-            name = "marker-%02d.bin" % i
-            path = os.path.join(marker, name)
-            with open(path, "wb") as fh:
-                fh.write(os.urandom(p["restore_size_kib"] * 1024))
-                fh.flush()
-                os.fsync(fh.fileno())
-            expected[name] = sha256(path)
-        manifest = "".join("%s  %s\n" % (expected[n], n) for n in sorted(expected))
-        with open(os.path.join(marker, "SHA256SUMS"), "w") as fh:
-            fh.write(manifest)
-        res["checksum"] = hashlib.sha256(manifest.encode()).hexdigest()
-
+        expected, res["checksum"] = write_markers(marker, p["restore_files"], p["restore_size_kib"])
         rc, out, err = restic(["backup", "--json", "--tag", TAG, "--host", host, marker])
-        snapshot = None
-        for line in out.splitlines():
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(msg, dict) and msg.get("message_type") == "summary":
-                snapshot = msg.get("snapshot_id")
+        snapshot = snapshot_of(out)
         if rc != 0 or not snapshot:
             raise Failed("restic backup failed (rc=%d): %s" % (rc, tail(err) or "no snapshot id"))
         res["snapshot_id"] = snapshot
@@ -408,15 +292,9 @@ def restore_test(restic, p, host):
         rc, out, err = restic(["restore", snapshot, "--target", scratch])
         if rc != 0:
             raise Failed("restic restore of %s failed (rc=%d): %s" % (snapshot[:8], rc, tail(err)))
-        restored = os.path.join(scratch, marker.lstrip("/"))
-        bad = []
-        for name in sorted(expected):
-            path = os.path.join(restored, name)
-            if not os.path.isfile(path):
-                bad.append("%s missing" % name)
-            elif sha256(path) != expected[name]:
-                bad.append("%s sha256 differs" % name)
-        extra = sorted(set(os.listdir(restored)) - set(expected) - {"SHA256SUMS"}) if os.path.isdir(restored) else []
+        details, extra = compare_restored(os.path.join(scratch, marker.lstrip("/")), expected)
+        bad = ["%s %s" % (d["name"], "missing" if d["restored_sha256"] is None else "sha256 differs")
+               for d in details if not d["ok"]]
         bad += ["unexpected file %s" % n for n in extra]
         if bad:
             raise Failed("restored data does not match: %s" % ", ".join(bad))

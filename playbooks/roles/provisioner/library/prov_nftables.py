@@ -27,23 +27,10 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prov_block import run, write_atomic
+from ansible.module_utils.prov_nft import addr, net, open_ports, summarize
 
 STATE_DIR = "/var/lib/provisioner"
 ROLLBACK_UNIT = "prov-nft-rollback"
-
-
-def net(value):
-    n = ipaddress.ip_network(str(value).strip(), strict=False)
-    if n.version == 6 and n.network_address.ipv4_mapped:
-        n = ipaddress.ip_network("%s/%d" % (n.network_address.ipv4_mapped, max(0, n.prefixlen - 96)))
-    return n
-
-
-def addr(value):
-    a = ipaddress.ip_address(value.strip())
-    if a.version == 6 and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    return a
 
 
 def split(nets):
@@ -104,66 +91,7 @@ def render(mgmt, ssh_port, ports, profile, job_id):
     return "\n".join(lines)
 
 
-# ---------- reading the live ruleset back ----------
-
-def _values(right):
-    if isinstance(right, dict) and "set" in right:
-        out = []
-        for el in right["set"]:
-            out.extend(_values(el))
-        return out
-    return [right]
-
-
-def _nets(right):
-    res = set()
-    for v in _values(right):
-        if isinstance(v, str):
-            res.add(net(v))
-        elif isinstance(v, dict) and "prefix" in v:
-            res.add(net("%s/%s" % (v["prefix"]["addr"], v["prefix"]["len"])))
-        elif isinstance(v, dict) and "range" in v:
-            for n in ipaddress.summarize_address_range(addr(v["range"][0]), addr(v["range"][1])):
-                res.add(n)
-    return res
-
-
-def summarize(ruleset):
-    """-> (input chain dict or None, [rule summaries], signature of table inet filter)"""
-    chain, rules, sig = None, [], []
-    for obj in ruleset.get("nftables", []):
-        body = obj.get("chain") or obj.get("rule")
-        if not body or body.get("family") != "inet" or body.get("table") != "filter":
-            continue
-        clean = {k: v for k, v in body.items() if k != "handle"}
-        sig.append({"chain" if "chain" in obj else "rule": clean})
-        if "chain" in obj and body.get("name") == "input":
-            chain = body
-        if "rule" in obj and body.get("chain") == "input":
-            s = {"verdict": None, "proto": None, "ports": [], "family": None, "saddr": None, "other": False}
-            for e in body.get("expr", []):
-                if "accept" in e:
-                    s["verdict"] = "accept"
-                elif "drop" in e:
-                    s["verdict"] = "drop"
-                elif "match" in e:
-                    left, right = e["match"].get("left", {}), e["match"].get("right")
-                    pl = left.get("payload") if isinstance(left, dict) else None
-                    if pl and pl.get("field") == "dport":
-                        s["proto"] = pl.get("protocol")
-                        s["ports"] = [v for v in _values(right) if isinstance(v, int)]
-                    elif pl and pl.get("field") == "saddr":
-                        s["family"] = pl.get("protocol")
-                        s["saddr"] = _nets(right)
-                    else:
-                        s["other"] = True
-                elif "counter" in e:
-                    pass
-                else:
-                    s["other"] = True
-            rules.append(s)
-    return chain, rules, hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()
-
+# ---------- reading the live ruleset back: module_utils/prov_nft.py ----------
 
 def live(module):
     _, out, _ = run(module, ["nft", "-j", "list", "ruleset"])
@@ -309,23 +237,9 @@ def main():
     if need_apply:
         write_atomic(state_path, json.dumps({"file_sha": desired_sha, "live_sig": live_sig}), 0o644)
 
-    open_ports = []
-    for r in rules:
-        if r["verdict"] != "accept" or not r["ports"]:
-            continue
-        for port in r["ports"]:
-            srcs = sorted(str(n) for n in (r["saddr"] or []))
-            if port == p["ssh_port"] and r["proto"] == "tcp" and r["saddr"] and set(r["saddr"]) <= set(mgmt):
-                continue  # the management SSH rule, reported as mgmt_cidrs
-            found = next((o for o in open_ports if o["port"] == port and o["proto"] == r["proto"]), None)
-            if found is None:
-                open_ports.append({"port": port, "proto": r["proto"], "sources": srcs})
-            elif found["sources"] and srcs:
-                found["sources"] = sorted(set(found["sources"]) | set(srcs))
-            else:
-                found["sources"] = []
+    reported = open_ports(rules, p["ssh_port"], mgmt)
     module.exit_json(changed=changed, applied=need_apply, file_changed=file_changed, policy=chain.get("policy"),
-                     open_ports=open_ports, mgmt_cidrs=[str(n) for n in mgmt], ssh_port=p["ssh_port"],
+                     open_ports=reported, mgmt_cidrs=[str(n) for n in mgmt], ssh_port=p["ssh_port"],
                      controller=str(controller) if controller else None, controller_added=controller_added,
                      rollback_armed=rollback_armed, rollback_unit=ROLLBACK_UNIT + ".timer", profile=p["profile"],
                      path=p["path"])

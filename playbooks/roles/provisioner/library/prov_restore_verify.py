@@ -13,7 +13,6 @@ description:
 """
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -22,16 +21,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prov_block import run, write_atomic
-
-TAG = "provisioner-restore-test"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ansible.module_utils.prov_restore import TAG, compare_restored, safe_job, snapshot_of, write_markers
 
 
 def main():
@@ -49,54 +39,23 @@ def main():
     p = module.params
     if not os.access(p["restic"], os.X_OK):
         module.fail_json(msg="%s missing: run the backup phase (or pass prov_backup) first" % p["restic"])
-    job = "".join(c if c.isalnum() or c in "-_." else "_" for c in p["job_id"]) or "manual"
+    job = safe_job(p["job_id"])
     scratch = p["scratch_dir"] or "/var/tmp/prov-restore-%s" % job
     marker = os.path.normpath(p["marker_dir"])
     host = p["host"] or socket.gethostname()
     started = time.time()
 
-    shutil.rmtree(marker, ignore_errors=True)
-    os.makedirs(marker, 0o700)
-    expected = {}
-    for i in range(p["files"]):
-        name = "marker-%02d.bin" % i
-        path = os.path.join(marker, name)
-        with open(path, "wb") as fh:
-            fh.write(os.urandom(p["size_kib"] * 1024))
-            fh.flush()
-            os.fsync(fh.fileno())
-        expected[name] = sha256(path)
-    manifest = "".join("%s  %s\n" % (expected[n], n) for n in sorted(expected))
-    with open(os.path.join(marker, "SHA256SUMS"), "w") as fh:
-        fh.write(manifest)
-    checksum = hashlib.sha256(manifest.encode()).hexdigest()
-
+    expected, checksum = write_markers(marker, p["files"], p["size_kib"])
     _, out, err = run(module, [p["restic"], "backup", "--json", "--tag", TAG, "--host", host, marker])
-    snapshot = None
-    for line in out.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict) and msg.get("message_type") == "summary":
-            snapshot = msg.get("snapshot_id")
+    snapshot = snapshot_of(out)
     if not snapshot:
         module.fail_json(msg="restic backup reported no snapshot id", stderr=err)
 
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch, 0o700)
     run(module, [p["restic"], "restore", snapshot, "--target", scratch])
-    restored_dir = os.path.join(scratch, marker.lstrip("/"))
-    details, passed = [], True
-    for name in sorted(expected):
-        path = os.path.join(restored_dir, name)
-        got = sha256(path) if os.path.isfile(path) else None
-        ok = got == expected[name]
-        passed = passed and ok
-        details.append({"name": name, "sha256": expected[name], "restored_sha256": got, "ok": ok})
-    extra = sorted(set(os.listdir(restored_dir)) - set(expected) - {"SHA256SUMS"}) if os.path.isdir(restored_dir) else []
-    if extra:
-        passed = False
+    details, extra = compare_restored(os.path.join(scratch, marker.lstrip("/")), expected)
+    passed = all(d["ok"] for d in details) and not extra
     seconds = round(time.time() - started, 1)
     result = {
         "passed": passed, "snapshot_id": snapshot, "files": len(expected), "bytes": len(expected) * p["size_kib"] * 1024,
