@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 import subprocess
 import time
 import uuid
@@ -29,40 +27,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.direct_lab import DATA_DISKS, LAB, PlaybookHost, lab_status
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 # The service-level suite (test_service_e2e.py) breaks the same guardrails through the API on every
 # run; this playbook-level suite, with its own VM, runs when PROVISIONER_E2E_EXTRA=1.
 if os.environ.get("PROVISIONER_E2E_EXTRA") != "1":
     pytestmark.append(pytest.mark.skip(reason="playbook-level compliance suite: set PROVISIONER_E2E_EXTRA=1"))
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "vagrant" / "lab"
-PLAYBOOKS = ROOT / "playbooks"
-ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
-STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 VM = os.environ.get("PROVISIONER_E2E_COMPLIANCE_VM", f"comp-e2e-{uuid.uuid4().hex[:6]}")
-DATA_DISKS = ["/dev/vdb", "/dev/vdc"]
 PHASES = ["wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
 OPEN_PORTS = {(8080, "tcp"), (443, "tcp")}
 
 TIMINGS: list[dict] = []
-
-
-def _lab_up() -> tuple[bool, str]:
-    if not LAB.exists():
-        return False, f"{LAB} missing"
-    try:
-        proc = subprocess.run([str(LAB), "status"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"vagrant/lab status failed: {exc}"
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [""])[-1]
-        return False, f"vagrant/lab status rc={proc.returncode}: {tail}"
-    if not (STATE / "backup.json").exists():
-        return False, f"{STATE / 'backup.json'} missing (lab backup store not running)"
-    return True, ""
 
 
 def _parse_utc(value: str) -> datetime:
@@ -70,69 +47,11 @@ def _parse_utc(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-class Host:
-    def __init__(self, record: dict, backup: dict, workdir: Path):
-        self.record = record
-        self.backup = backup
-        self.workdir = workdir
-        self.inventory = workdir / "inventory.json"
-        self.inventory.write_text(json.dumps({"all": {"hosts": {"target": {
-            "ansible_host": record["address"],
-            "ansible_port": record["port"],
-            "ansible_user": record["user"],
-            "ansible_ssh_private_key_file": record["private_key"],
-            "ansible_ssh_common_args": " ".join(SSH_OPTS[:6]),
-            "ansible_python_interpreter": "/usr/bin/python3",
-        }}}}))
-        customer_key = workdir / "customer_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f",
-                        str(customer_key)], check=True)
-        self.repo_dir = f"{backup['base_path'].rstrip('/')}/e2e-{VM}-{uuid.uuid4().hex[:8]}"
-        password = secrets.token_urlsafe(24)
-        sftp_key = Path(backup["private_key"]).read_text()
-        self.extravars = {
-            "prov_job_id": f"e2e-comp-{uuid.uuid4().hex[:8]}",
-            "prov_host_name": VM,
-            "prov_data_disks": DATA_DISKS,
-            "prov_raid_level": "1",
-            "prov_raid_device": "/dev/md0",
-            "prov_firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["10.0.0.0/8"]},
-                                    {"port": 443, "proto": "tcp", "sources": []}],
-            "prov_backup": {
-                "repository": f"sftp:{backup['user']}@{backup['host']}:{self.repo_dir}",
-                "port": backup["port"], "password": password, "sftp_private_key": sftp_key,
-                "host_key": " ".join(backup.get("known_hosts_line", "").split()[1:]),
-                "paths": ["/etc", "/srv/data"], "schedule": "daily", "retention_days": 7,
-            },
-            "prov_customer_user": "customer",
-            "prov_customer_ssh_pubkey": (workdir / "customer_key.pub").read_text().strip(),
-        }
-        self.varsfile = workdir / "extravars.json"
-        fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.extravars, fh)
-        self.secrets = [password, sftp_key.strip().splitlines()[1]]
-
+class Host(PlaybookHost):
     def play(self, phase: str, label: str, extra: dict | None = None) -> dict:
-        cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory),
-               str(PLAYBOOKS / f"{phase}.yml"), "-e", f"@{self.varsfile}"]
-        if extra:
-            cmd += ["-e", json.dumps(extra)]
-        env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SHOW_CUSTOM_STATS="True",
-                   ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                   ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_TIMEOUT="60", ANSIBLE_SSH_RETRIES="2")
-        started = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
-        seconds = round(time.monotonic() - started, 1)
-        out = proc.stdout + proc.stderr
-        (self.workdir / f"{label}.log").write_text(out)
-        for s in self.secrets:
-            assert s not in out, f"{label}: a secret leaked into the ansible output"
-        assert proc.returncode == 0, f"{label} failed (rc={proc.returncode}):\n{out[-6000:]}"
-        stats = re.search(r"^\s*RUN: (\{.*\})\s*$", out, re.M)
-        assert stats, f"{label}: no custom stats in output:\n{out[-3000:]}"
+        result, _, seconds = self.run(phase, label, extra)
         TIMINGS.append({"run": label, "seconds": seconds})
-        return json.loads(stats.group(1))["prov_result"]
+        return result
 
     def compliance(self, label: str, extra: dict | None = None) -> dict:
         result = self.play("compliance", f"compliance-{label}", extra)["compliance"]
@@ -143,33 +62,20 @@ class Host:
         assert result["data_disk_count"] == 2 and result["backup_configured"] is True
         return result
 
-    def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [str(LAB), "exec", "--", "ssh", *SSH_OPTS, "-i", self.record["private_key"], "-p",
-               str(self.record["port"]), f"{self.record['user']}@{self.record['address']}", command]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check:
-            assert proc.returncode == 0, f"ssh {command!r} rc={proc.returncode}: {proc.stderr}"
-        return proc
-
 
 @pytest.fixture(scope="module")
 def host(request, tmp_path_factory) -> Host:
-    ok, reason = _lab_up()
-    if not ok:
+    reason, _, backup = lab_status()
+    if reason:
         pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
-    if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip(f"{ANSIBLE_PLAYBOOK} missing")
-    backup = json.loads((STATE / "backup.json").read_text())
     state: dict = {}
 
     def cleanup() -> None:
         proc = subprocess.run([str(LAB), "vm-destroy", VM], capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             print(f"\nvm-destroy {VM} failed (rc={proc.returncode}): {proc.stderr[-2000:]}")
-        repo = state.get("repo_dir")
-        base = backup["base_path"].rstrip("/") + "/"
-        if repo and repo.startswith(base) and os.path.isdir(repo):
-            shutil.rmtree(repo, ignore_errors=True)
+        if "host" in state:
+            state["host"].remove_repository()
         print(f"\ntimings ({VM}):")
         for t in TIMINGS:
             print(f"  {t['run']:<28} {t['seconds']:6.1f} s")
@@ -182,8 +88,8 @@ def host(request, tmp_path_factory) -> Host:
     assert proc.returncode == 0, f"vm-up {VM} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}"
     TIMINGS.append({"run": "vm-up", "seconds": round(time.monotonic() - started, 1)})
     record = json.loads(proc.stdout.strip().splitlines()[-1])
-    h = Host(record, backup, tmp_path_factory.mktemp("compliance-e2e"))
-    state["repo_dir"] = h.repo_dir
+    h = Host(record, backup, tmp_path_factory.mktemp("compliance-e2e"), VM, job_prefix="e2e-comp")
+    state["host"] = h
     for phase in PHASES:
         h.play(phase, phase)
     return h

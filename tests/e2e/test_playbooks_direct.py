@@ -15,112 +15,25 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 import subprocess
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.direct_lab import ANSIBLE_PLAYBOOK, DATA_DISKS, LAB, PLAYBOOKS, PlaybookHost, lab_status
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "vagrant" / "lab"
-PLAYBOOKS = ROOT / "playbooks"
-ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
 HOST = os.environ.get("PROVISIONER_E2E_HOST", "lab2")
-DATA_DISKS = ["/dev/vdb", "/dev/vdc"]
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
 
 TIMINGS: list[dict] = []
 
 
-def _lab_status() -> tuple[bool, str, list[dict]]:
-    if not LAB.exists():
-        return False, f"{LAB} missing", []
-    try:
-        proc = subprocess.run([str(LAB), "status"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"vagrant/lab status failed: {exc}", []
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [""])[-1]
-        return False, f"vagrant/lab status rc={proc.returncode}: {tail}", []
-    try:
-        hosts = json.loads(proc.stdout)
-    except ValueError:
-        return False, "vagrant/lab status printed no hosts.json", []
-    return True, "", hosts
-
-
-class Lab:
-    def __init__(self, host: dict, backup: dict, workdir: Path):
-        self.host = host
-        self.backup = backup
-        self.workdir = workdir
-        self.inventory = workdir / "inventory.json"
-        self.inventory.write_text(json.dumps({"all": {"hosts": {"target": {
-            "ansible_host": host["address"],
-            "ansible_port": host["port"],
-            "ansible_user": host["user"],
-            "ansible_ssh_private_key_file": host["private_key"],
-            "ansible_ssh_common_args": " ".join(SSH_OPTS[:6]),
-            "ansible_python_interpreter": "/usr/bin/python3",
-        }}}}))
-        self.customer_key = workdir / "customer_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f",
-                        str(self.customer_key)], check=True)
-        self.repo_dir = f"{backup['base_path'].rstrip('/')}/e2e-{HOST}-{uuid.uuid4().hex[:8]}"
-        self.password = secrets.token_urlsafe(24)
-        self.sftp_key = Path(backup["private_key"]).read_text()
-        host_key = " ".join(backup.get("known_hosts_line", "").split()[1:])
-        self.extravars = {
-            "prov_job_id": f"e2e-{uuid.uuid4().hex[:8]}",
-            "prov_host_name": HOST,
-            "prov_data_disks": DATA_DISKS,
-            "prov_raid_level": "1",
-            "prov_raid_device": "/dev/md0",
-            "prov_firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["10.0.0.0/8"]},
-                                    {"port": 443, "proto": "tcp", "sources": []}],
-            "prov_backup": {
-                "repository": f"sftp:{backup['user']}@{backup['host']}:{self.repo_dir}",
-                "port": backup["port"], "password": self.password, "sftp_private_key": self.sftp_key,
-                "host_key": host_key, "paths": ["/etc", "/srv/data"], "schedule": "daily",
-                "retention_days": 7,
-            },
-            "prov_customer_user": "customer",
-            "prov_customer_ssh_pubkey": (workdir / "customer_key.pub").read_text().strip(),
-        }
-        self.varsfile = workdir / "extravars.json"
-        fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.extravars, fh)
-        self.secrets = [self.password, self.sftp_key.strip().splitlines()[1]]
-
-    # -- running playbooks ------------------------------------------------------------------
+class Lab(PlaybookHost):
     def play(self, phase: str, run: int, extra: dict | None = None) -> dict:
-        cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory),
-               str(PLAYBOOKS / f"{phase}.yml"), "-e", f"@{self.varsfile}"]
-        if extra:
-            cmd += ["-e", json.dumps(extra)]
-        env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SHOW_CUSTOM_STATS="True",
-                   ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                   ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_TIMEOUT="60", ANSIBLE_SSH_RETRIES="2")
-        started = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
-        seconds = round(time.monotonic() - started, 1)
-        out = proc.stdout + proc.stderr
-        (self.workdir / f"{phase}-{run}.log").write_text(out)
-        for s in self.secrets:
-            assert s not in out, f"{phase}: a secret leaked into the ansible output"
-        assert proc.returncode == 0, f"{phase} run {run} failed (rc={proc.returncode}):\n{out[-6000:]}"
+        result, out, seconds = self.run(phase, f"{phase}-{run}", extra)
         recap = re.search(r"target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
         assert recap, out[-3000:]
-        stats = re.search(r"^\s*RUN: (\{.*\})\s*$", out, re.M)
-        assert stats, f"{phase}: no custom stats in output:\n{out[-3000:]}"
-        result = json.loads(stats.group(1))["prov_result"]
         changed = int(recap.group(2))
         TIMINGS.append({"phase": phase, "run": run, "seconds": seconds, "changed": changed})
         return {"result": result, "changed": changed, "seconds": seconds, "output": out}
@@ -132,18 +45,7 @@ class Lab:
             assert second["changed"] == 0, f"{phase} re-run changed something:\n{second['output'][-4000:]}"
         return first, second
 
-    # -- looking from outside -----------------------------------------------------------------
-    def ssh(self, command: str, user: str | None = None, key: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
-        user = user or self.host["user"]
-        key = key or self.host["private_key"]
-        cmd = [str(LAB), "exec", "--", "ssh", *SSH_OPTS, "-i", key, "-p", str(self.host["port"]),
-               f"{user}@{self.host['address']}", command]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check:
-            assert proc.returncode == 0, f"ssh {command!r} rc={proc.returncode}: {proc.stderr}"
-        return proc
-
+    # -- looking from outside (ssh: PlaybookHost) ------------------------------------------
     def tcp_probe(self, port: int) -> str:
         """open | refused | timeout for a TCP connect from the controller side."""
         code = ("import socket,sys\ns=socket.socket();s.settimeout(3)\n"
@@ -156,23 +58,15 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Lab:
-    ok, reason, hosts = _lab_status()
-    if not ok:
+    reason, hosts, backup = lab_status()
+    if reason:
         pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
     host = next((h for h in hosts if h["name"] == HOST), None)
     if host is None:
         pytest.skip(f"lab host {HOST} not in vagrant/lab status output")
-    backup_json = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab")) / "backup.json"
-    if not backup_json.exists():
-        pytest.skip(f"{backup_json} missing (lab backup store not running)")
-    if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip(f"{ANSIBLE_PLAYBOOK} missing")
-    lab = Lab(host, json.loads(backup_json.read_text()), tmp_path_factory.mktemp("playbooks-e2e"))
+    lab = Lab(host, backup, tmp_path_factory.mktemp("playbooks-e2e"), HOST)
     yield lab
-    # our own repository on the (local) lab backup store
-    base = lab.backup["base_path"].rstrip("/") + "/"
-    if lab.repo_dir.startswith(base) and os.path.isdir(lab.repo_dir):
-        shutil.rmtree(lab.repo_dir, ignore_errors=True)
+    lab.remove_repository()
     print(f"\nplaybook timings ({HOST}):")
     for t in TIMINGS:
         print(f"  {t['phase']:<15} run {t['run']}  {t['seconds']:6.1f} s  changed={t['changed']}")
