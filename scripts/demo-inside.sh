@@ -45,7 +45,7 @@ say "the customer's dashboard shows the same numbers ($PROVISIONER_URL/ui in a b
 curl -fsS -c "$WORK/ui.cookies" -o /dev/null --data-urlencode "token=$CU_TOKEN" "$PROVISIONER_URL/ui/login"
 curl -fsS -b "$WORK/ui.cookies" "$PROVISIONER_URL/ui" | python3 -c '
 import html, re, sys
-card = re.search(r"id=\"slo\".*?</div>\s*</div>", sys.stdin.read(), re.S)
+card = re.search(r"<div[^>]*id=\"slo\">.*?</div>\s*</div>", sys.stdin.read(), re.S)
 print(re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", card.group(0)))).strip() if card else "no SLO card")'
 
 say "release: data disks wiped, keys removed, host back in the pool"
