@@ -34,7 +34,7 @@ import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from provisioner.sli import percentile  # noqa: E402
+from provisioner.core.sli import percentile  # noqa: E402
 from tests.integration.harness import PUBKEY  # noqa: E402
 from tests.integration.procs import Api, RedisServer, Service, admin_token, customer, operator  # noqa: E402
 

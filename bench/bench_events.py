@@ -12,8 +12,8 @@ import uuid
 import psycopg
 from sqlmodel import Session
 
-from provisioner.db import make_engine
-from provisioner.models import Host, Job, SQLModel
+from provisioner.store.db import make_engine
+from provisioner.store.models import Host, Job, SQLModel
 from workers.event_sink import EventSink, event_row
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

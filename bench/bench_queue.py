@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from provisioner.sli import percentile
-from provisioner.timeutil import parse_iso
+from provisioner.core.sli import percentile
+from provisioner.core.timeutil import parse_iso
 from tests.integration.harness import PUBKEY, TEST_PLAYBOOKS
 from tests.integration.procs import Api, RedisServer, Service, Worker, admin_token, customer, operator
 

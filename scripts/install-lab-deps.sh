@@ -10,7 +10,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils debootstrap mdadm nftables restic
   openssh-server bmap-tools zstd
   # used by vagrant/lab and vagrant/build-box.sh (normally already present)
-  iproute2 e2fsprogs python3 util-linux dnsmasq-base iptables openssh-client
+  iproute2 e2fsprogs python3 util-linux dnsmasq-base iptables openssh-client debian-archive-keyring gpgv
 )
 
 log() { printf 'install-lab-deps: %s\n' "$*" >&2; }
@@ -35,7 +35,7 @@ fi
 log "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q \
+apt-get install -y -q --no-install-recommends \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
   "${missing[@]}"
 log "done"

@@ -15,7 +15,7 @@ done
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [[ "${PROVISIONER_SKIP_LAB_DEPS:-0}" != 1 ]]; then
   bash scripts/install-lab-deps.sh

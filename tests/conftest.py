@@ -30,7 +30,7 @@ def pg_url(pg_admin: str) -> Iterator[str]:
     with psycopg.connect(pg_admin, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    from provisioner.db import reset_engines
+    from provisioner.store.db import reset_engines
 
     reset_engines()
     with psycopg.connect(pg_admin, autocommit=True) as c:

@@ -14,7 +14,7 @@ log = logging.getLogger("provisioner.actors")
 
 @dramatiq.actor(queue_name="jobs", max_retries=0)
 def run_job(job_id: int) -> None:
-    from workers.engine import run_job as _run
+    from workers.runner import run_job as _run
 
     outcome = _run(job_id)
     log.info("job %s: %s", job_id, outcome)

@@ -32,6 +32,8 @@ class PhaseOutcome:
     unreachable: bool = False
     tail: list[str] = field(default_factory=list)  # last plain output lines, for errors outside tasks
     driver_error: str | None = None
+    # Machine-readable failure codes our modules return (`error` in a failed task's result).
+    error_codes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,11 +68,16 @@ def run_playbook(
         if ev.get("event") == "playbook_on_stats":
             data = (ev.get("event_data") or {}).get("artifact_data") or {}
             outcome.result.update(data.get("prov_result") or {})
+            if isinstance(data.get("prov_error_code"), str) and data["prov_error_code"]:
+                outcome.error_codes.append(data["prov_error_code"][:64])
         if ev.get("event") == "verbose" and ev.get("stdout"):
             outcome.tail = (outcome.tail + [str(ev["stdout"])[:300]])[-3:]
         text = _failure_text(ev)
         if text:
             outcome.failures.append(text)
+            code = ((ev.get("event_data") or {}).get("res") or {}).get("error")
+            if isinstance(code, str) and code:
+                outcome.error_codes.append(code[:64])
             if ev.get("event") == "runner_on_unreachable":
                 outcome.unreachable = True
         on_event(ev)

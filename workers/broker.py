@@ -11,7 +11,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries, TimeLimit
 
-from provisioner.config import Settings, get_settings
+from provisioner.store.config import Settings, get_settings
 
 _broker: dramatiq.Broker | None = None
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
-from provisioner.models import Job, JobEvent
-from provisioner.timeutil import utcnow
+from provisioner.core.timeutil import utcnow
+from provisioner.store.models import Job, JobEvent
 
 
 def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_max: int) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Lease expiry: warn before a request's lease ends, release its hosts when it has ended.
 
-`lease_actions` is the pure decision; `expire_leases(settings, enqueue)` is one periodic pass
+`lease_actions` is the pure decision; `expire_leases(settings)` is one periodic pass
 (meant to run from the reconciler loop) that applies it:
 
 * warning: a request whose lease ends within `settings.lease_warning_minutes` (default 60 while
   the Settings field does not exist) gets ONE "lease.warning" audit entry per expiry time (an
   extension moves the expiry, so the new expiry is warned about again) and a log warning;
 * expiry: a ready or failed request whose lease has ended is released exactly like
-  POST /v1/requests/{id}/release (`provisioner.release.release_request_hosts`), audited as
+  POST /v1/requests/{id}/release (`provisioner.services.release.release_request_hosts`), audited as
   "lease.expired" by actor "lease-expiry". A request still provisioning is left alone until its job
   ends (the next pass releases it); releasing/released requests are done already.
 """
@@ -15,19 +15,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
 from sqlmodel import Session, select
 
-from provisioner import audit
-from provisioner.config import Settings
-from provisioner.db import get_engine
-from provisioner.models import AuditEntry, HostRequest, Job
-from provisioner.release import RELEASABLE, NotReleasable, release_request_hosts
-from provisioner.timeutil import as_utc, iso, utcnow
+from provisioner.core.timeutil import as_utc, iso, utcnow
+from provisioner.services import audit
+from provisioner.services.release import RELEASABLE, NotReleasable, release_request_hosts
+from provisioner.store.config import Settings
+from provisioner.store.db import get_engine
+from provisioner.store.models import AuditEntry, HostRequest
 
 log = logging.getLogger("provisioner.leases")
 
@@ -70,8 +69,7 @@ def warning_minutes(settings: Settings) -> float:
     return float(getattr(settings, "lease_warning_minutes", DEFAULT_WARNING_MINUTES))
 
 
-def expire_leases(settings: Settings, enqueue: Callable[[list[int]], list[int]], *,
-                  now: datetime | None = None) -> dict[str, int]:
+def expire_leases(settings: Settings, *, now: datetime | None = None) -> dict[str, int]:
     """One pass: warn about leases ending soon, release expired requests. Returns counts."""
     now = as_utc(now or utcnow())
     warn_before = timedelta(minutes=warning_minutes(settings))
@@ -129,8 +127,4 @@ def expire_leases(settings: Settings, enqueue: Callable[[list[int]], list[int]],
             s.commit()
             counts["released"] += 1
             log.info("lease of request %s expired at %s: releasing (jobs %s)", rid, expired_at, job_ids)
-            failed = enqueue(job_ids) if job_ids else []
-            if failed:  # the reconciler re-sends jobs whose enqueued_at is NULL
-                s.execute(update(Job).where(Job.id.in_(failed)).values(enqueued_at=None))  # type: ignore[union-attr]
-                s.commit()
     return counts

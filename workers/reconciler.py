@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
-from provisioner import audit
-from provisioner.compliance_schedule import schedule_due
-from provisioner.config import Settings
-from provisioner.db import get_engine
-from provisioner.models import Job
-from provisioner.pipeline import phases_for
-from provisioner.settle import settle
-from provisioner.timeutil import utcnow
+from provisioner.core.pipeline import phases_for
+from provisioner.core.timeutil import utcnow
+from provisioner.services import audit, doorbell
+from provisioner.services.compliance_schedule import schedule_due
+from provisioner.services.settle import settle
+from provisioner.store.config import Settings
+from provisioner.store.db import get_engine
+from provisioner.store.models import Job
 from workers.leases import expire_leases
 
 log = logging.getLogger("provisioner.reconciler")
@@ -34,7 +33,7 @@ def _interrupted_phase_idempotent(job: Job) -> bool:
     return all(by_name[n].idempotent for n in running if n in by_name)
 
 
-def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]) -> dict[str, int]:
+def reconcile_once(settings: Settings) -> dict[str, int]:
     now = utcnow()
     counts: dict[str, int] = {"requeued": 0, "retried": 0, "failed": 0}
     with Session(get_engine(settings), expire_on_commit=False) as session:
@@ -47,21 +46,21 @@ def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]
         if queued:
             session.execute(update(Job).where(Job.id.in_(queued)).values(enqueued_at=now))  # type: ignore[union-attr]
             session.commit()
-            enqueue(list(queued))
+            doorbell.ring(list(queued), mark_with=session)
             counts["requeued"] = len(queued)
         expired = session.exec(
-            select(Job).where(Job.status == "running", Job.lease_until < now).limit(100)  # type: ignore[operator]
+            select(Job).where(Job.status == "running", Job.claim_until < now).limit(100)  # type: ignore[operator]
         ).all()
         for job in expired:
-            reason = (f"worker {job.worker_id} stopped renewing its lease (expired {job.lease_until}Z) "
+            reason = (f"worker {job.worker_id} stopped renewing its lease (expired {job.claim_until}Z) "
                       f"during phase {job.current_phase or '?'}, attempt {job.attempts}/{job.max_attempts}")
             if job.attempts < job.max_attempts and _interrupted_phase_idempotent(job) and not job.cancel_requested:
                 phases = [dict(p, status="interrupted") if p.get("status") == "running" else p
                           for p in job.phases or []]
                 res = session.execute(
                     update(Job).where(Job.id == job.id, Job.status == "running",
-                                      Job.lease_until == job.lease_until)  # type: ignore[arg-type]
-                    .values(status="queued", worker_id=None, lease_until=None, phases=phases,
+                                      Job.claim_until == job.claim_until)  # type: ignore[arg-type]
+                    .values(status="queued", worker_id=None, claim_until=None, phases=phases,
                             enqueued_at=now, error=f"retrying: {reason}")
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
@@ -69,7 +68,7 @@ def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]
                                  object_type="job", object_id=job.id, tenant_id=job.tenant_id,
                                  after={"reason": reason})
                     session.commit()
-                    enqueue([job.id or 0])
+                    doorbell.ring([job.id or 0], mark_with=session)
                     counts["retried"] += 1
                 else:
                     session.rollback()
@@ -77,11 +76,10 @@ def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]
                 status = "cancelled" if job.cancel_requested else "failed"
                 if settle(session, job, status, reason, actor="reconciler"):
                     counts["failed"] += 1
-        for k, v in expire_leases(settings, enqueue, now=now).items():
+        for k, v in expire_leases(settings, now=now).items():
             counts[f"lease_{k}"] = v
-        due = schedule_due(session, settings, now)
+        due = schedule_due(session, settings, now)  # committed there; the doorbell announces them
         if due:
-            enqueue(due)
             counts["compliance_checks"] = len(due)
     if any(counts.values()):
         log.info("reconciled: %s", counts)
@@ -89,9 +87,8 @@ def reconcile_once(settings: Settings, enqueue: Callable[[list[int]], list[int]]
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, enqueue: Callable[[list[int]], list[int]]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.enqueue = enqueue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
@@ -106,6 +103,6 @@ class Reconciler:
     def _run(self) -> None:
         while not self._stop.wait(self.settings.reconcile_seconds):
             try:
-                reconcile_once(self.settings, self.enqueue)
+                reconcile_once(self.settings)
             except Exception:
                 log.exception("reconcile pass failed; next pass in %.0fs", self.settings.reconcile_seconds)

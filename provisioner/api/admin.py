@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from provisioner import audit
 from provisioner.api.deps import Principal, auth_cache, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, TenantIn, TenantOut, TokenIn, TokenOut, UserIn, UserOut
-from provisioner.models import ApiToken, Tenant, User
-from provisioner.permissions import tenant_scoped
-from provisioner.problems import Problem, not_found
-from provisioner.secrets import new_token
-from provisioner.timeutil import utcnow
+from provisioner.core.permissions import tenant_scoped
+from provisioner.services import audit
+from provisioner.services.tokens import issue_token
+from provisioner.store.models import ApiToken, Tenant, User
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -78,15 +75,6 @@ def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(req
     q = select(User)
     items = s.exec(q.order_by(User.id).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
-
-
-def issue_token(s: Session, user: User, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
-    full, token_id, digest = new_token()
-    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
-    tok = ApiToken(token_id=token_id, secret_hash=digest, user_id=user.id or 0, name=name, expires_at=expires)
-    s.add(tok)
-    s.flush()
-    return tok, full
 
 
 @router.post("/users/{user_id}/tokens", status_code=201, response_model=TokenOut,

@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
 from provisioner.api.schemas import AuditOut, Page
-from provisioner.models import AuditEntry
-from provisioner.timeutil import as_utc
+from provisioner.core.timeutil import as_utc
+from provisioner.store.models import AuditEntry
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from sqlmodel import Session, select
 
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.models import Host
+from provisioner.store.models import Host
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
 

@@ -15,13 +15,13 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from provisioner.api.auth_cache import AuthCache, TokenRecord
-from provisioner.config import get_settings
-from provisioner.db import get_engine, get_read_engine
-from provisioner.models import ApiToken, User
-from provisioner.permissions import Role, allowed, tenant_scoped
-from provisioner.problems import Problem
-from provisioner.secrets import parse_token, secret_matches
-from provisioner.timeutil import utcnow
+from provisioner.api.problems import Problem
+from provisioner.core.permissions import Role, allowed, tenant_scoped
+from provisioner.core.timeutil import utcnow
+from provisioner.store.config import get_settings
+from provisioner.store.db import get_engine, get_read_engine
+from provisioner.store.models import ApiToken, User
+from provisioner.store.secrets import parse_token, secret_matches
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 

@@ -6,18 +6,18 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
-from provisioner.compliance_schedule import queue_check
-from provisioner.config import get_settings
-from provisioner.host_transitions import move_host
-from provisioner.jobs import enqueue_after_commit, new_job
-from provisioner.lifecycle import HostState, IllegalTransition, manual_transition
-from provisioner.models import Host
-from provisioner.problems import Problem, not_found
-from provisioner.secrets import encrypt
+from provisioner.core.lifecycle import HostState, manual_transition
+from provisioner.services import audit
+from provisioner.services.compliance_schedule import queue_check
+from provisioner.services.host_transitions import move_host
+from provisioner.services.jobs import new_job
+from provisioner.store.config import get_settings
+from provisioner.store.models import Host
+from provisioner.store.secrets import encrypt
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
 
@@ -74,7 +74,6 @@ def enroll(body: HostIn, p: Principal = Depends(require("hosts:write")),
         job_ids.append(new_job(s, "commission", h, settings=settings).id or 0)
     s.commit()
     s.refresh(h)
-    enqueue_after_commit(job_ids)
     return host_out(h)
 
 
@@ -113,7 +112,6 @@ def commission(host_id: int, p: Principal = Depends(require("hosts:write")),
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.commission", object_type="host",
                  object_id=h.id, before=before, after=snapshot(h) | {"job_id": job.id}, request_id=p.request_id)
     s.commit()
-    enqueue_after_commit([job.id or 0])
     return JobOut.model_validate(job)
 
 
@@ -123,11 +121,7 @@ def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("h
               s: Session = Depends(get_session)) -> HostOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
-    try:
-        manual_transition(h.state, body.state)
-    except IllegalTransition as exc:
-        raise Problem(409, "host.illegal_transition", str(exc), current=h.state, target=body.state,
-                      hint="wait for the host's job to end (or cancel it), then retry") from exc
+    manual_transition(h.state, body.state)  # IllegalManualTransition: 409 host.illegal_transition
     move_host(s, h, body.state)
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.state", object_type="host",
                  object_id=h.id, before=before, after=snapshot(h) | {"reason": body.reason},
@@ -148,5 +142,4 @@ def compliance_check(host_id: int, p: Principal = Depends(require("hosts:write")
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.compliance_check", object_type="host",
                  object_id=h.id, tenant_id=h.tenant_id, after={"job_id": job.id}, request_id=p.request_id)
     s.commit()
-    enqueue_after_commit([job.id or 0])
     return JobOut.model_validate(job)

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.requests import ClientDisconnect
 
-from provisioner import audit
 from provisioner.api.deps import Principal, authenticate, get_session
 from provisioner.api.image_schemas import (
     CanaryIn,
@@ -32,12 +31,15 @@ from provisioner.api.image_schemas import (
     VerifyOut,
 )
 from provisioner.api.pagination import PageParams, page_meta, page_params
-from provisioner.api.schemas import Page
-from provisioner.config import Settings, get_settings
-from provisioner.db import session_scope
+from provisioner.api.problems import Problem, not_found, problem_response
+from provisioner.api.requests import phase_params
+from provisioner.api.schemas import Page, RequestIn
+from provisioner.core.errors import Invalid
+from provisioner.core.permissions import Role
+from provisioner.core.timeutil import utcnow
 from provisioner.imaging import ingest, tokens
 from provisioner.imaging.bmap import bmap_from_file, data_bytes
-from provisioner.imaging.canary import start_canary
+from provisioner.imaging.canary import CANARY_USER, start_canary, throwaway_public_key
 from provisioner.imaging.catalogue import (
     TMP_DIR,
     check_promotion,
@@ -50,13 +52,12 @@ from provisioner.imaging.catalogue import (
     stored_file,
     visible_to,
 )
-from provisioner.imaging.catalogue_models import CHANNELS, Image
 from provisioner.imaging.http_range import RangeNotSatisfiable, content_range, parse_range
-from provisioner.jobs import enqueue_after_commit
-from provisioner.models import Job, Tenant
-from provisioner.permissions import Role
-from provisioner.problems import Problem, not_found, problem_response
-from provisioner.timeutil import utcnow
+from provisioner.services import audit
+from provisioner.store.config import Settings, get_settings
+from provisioner.store.db import session_scope
+from provisioner.store.image_models import CHANNELS, Image
+from provisioner.store.models import Job, Tenant
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -328,14 +329,15 @@ def canary(image_id: int, body: CanaryIn | None = None, p: Principal = Depends(i
     if s.get(Tenant, tenant_id) is None:
         raise not_found("tenant", tenant_id)
     before = snapshot(img)
-    req, job, host = start_canary(s, settings, img=img, pool=body.pool, tenant_id=tenant_id, user_id=p.user_id,
-                                  ssh_public_key=body.ssh_public_key)
+    defaults = RequestIn(image=img.name, pool=body.pool, customer_user=CANARY_USER,
+                         ssh_public_key=body.ssh_public_key or throwaway_public_key())
+    req, job, host = start_canary(s, settings, p, img=img, pool=body.pool, tenant_id=tenant_id,
+                                  params=phase_params(defaults))
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="image.canary", object_type="image",
                  object_id=img.id, tenant_id=tenant_id, before=before,
                  after={"job_id": job.id, "request_id": req.id, "host": host.name, "pool": body.pool},
                  request_id=p.request_id)
     s.commit()
-    enqueue_after_commit([job.id or 0])
     return CanaryOut(image=image_out(img), request_id=req.id or 0, job_id=job.id or 0, host_id=host.id or 0,
                      host=host.name, release_hint=f"POST /v1/requests/{req.id}/release gives the canary host back")
 
@@ -371,7 +373,7 @@ def verify(image_id: int, p: Principal = Depends(image_writer), s: Session = Dep
         ok = fresh["sha256"] == img.sha256 and fresh["ranges"] == img.bmap.get("ranges")
         detail = ("the stored bytes match the catalogue's sha256 and block map" if ok else
                   f"the stored bytes hash to {fresh['sha256']}, the catalogue says {img.sha256}")
-    except Problem as exc:
+    except Invalid as exc:
         if exc.code != "image.corrupt":
             raise
         ok, detail = False, exc.detail

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import EventOut, JobOut, Page
-from provisioner.job_states import JobStatus, is_terminal
-from provisioner.models import Job, JobEvent
-from provisioner.problems import Problem, not_found
-from provisioner.settle import settle
+from provisioner.core.job_states import JobStatus, is_terminal
+from provisioner.services import audit
+from provisioner.services.settle import settle
+from provisioner.store.models import Job, JobEvent
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -17,14 +17,15 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
-from provisioner import audit, guardrails
-from provisioner.admission import load_policy, violations_problem
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import ExtendIn, LeaseOut
+from provisioner.api.problems import Problem
 from provisioner.api.requests import visible_request
-from provisioner.models import AuditEntry, HostRequest
-from provisioner.problems import Problem
-from provisioner.timeutil import as_utc, iso, utcnow
+from provisioner.core import guardrails
+from provisioner.core.timeutil import as_utc, iso, utcnow
+from provisioner.services import audit
+from provisioner.services.admission import load_policy, violations_problem
+from provisioner.store.models import AuditEntry, HostRequest
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 

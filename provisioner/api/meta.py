@@ -8,7 +8,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from provisioner.api.deps import Principal, get_session, require
-from provisioner.models import Host, Job
+from provisioner.store.models import Host, Job
 
 router = APIRouter(tags=["meta"])
 

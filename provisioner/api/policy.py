@@ -13,13 +13,14 @@ from fastapi import APIRouter, Body, Depends
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from provisioner import audit, guardrails
-from provisioner.admission import policy_from_doc
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import PolicyOut
-from provisioner.guardrail_models import POLICY_DOC_ID, PolicyDoc
-from provisioner.problems import Problem
-from provisioner.timeutil import utcnow
+from provisioner.api.problems import Problem
+from provisioner.core import guardrails
+from provisioner.core.timeutil import utcnow
+from provisioner.services import audit
+from provisioner.services.admission import policy_from_doc
+from provisioner.store.guardrail_models import POLICY_DOC_ID, PolicyDoc
 
 router = APIRouter(prefix="/v1/policy", tags=["guardrails"])
 

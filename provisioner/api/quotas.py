@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlmodel import Session, select
 
-from provisioner import audit
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import QuotaIn
+from provisioner.api.problems import not_found
 from provisioner.api.schemas import TenantOut
-from provisioner.models import Tenant
-from provisioner.problems import not_found
+from provisioner.services import audit
+from provisioner.store.models import Tenant
 
 router = APIRouter(prefix="/v1/tenants", tags=["admin"])
 

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from sqlmodel import Session, select
 
-from provisioner import audit
-from provisioner.admission import admit
-from provisioner.allocation import Constraints
-from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, RequestIn, RequestOut
-from provisioner.config import get_settings
+from provisioner.core import guardrails
+from provisioner.core.allocation import Constraints
+from provisioner.core.timeutil import utcnow
 from provisioner.imaging.catalogue import check_requestable
-from provisioner.jobs import enqueue_after_commit, new_job
-from provisioner.models import HostRequest, Job
-from provisioner.problems import Problem, not_found
-from provisioner.release import release_request_hosts
-from provisioner.timeutil import utcnow
+from provisioner.services.admission import admit, image_ref
+from provisioner.services.release import release_request_hosts
+from provisioner.services.requests import open_request
+from provisioner.store.config import get_settings
+from provisioner.store.models import HostRequest, Job, Tenant
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
@@ -40,6 +39,29 @@ def visible_request(s: Session, p: Principal, request_id: int) -> HostRequest:
     return r
 
 
+def request_spec(body: RequestIn, *, tenant: str, role: str) -> guardrails.RequestSpec:
+    """The request body as the guardrails see it."""
+    return guardrails.RequestSpec(
+        tenant=tenant,
+        requester_role=role,
+        pool=body.pool,
+        image=image_ref(body.image),
+        backup=guardrails.BackupSpec(enabled=body.backup.enabled, paths=tuple(body.backup.paths),
+                                     retention_days=body.backup.retention_days, schedule=body.backup.schedule),
+        count=body.count,
+        raid_level=body.raid_level,
+        data_disks=None,
+        open_ports=tuple(guardrails.PortRule(port=p.port, proto=p.proto, sources=tuple(p.sources))
+                         for p in body.firewall_ports),
+        lease_hours=body.lease_hours,
+    )
+
+
+def phase_params(body: RequestIn) -> dict[str, Any]:
+    """What the phases get from a request (keys, backup, firewall, RAID, the customer user)."""
+    return body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
+
+
 @router.post("", status_code=202, response_model=RequestOut,
              summary="Request hosts: allocates matching available hosts and queues one provision job each")
 def create_request(body: RequestIn, p: Principal = Depends(require("requests:create")),
@@ -50,39 +72,16 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
     refusal = check_requestable(s, body.image, p.role)
     if refusal is not None:
         raise refusal
-    admit(s, p, body, now)
-    params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
-    req = HostRequest(tenant_id=p.tenant_id, requested_by=p.user_id, image=body.image, count=body.count,
-                      pool=body.pool, constraints=body.constraints.model_dump(), params=params,
-                      accepted_at=now,
-                      lease_expires_at=now + timedelta(hours=body.lease_hours) if body.lease_hours else None)
-    s.add(req)
-    s.flush()
-    want = Constraints(pool=body.pool, labels=dict(body.constraints.labels), min_cpus=body.constraints.min_cpus,
-                       min_memory_mb=body.constraints.min_memory_mb, min_disks=body.constraints.min_disks)
-    settings = get_settings()
-    try:
-        if body.pool == settings.vagrant_pool:
-            hosts = create_vagrant_hosts(s, body.count, max_vms=settings.vagrant_max_vms, tenant_id=p.tenant_id,
-                                         request_id=req.id or 0, pool=body.pool)
-        else:
-            hosts = allocate(s, want, body.count, tenant_id=p.tenant_id, request_id=req.id or 0)
-    except NotEnoughHosts as exc:
-        s.rollback()
-        raise Problem(409, "capacity.insufficient",
-                      f"{exc.wanted} host(s) wanted in pool {body.pool!r} but only {exc.matching} available "
-                      "(before constraints are applied)",
-                      hint="lower count or constraints, choose another pool, or retry when hosts are released",
-                      wanted=exc.wanted, available=exc.matching) from None
-    jobs = [new_job(s, "provision", h, request_id=req.id, tenant_id=p.tenant_id, accepted_at=now,
-                    settings=settings) for h in hosts]
-    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="request.create", object_type="request",
-                 object_id=req.id, tenant_id=p.tenant_id,
-                 after=body.model_dump(mode="json", exclude={"ssh_public_key"})
-                 | {"hosts": [h.name for h in hosts], "jobs": [j.id for j in jobs]},
-                 request_id=p.request_id)
+    tenant = s.get(Tenant, p.tenant_id)
+    admit(s, p, request_spec(body, tenant=tenant.name if tenant else "", role=str(p.role)), now)
+    c = body.constraints
+    req, _, _ = open_request(
+        s, get_settings(), p, tenant_id=p.tenant_id, image=body.image, pool=body.pool, count=body.count,
+        constraints=Constraints(pool=body.pool, labels=dict(c.labels), min_cpus=c.min_cpus,
+                                min_memory_mb=c.min_memory_mb, min_disks=c.min_disks),
+        params=phase_params(body), accepted_at=now, lease_hours=body.lease_hours,
+        audit_after=body.model_dump(mode="json", exclude={"ssh_public_key"}))
     s.commit()
-    enqueue_after_commit([j.id or 0 for j in jobs])
     return request_out(s, req)
 
 
@@ -109,7 +108,6 @@ def get_request(request_id: int, p: Principal = Depends(require("requests:read")
 def release_request(request_id: int, p: Principal = Depends(require("requests:release")),
                     s: Session = Depends(get_session)) -> RequestOut:
     req = visible_request(s, p, request_id)
-    job_ids = release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
+    release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
     s.commit()
-    enqueue_after_commit(job_ids)
     return request_out(s, req)

@@ -8,8 +8,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
-from provisioner.permissions import Role
-from provisioner.timeutil import iso
+from provisioner.core.permissions import Role
+from provisioner.core.timeutil import iso
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 

@@ -15,7 +15,7 @@ Rules
   "waiver.not_pending" / "waiver.not_approved". Decisions are compare-and-set, so two deciders
   can't both win. Every step is audited in the same transaction ("waiver.request", ".approve",
   ".reject", ".revoke").
-* Admission honours only tenant-scoped waivers (see provisioner.admission).
+* Admission honours only tenant-scoped waivers (see provisioner.services.admission).
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from provisioner import audit, guardrails
-from provisioner.admission import load_policy
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import WaiverDecisionIn, WaiverIn, WaiverNoteIn, WaiverOut
 from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page
-from provisioner.guardrail_models import Waiver
-from provisioner.models import Host, HostRequest, Tenant, User
-from provisioner.problems import Problem, not_found
-from provisioner.timeutil import as_utc, iso, utcnow
+from provisioner.core import guardrails
+from provisioner.core.timeutil import as_utc, iso, utcnow
+from provisioner.services import audit
+from provisioner.services.admission import load_policy
+from provisioner.store.guardrail_models import Waiver
+from provisioner.store.models import Host, HostRequest, Tenant, User
 
 router = APIRouter(prefix="/v1/waivers", tags=["guardrails"])
 

@@ -20,22 +20,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
-from provisioner import audit
-from provisioner.admission import load_policy
-from provisioner.allocation import Constraints
-from provisioner.allocator import NotEnoughHosts, allocate, create_vagrant_hosts
-from provisioner.api.schemas import RequestIn
-from provisioner.config import Settings
+from provisioner.core.allocation import Constraints
+from provisioner.core.errors import Conflict, Invalid
+from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import flag_image, image_by_name, snapshot
-from provisioner.imaging.catalogue_models import Image
-from provisioner.jobs import new_job
-from provisioner.models import Host, HostRequest, Job
-from provisioner.problems import Problem
-from provisioner.timeutil import iso, utcnow
+from provisioner.services import audit
+from provisioner.services.actor import Actor
+from provisioner.services.admission import load_policy
+from provisioner.services.requests import CapacityInsufficient, open_request
+from provisioner.store.config import Settings
+from provisioner.store.image_models import Image
+from provisioner.store.models import Host, HostRequest, Job
 
 CANARY_USER = "canary"
-# The writer's message for a served image that does not match its block map (ImageCorrupt).
-CORRUPT_MARKER = "image corrupt"
+# The writer's failure code for a served image that does not match its block map.
+IMAGE_CORRUPT = "image_corrupt"
 
 
 def throwaway_public_key() -> str:
@@ -45,45 +44,37 @@ def throwaway_public_key() -> str:
     return pub.decode() + " provisioner-canary"
 
 
-def start_canary(session: Session, settings: Settings, *, img: Image, pool: str, tenant_id: int,
-                 user_id: int, ssh_public_key: str | None) -> tuple[HostRequest, Job, Host]:
-    """Allocate a lab host and queue a provision job writing ``img``; the caller commits and enqueues."""
+def start_canary(session: Session, settings: Settings, actor: Actor, *, img: Image, pool: str, tenant_id: int,
+                 params: dict[str, Any]) -> tuple[HostRequest, Job, Host]:
+    """Allocate a lab host and queue a provision job writing ``img``; the caller commits.
+
+    ``params`` are the phases' parameters of an ordinary request (the edge fills in the defaults a
+    customer's request would have, with ``CANARY_USER`` and a key of ``throwaway_public_key``)."""
     policy = load_policy(session)
     if pool not in policy.lab_pools:
-        raise Problem(422, "image.canary_pool_not_lab", f"pool {pool!r} is not a lab pool",
+        raise Invalid("image.canary_pool_not_lab", f"pool {pool!r} is not a lab pool",
                       hint=f"canaries run on lab pools only: {', '.join(sorted(policy.lab_pools))}",
                       lab_pools=sorted(policy.lab_pools))
-    body = RequestIn(image=img.name, pool=pool, ssh_public_key=ssh_public_key or throwaway_public_key(),
-                     customer_user=CANARY_USER)
-    params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
-    params["canary_image_id"] = img.id
-    now = utcnow()
-    req = HostRequest(tenant_id=tenant_id, requested_by=user_id, image=img.name, count=1, pool=pool,
-                      constraints=body.constraints.model_dump(), params=params, accepted_at=now)
-    session.add(req)
-    session.flush()
     try:
-        if pool == settings.vagrant_pool:
-            hosts = create_vagrant_hosts(session, 1, max_vms=settings.vagrant_max_vms, tenant_id=tenant_id,
-                                         request_id=req.id or 0, pool=pool)
-        else:
-            hosts = allocate(session, Constraints(pool=pool), 1, tenant_id=tenant_id, request_id=req.id or 0)
-    except NotEnoughHosts:
-        session.rollback()
-        raise Problem(409, "capacity.insufficient", f"no available host in pool {pool!r} for the canary",
-                      hint="enroll a lab host or release one, then retry", pool=pool) from None
-    job = new_job(session, "provision", hosts[0], request_id=req.id, tenant_id=tenant_id, accepted_at=now,
-                  settings=settings, params={"canary_image_id": img.id})
+        req, jobs, hosts = open_request(session, settings, actor, tenant_id=tenant_id, image=img.name, pool=pool,
+                                        count=1, constraints=Constraints(pool=pool),
+                                        params=params | {"canary_image_id": img.id}, accepted_at=utcnow(),
+                                        job_params={"canary_image_id": img.id})
+    except CapacityInsufficient:
+        raise Conflict("capacity.insufficient", f"no available host in pool {pool!r} for the canary",
+                       hint="enroll a lab host or release one, then retry", pool=pool) from None
+    job = jobs[0]
     img.canary_job_id = job.id
     img.canary_result = None
     session.add(img)
     return req, job, hosts[0]
 
 
-def _final_state(session: Session, job: Job) -> tuple[str, str | None, list]:
+def _final_state(session: Session, job: Job) -> tuple[str, str | None, str | None, list]:
     # settle() changes the row with an UPDATE statement: read what this transaction now holds.
-    row = session.execute(sa_select(Job.status, Job.error, Job.phases).where(Job.id == job.id)).one()  # type: ignore[call-overload]
-    return row[0], row[1], list(row[2] or [])
+    row = session.execute(sa_select(Job.status, Job.error, Job.error_code, Job.phases)  # type: ignore[call-overload]
+                          .where(Job.id == job.id)).one()
+    return row[0], row[1], row[2], list(row[3] or [])
 
 
 def _image_phase(phases: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -110,11 +101,11 @@ def record_canary_outcome(session: Session, job: Job) -> Image | None:
     """Call from ``settle()`` after the job's final UPDATE, before the commit. Never commits."""
     if job.kind != "provision":
         return None
-    status, error, phases = _final_state(session, job)
+    status, error, error_code, phases = _final_state(session, job)
     if status not in ("succeeded", "failed", "cancelled"):
         return None
-    if status == "failed" and error and CORRUPT_MARKER in error.lower():
-        _flag_from_job(session, job, error)
+    if status == "failed" and error_code == IMAGE_CORRUPT:
+        _flag_from_job(session, job, error or IMAGE_CORRUPT)
     img = session.exec(select(Image).where(Image.canary_job_id == job.id)).first()
     if img is None:
         return None

@@ -24,11 +24,12 @@ from typing import Any
 from sqlalchemy.orm import defer
 from sqlmodel import Session, select
 
-from provisioner import audit, guardrails
-from provisioner.config import Settings
-from provisioner.imaging.catalogue_models import Image
-from provisioner.models import Host, HostRequest
-from provisioner.problems import Problem
+from provisioner.core import guardrails
+from provisioner.core.errors import Conflict, Invalid, NotFound
+from provisioner.services import audit
+from provisioner.store.config import Settings
+from provisioner.store.image_models import Image
+from provisioner.store.models import Host, HostRequest
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "candidate": frozenset({"stable"}),
@@ -42,8 +43,11 @@ TMP_DIR = ".tmp"
 CANARY_HINT = "run a canary: POST /v1/images/{id}/canary"
 
 
-class ImageUnavailable(Exception):
+class ImageUnavailable(Conflict):
     """A job names a catalogue image that can't be written now (flagged, retired, bytes missing)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("image.unavailable", detail, hint="GET /v1/images lists the images you can request")
 
 
 def store_dir(settings: Settings) -> Path:
@@ -62,18 +66,18 @@ def resolve_in_store(settings: Settings, rel: str) -> Path:
     """A path given relative to the store, refused when it leaves the store (.., symlinks, absolute)."""
     store = store_dir(settings).resolve()
     if not rel or rel.startswith("/") or "\x00" in rel:
-        raise Problem(422, "image.path_invalid", f"{rel!r} must be a path relative to the image store",
+        raise Invalid("image.path_invalid", f"{rel!r} must be a path relative to the image store",
                       hint=f"copy the file into {store} and give its path relative to it")
     candidate = (store / rel)
     resolved = candidate.resolve()
     if not resolved.is_relative_to(store) or resolved == store:
-        raise Problem(422, "image.path_outside_store", f"{rel!r} resolves outside the image store",
+        raise Invalid("image.path_outside_store", f"{rel!r} resolves outside the image store",
                       hint=f"copy the file into {store} (no '..', no symlinks leading out)")
     if resolved.relative_to(store).parts[0] == TMP_DIR:
-        raise Problem(422, "image.path_invalid", f"{rel!r} is an upload in progress",
+        raise Invalid("image.path_invalid", f"{rel!r} is an upload in progress",
                       hint="register a finished file, not one under .tmp/")
     if not resolved.is_file():
-        raise Problem(404, "image.file_not_found", f"{rel!r} is not a regular file in the image store",
+        raise NotFound("image.file_not_found", f"{rel!r} is not a regular file in the image store",
                       hint=f"copy the file into {store} first")
     return resolved
 
@@ -89,22 +93,22 @@ def image_by_name(session: Session, name: str) -> Image | None:
 
 
 def check_promotion(img: Image, target: str) -> None:
-    """Raises a 409 Problem unless ``img`` may move to channel ``target``."""
+    """Raises Conflict unless ``img`` may move to channel ``target``."""
     allowed = TRANSITIONS.get(img.channel, frozenset())
     if target not in allowed:
         nxt = ", ".join(sorted(allowed)) or "none (retired is final)"
-        raise Problem(409, "image.illegal_promotion", f"image {img.name} cannot go from {img.channel} to {target}",
+        raise Conflict("image.illegal_promotion", f"image {img.name} cannot go from {img.channel} to {target}",
                       hint=f"from {img.channel} the image can go to: {nxt}", current=img.channel, target=target)
     if target == "stable":
         if img.flagged:
-            raise Problem(409, "image.flagged", f"image {img.name} is flagged: {img.flag_reason}",
+            raise Conflict("image.flagged", f"image {img.name} is flagged: {img.flag_reason}",
                           hint=f"re-verify it with POST /v1/images/{img.id}/verify, then run a new canary")
         result = img.canary_result or {}
         if not result.get("passed"):
             why = ("no canary ran yet" if not img.canary_job_id else
                    "the canary is still running" if not result else
                    f"the canary (job {result.get('job_id')}) failed: {result.get('reason') or result.get('error')}")
-            raise Problem(409, "image.canary_required",
+            raise Conflict("image.canary_required",
                           f"image {img.name} needs a passing canary install before it becomes stable: {why}",
                           hint=CANARY_HINT.format(id=img.id), canary_job_id=img.canary_job_id)
 
@@ -150,7 +154,7 @@ def flag_image(session: Session, image_id: int, reason: str, *, actor: str = "en
     return img
 
 
-def check_requestable(session: Session, name: str, role: str) -> Problem | None:
+def check_requestable(session: Session, name: str, role: str) -> Invalid | None:
     """Why a host request for image ``name`` by ``role`` must be refused, or None.
 
     Unknown names pass (see the module doc). Wire it into POST /v1/requests before allocation.
@@ -161,19 +165,19 @@ def check_requestable(session: Session, name: str, role: str) -> Problem | None:
         return None
     stable_hint = "GET /v1/images lists the images you can request"
     if img.flagged:
-        return Problem(422, "image.flagged", f"image {name} is flagged as corrupt: {img.flag_reason}",
+        return Invalid("image.flagged", f"image {name} is flagged as corrupt: {img.flag_reason}",
                        hint=f"choose another image ({stable_hint}); the imaging team re-verifies flagged images")
     if img.channel == "retired":
-        return Problem(422, "image.retired", f"image {name} is retired", hint=stable_hint)
+        return Invalid("image.retired", f"image {name} is retired", hint=stable_hint)
     if img.channel == "deprecated":
-        return Problem(422, "image.deprecated", f"image {name} is deprecated and takes no new requests",
+        return Invalid("image.deprecated", f"image {name} is deprecated and takes no new requests",
                        hint=f"request its successor; {stable_hint}")
     if img.channel == "candidate" and role != "imager":
-        return Problem(422, "image.channel_not_allowed",
+        return Invalid("image.channel_not_allowed",
                        f"image {name} is a candidate: only the imaging team installs it (on lab pools)",
                        hint=f"wait until it is promoted to stable; {stable_hint}")
     if not img.stored_path:
-        return Problem(422, "image.unavailable", f"image {name} has no stored bytes", hint=stable_hint)
+        return Invalid("image.unavailable", f"image {name} has no stored bytes", hint=stable_hint)
     return None
 
 

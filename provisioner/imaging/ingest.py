@@ -32,9 +32,9 @@ from typing import Any
 
 import anyio
 
+from provisioner.core.errors import Conflict, Invalid, TooLarge, Unavailable
 from provisioner.imaging.bmap import CHUNK_SIZE, BmapBuilder, bmap_from_file
 from provisioner.imaging.formats import QCOW2_MAGIC, ZSTD_MAGIC, ImageFormatError, detect_format, qcow2_to_raw
-from provisioner.problems import Problem
 
 FORMATS = {"raw": "none", "raw.zst": "zstd", "qcow2": "none"}
 FORMAT_HINT = "format must be one of raw, raw.zst, qcow2 (the raw content is what lands on the disk)"
@@ -57,20 +57,20 @@ class Prepared:
         return ".raw.zst" if self.compression == "zstd" else ".raw"
 
 
-def too_large(limit: int, what: str) -> Problem:
-    return Problem(413, "image.too_large", f"{what} exceeds the limit of {limit} bytes",
+def too_large(limit: int, what: str) -> TooLarge:
+    return TooLarge("image.too_large", f"{what} exceeds the limit of {limit} bytes",
                    hint="ask an operator to raise PROVISIONER_IMAGE_MAX_BYTES, or publish a smaller image",
                    limit=limit)
 
 
-def corrupt(detail: str) -> Problem:
-    return Problem(422, "image.corrupt", detail,
+def corrupt(detail: str) -> Invalid:
+    return Invalid("image.corrupt", detail,
                    hint="rebuild or re-download the image and publish it again; nothing was kept")
 
 
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
-        raise Problem(422, "image.unknown_format", f"unknown image format {fmt!r}", hint=FORMAT_HINT,
+        raise Invalid("image.unknown_format", f"unknown image format {fmt!r}", hint=FORMAT_HINT,
                       formats=list(FORMATS))
     return fmt
 
@@ -78,14 +78,14 @@ def check_format(fmt: str) -> str:
 def check_magic(fmt: str, head: bytes) -> None:
     """Refuse content that is plainly not what the format parameter says."""
     if not head:
-        raise Problem(422, "image.empty", "the upload is empty", hint="send the image file as the request body")
+        raise Invalid("image.empty", "the upload is empty", hint="send the image file as the request body")
     if fmt == "raw.zst" and head[:4] != ZSTD_MAGIC:
         raise corrupt("format=raw.zst but the content is not a zstd stream (bad magic)")
     if fmt == "qcow2" and head[:4] != QCOW2_MAGIC:
         raise corrupt("format=qcow2 but the content is not a qcow2 image (bad magic)")
     if fmt == "raw" and head[:4] in (ZSTD_MAGIC, QCOW2_MAGIC):
         real = "raw.zst" if head[:4] == ZSTD_MAGIC else "qcow2"
-        raise Problem(422, "image.format_mismatch", f"format=raw but the content is a {real} file",
+        raise Invalid("image.format_mismatch", f"format=raw but the content is a {real} file",
                       hint=f"publish it with format={real}")
 
 
@@ -159,7 +159,7 @@ async def receive(stream: AsyncIterator[bytes], path: Path, fmt: str, max_bytes:
     """Stream the body into ``path``; returns (bytes received, bmap for raw uploads).
 
     Disk writes and hashing run in worker threads, 4 MiB at a time; memory stays bounded.
-    Raises Problem (empty, bad magic, too large); starlette's ClientDisconnect passes through.
+    Raises Invalid / TooLarge (empty, bad magic, too large); starlette's ClientDisconnect passes through.
     """
     sink: PlainSink = RawSink(path) if fmt == "raw" else PlainSink(path)
     buf = bytearray()
@@ -283,7 +283,7 @@ def zst_bmap(path: Path, max_raw: int, chunk_size: int = CHUNK_SIZE) -> dict[str
 def qcow2_checked_info(path: Path, max_raw: int) -> dict[str, Any]:
     exe = shutil.which("qemu-img")
     if exe is None:
-        raise Problem(503, "image.converter_missing", "qemu-img is not installed on the service machine",
+        raise Unavailable("image.converter_missing", "qemu-img is not installed on the service machine",
                       hint="install the Debian package qemu-utils, or publish raw / raw.zst")
     proc = subprocess.run([exe, "info", "--output=json", "-f", "qcow2", str(path)],
                           capture_output=True, text=True, check=False, timeout=120)
@@ -292,10 +292,10 @@ def qcow2_checked_info(path: Path, max_raw: int) -> dict[str, Any]:
     info = json.loads(proc.stdout)
     data = (info.get("format-specific") or {}).get("data") or {}
     if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise Problem(422, "image.qcow2_backing_file", "qcow2 images with a backing file are refused",
+        raise Invalid("image.qcow2_backing_file", "qcow2 images with a backing file are refused",
                       hint="flatten it first: qemu-img convert -O qcow2 in.qcow2 flat.qcow2")
     if data.get("data-file"):
-        raise Problem(422, "image.qcow2_data_file", "qcow2 images with an external data file are refused",
+        raise Invalid("image.qcow2_data_file", "qcow2 images with an external data file are refused",
                       hint="convert it to a self-contained image: qemu-img convert -O qcow2 in.qcow2 out.qcow2")
     if data.get("corrupt"):
         raise corrupt("qemu-img reports the qcow2 image as corrupt")
@@ -325,7 +325,7 @@ def qcow2_prepare(src: Path, tmp_dir: Path, max_raw: int) -> Prepared:
 
 def _prepared(path: Path, fmt: str, compression: str, bmap: dict[str, Any], temps: list[Path]) -> Prepared:
     if not bmap["image_size"]:
-        raise Problem(422, "image.empty", "the image's raw content is empty", hint="publish a non-empty image")
+        raise Invalid("image.empty", "the image's raw content is empty", hint="publish a non-empty image")
     return Prepared(path, fmt, compression, bmap["image_size"], bmap["sha256"], bmap, temps)
 
 
@@ -360,7 +360,7 @@ def place(prepared: Prepared, final: Path) -> None:
     try:
         os.link(prepared.path, final)
     except FileExistsError:
-        raise Problem(409, "image.store_conflict", f"{final.name} already exists in the image store",
+        raise Conflict("image.store_conflict", f"{final.name} already exists in the image store",
                       hint="another image uses that file name: publish under another name") from None
     fd = os.open(final.parent, os.O_RDONLY)
     try:

@@ -22,10 +22,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from provisioner.config import Settings
 from provisioner.imaging import tokens
 from provisioner.imaging.catalogue import ImageUnavailable, image_by_name, stored_file
-from provisioner.models import Host, Job
+from provisioner.store.config import Settings
+from provisioner.store.models import Host, Job
 
 
 def image_target_for(host: Host) -> str | None:

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from provisioner.config import Settings
-from provisioner.problems import Problem
+from provisioner.core.errors import Forbidden, Unauthenticated
+from provisioner.store.config import Settings
 
 PREFIX = "pimg_"
 DEFAULT_TTL_S = 3 * 3600  # an image phase may run 1 h and be retried once; the job binding is the real bound
@@ -54,7 +54,7 @@ def _derive(material: bytes) -> bytes:
 def _key(settings: Settings) -> bytes:
     if settings.secret_key:
         return _derive(settings.secret_key.encode())
-    from provisioner.secrets import _fernet  # creates the key file (O_EXCL) when it is missing
+    from provisioner.store.secrets import _fernet  # creates the key file (O_EXCL) when it is missing
 
     _fernet(settings)
     return _derive((settings.data_dir / "secret.key").read_bytes().strip())
@@ -69,26 +69,26 @@ def issue(settings: Settings, *, job_id: int, image_id: int, ttl_s: float = DEFA
 
 
 def verify(settings: Settings, token: str | None, image_id: int, *, now: float | None = None) -> ImageClaims:
-    """The token's claims if it grants access to ``image_id`` now, else raises a Problem."""
+    """The token's claims if it grants access to ``image_id`` now, else raises Unauthenticated / Forbidden."""
     if not token:
-        raise Problem(401, "image.token_required", "this endpoint needs an image token", hint=TOKEN_HINT)
+        raise Unauthenticated("image.token_required", "this endpoint needs an image token", hint=TOKEN_HINT)
     if not token.startswith(PREFIX) or token.count(".") != 1:
-        raise Problem(401, "image.token_invalid", "the image token is malformed", hint=TOKEN_HINT)
+        raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT)
     payload, _, mac = token[len(PREFIX):].partition(".")
     expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(mac, expected):
-        raise Problem(401, "image.token_invalid", "the image token's signature does not verify",
+        raise Unauthenticated("image.token_invalid", "the image token's signature does not verify",
                       hint=TOKEN_HINT + "; tokens are only valid with the secret of the service that issued them")
     try:
         data = json.loads(_unb64(payload))
         claims = ImageClaims(int(data["j"]), int(data["i"]), float(data["e"]))
     except (ValueError, KeyError, TypeError):
-        raise Problem(401, "image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
+        raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
     if claims.expires_at <= (time.time() if now is None else now):
-        raise Problem(401, "image.token_expired", "the image token has expired",
+        raise Unauthenticated("image.token_expired", "the image token has expired",
                       hint="re-run the job's image phase: each run gets a fresh token")
     if claims.image_id != image_id:
-        raise Problem(403, "image.token_wrong_image",
+        raise Forbidden("image.token_wrong_image",
                       f"the image token was issued for image {claims.image_id}, not image {image_id}",
                       hint="use the URL given to the job together with its token")
     return claims

@@ -20,12 +20,12 @@ from sqlmodel import Session, select
 from provisioner.api import compliance, hosts, jobs
 from provisioner.api.deps import Principal, get_session, principal_for_token
 from provisioner.api.pagination import PageParams
-from provisioner.job_states import is_terminal
-from provisioner.models import Job, JobEvent
-from provisioner.permissions import allowed
-from provisioner.problems import Problem
-from provisioner.sli import slo_summary
-from provisioner.timeutil import iso
+from provisioner.api.problems import Problem
+from provisioner.core.job_states import is_terminal
+from provisioner.core.permissions import allowed
+from provisioner.core.sli import slo_summary
+from provisioner.core.timeutil import iso
+from provisioner.store.models import Job, JobEvent
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from provisioner.db import make_engine
+from provisioner.store.db import make_engine
 from tests.integration.harness import World, base_env, running_app
 
 

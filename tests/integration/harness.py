@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from provisioner.config import get_settings
-from provisioner.db import reset_engines, session_scope
+from provisioner.store.config import get_settings
+from provisioner.store.db import reset_engines, session_scope
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_PLAYBOOKS = REPO / "tests" / "playbooks"
@@ -36,7 +36,7 @@ def base_env(tmp: Path, db_url: str | None = None, **extra: str) -> dict[str, st
         "PROVISIONER_ALLOW_LOCAL_CONNECTION": "1",
         "PROVISIONER_RECONCILE_SECONDS": "1",
         "PROVISIONER_REQUEUE_AFTER_SECONDS": "5",
-        "PROVISIONER_LEASE_SECONDS": "6",
+        "PROVISIONER_CLAIM_SECONDS": "6",
         "PROVISIONER_HEARTBEAT_SECONDS": "1",
     }
     if db_url:
@@ -95,7 +95,7 @@ class World:
 
 
 def populate(client: TestClient) -> World:
-    from provisioner.bootstrap import init_admin
+    from provisioner.services.bootstrap import init_admin
 
     with session_scope() as s:
         admin = init_admin(s)
@@ -119,9 +119,9 @@ def populate(client: TestClient) -> World:
 @contextmanager
 def running_app(env: dict[str, str]) -> Iterator[World]:
     configure(env)
-    from provisioner.api.app import create_app
+    from provisioner.cli.service import build_app
 
-    app = create_app(get_settings())
+    app = build_app(get_settings())
     with TestClient(app) as client:
         yield populate(client)
     reset_engines()

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from provisioner.allocation import Candidate, Constraints, rank
-from provisioner.allocation_sql import ranked_ids
-from provisioner.models import Host
+from provisioner.core.allocation import Candidate, Constraints, rank
+from provisioner.services.allocation_sql import ranked_ids
+from provisioner.store.models import Host
 
 NAMES = ["a", "B", "b", "a-1", "a_1", "Z9", "z", "host10", "host9", "élan", "_x", "a.b"]
 

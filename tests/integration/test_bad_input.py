@@ -13,8 +13,8 @@ def counts(w: World) -> tuple[int, int, int, int]:
     from sqlalchemy import func
     from sqlmodel import select
 
-    from provisioner.db import session_scope
-    from provisioner.models import Host, HostRequest, Job, Tenant
+    from provisioner.store.db import session_scope
+    from provisioner.store.models import Host, HostRequest, Job, Tenant
 
     with session_scope() as s:
         return tuple(s.exec(select(func.count()).select_from(m)).one() for m in (Tenant, Host, HostRequest, Job))

@@ -33,7 +33,7 @@ def env_for(tmp: Path, pg_url: str, broker: str, **extra: str) -> dict[str, str]
         "PROVISIONER_ALLOW_LOCAL_CONNECTION": "1",
         "PROVISIONER_RECONCILE_SECONDS": "1",
         "PROVISIONER_REQUEUE_AFTER_SECONDS": "4",
-        "PROVISIONER_LEASE_SECONDS": "5",
+        "PROVISIONER_CLAIM_SECONDS": "5",
         "PROVISIONER_HEARTBEAT_SECONDS": "1",
     } | extra
 

@@ -185,8 +185,8 @@ def test_ssh_key_never_returned_and_stored_encrypted(world: World) -> None:
     assert "c2VjcmV0" not in audit
     from sqlmodel import select
 
-    from provisioner.db import session_scope
-    from provisioner.models import Host
+    from provisioner.store.db import session_scope
+    from provisioner.store.models import Host
 
     with session_scope() as s:
         row = s.exec(select(Host).where(Host.name == "ssh1")).one()

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from provisioner.db import session_scope
-from provisioner.guardrail_models import Waiver
-from provisioner.models import HostRequest, Job
-from provisioner.timeutil import iso, parse_iso, utcnow
+from provisioner.core.timeutil import iso, parse_iso, utcnow
+from provisioner.store.db import session_scope
+from provisioner.store.guardrail_models import Waiver
+from provisioner.store.models import HostRequest, Job
 from tests.integration.harness import World
 
 JUSTIFICATION = "Data is replicated to the DR site nightly; backups come with the new store in May."
@@ -288,8 +288,7 @@ def test_lease_extension(world: World) -> None:
 
 
 def test_expire_leases_warns_once_then_releases(world: World) -> None:
-    from provisioner.config import get_settings
-    from workers.actors import enqueue
+    from provisioner.store.config import get_settings
     from workers.leases import expire_leases
 
     w = world
@@ -310,11 +309,11 @@ def test_expire_leases_warns_once_then_releases(world: World) -> None:
 
     settings = get_settings()
     far = set_expiry(24 * 60)
-    expire_leases(settings, enqueue)
+    expire_leases(settings)
     assert warnings(far) == []  # not within the warning window (60 min)
     soon = set_expiry(10)
-    expire_leases(settings, enqueue)
-    expire_leases(settings, enqueue)
+    expire_leases(settings)
+    expire_leases(settings)
     warned = warnings(soon)
     assert len(warned) == 1, warned  # once per expiry time
     assert warned[0]["actor_name"] == "lease-expiry" and warned[0]["object_id"] == str(rid)
@@ -322,8 +321,8 @@ def test_expire_leases_warns_once_then_releases(world: World) -> None:
     assert w.get("cust_a", f"/v1/requests/{rid}").json()["status"] == "ready"
 
     set_expiry(-1)
-    expire_leases(settings, enqueue)
-    expire_leases(settings, enqueue)  # idempotent: already releasing
+    expire_leases(settings)
+    expire_leases(settings)  # idempotent: already releasing
     r = w.get("cust_a", f"/v1/requests/{rid}").json()
     assert r["status"] in ("releasing", "released"), r
     expired = audit(w, "lease.expired")

@@ -27,16 +27,16 @@ import anyio
 import pytest
 import zstandard
 
-from provisioner.config import get_settings
-from provisioner.db import session_scope
+from provisioner.core.timeutil import utcnow
 from provisioner.imaging import tokens
 from provisioner.imaging.bmap import bmap_from_file
 from provisioner.imaging.catalogue import ImageUnavailable, check_requestable
-from provisioner.imaging.catalogue_models import Image
 from provisioner.imaging.formats import raw_to_zst
 from provisioner.imaging.serving import image_spec_for
-from provisioner.models import Host, HostRequest, Job
-from provisioner.timeutil import utcnow
+from provisioner.store.config import get_settings
+from provisioner.store.db import session_scope
+from provisioner.store.image_models import Image
+from provisioner.store.models import Host, HostRequest, Job
 from tests.integration.harness import REPO, World, base_env, running_app
 
 MiB = 1 << 20
@@ -105,7 +105,7 @@ def running_job(w: World, name: str = "node1") -> int:
     host = w.enroll(name, commission=False)
     with session_scope() as s:
         job = Job(kind="provision", host_id=host["id"], status="running", started_at=utcnow(),
-                  lease_until=utcnow() + timedelta(hours=1))
+                  claim_until=utcnow() + timedelta(hours=1))
         s.add(job)
         s.commit()
         return job.id or 0
@@ -427,7 +427,7 @@ def test_flag_blocks_requests_until_reverified(sqlite_world: World, fs_image: Pa
 
 def test_failed_job_with_image_corrupt_flags_the_image(sqlite_world: World, fs_image: Path) -> None:
     from provisioner.imaging.canary import record_canary_outcome
-    from provisioner.settle import settle
+    from provisioner.services.settle import settle
 
     w = sqlite_world
     iid = publish(w, "corr", fs_image, "raw").json()["id"]
@@ -543,10 +543,10 @@ def live_server(sqlite_world: World) -> Iterator[str]:
     """The same service (same database and store) on a real port, for the writer module."""
     import uvicorn
 
-    from provisioner.api.app import create_app
+    from provisioner.cli.service import build_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(get_settings(), embedded_worker=False), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(build_app(get_settings(), embedded_worker=False), host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -601,8 +601,8 @@ def test_writer_module_installs_from_the_service(sqlite_world: World, live_serve
 
 
 def test_canary_then_promote(world: World, fs_image: Path) -> None:
-    from provisioner import settle as settle_mod
     from provisioner.imaging.canary import record_canary_outcome
+    from provisioner.services import settle as settle_mod
 
     iid = publish(world, "can", fs_image, "raw").json()["id"]
     r = world.post("imager", f"/v1/images/{iid}/canary", {"pool": "default"})
@@ -644,8 +644,8 @@ def test_canary_then_promote(world: World, fs_image: Path) -> None:
 
 
 def test_failed_canary_blocks_promotion(sqlite_world: World, fs_image: Path) -> None:
-    from provisioner import settle as settle_mod
     from provisioner.imaging.canary import record_canary_outcome
+    from provisioner.services import settle as settle_mod
 
     w = sqlite_world
     iid = publish(w, "cfail", fs_image, "raw").json()["id"]

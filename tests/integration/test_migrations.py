@@ -16,8 +16,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from provisioner.migrate import BASELINE, current, head, upgrade
-from provisioner.models import Tenant
+from provisioner.store.migrate import BASELINE, current, head, upgrade
+from provisioner.store.models import Tenant
 from tests.integration.procs import BIN
 
 
@@ -31,7 +31,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, SQLModel.metadata)
-    assert diff == [], f"models and migrations differ (python -m provisioner.migrate revision '...'): {diff}"
+    assert diff == [], f"models and migrations differ (python -m provisioner.store.migrate revision '...'): {diff}"
 
 
 def test_second_upgrade_is_a_no_op(engine: Engine) -> None:

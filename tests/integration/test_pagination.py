@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from provisioner.api.pagination import COUNT_CAP
-from provisioner.db import session_scope
-from provisioner.models import AuditEntry
+from provisioner.store.db import session_scope
+from provisioner.store.models import AuditEntry
 from tests.integration.harness import World
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.allocation import Candidate, Constraints, choose, matches
+from provisioner.core.allocation import Candidate, Constraints, choose, matches
 
 
 def host(i: int, cpus: int = 4, mem: int = 4096, disks: int = 2, pool: str = "default", **labels: str) -> Candidate:
@@ -48,7 +48,7 @@ def test_ties_are_deterministic() -> None:
 
 
 def test_data_disks_from_commission_win_over_all_disks() -> None:
-    from provisioner.allocation import data_disk_count
+    from provisioner.core.allocation import data_disk_count
 
     assert data_disk_count({"disks": [{"name": "/dev/vda"}, {"name": "/dev/vdb"}], "data_disks": ["/dev/vdb"]}) == 1
     assert data_disk_count({"disks": [{"name": "/dev/vda"}]}) == 1

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provisioner import guardrails
-from provisioner.compliance import evaluate, raid_state
+from provisioner.core import guardrails
+from provisioner.core.compliance import evaluate, raid_state
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 APPLIED = {"firewall": {"open_ports": [{"port": 8080, "proto": "tcp", "sources": ["192.168.121.0/24"]}]}}

@@ -1,4 +1,4 @@
-"""Table-driven tests for provisioner.guardrails: every rule, every boundary."""
+"""Table-driven tests for provisioner.core.guardrails: every rule, every boundary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from provisioner import guardrails as g
-from provisioner.guardrails import (
+from provisioner.core import guardrails as g
+from provisioner.core.guardrails import (
     Actor,
     BackupSpec,
     FirewallState,

@@ -9,16 +9,17 @@ import pytest
 import zstandard
 from cryptography.fernet import Fernet
 
-from provisioner.config import Settings
+from provisioner.api.error_table import status_for
+from provisioner.core.errors import DomainError
 from provisioner.imaging import tokens
 from provisioner.imaging.canary import outcome
 from provisioner.imaging.catalogue import check_promotion
-from provisioner.imaging.catalogue_models import Image
 from provisioner.imaging.http_range import RangeNotSatisfiable, content_range, parse_range
 from provisioner.imaging.ingest import check_zstd_frames
 from provisioner.imaging.serving import image_target_for
-from provisioner.models import Host
-from provisioner.problems import Problem
+from provisioner.store.config import Settings
+from provisioner.store.image_models import Image
+from provisioner.store.models import Host
 
 
 @pytest.mark.parametrize(
@@ -69,20 +70,20 @@ def test_token_round_trip_and_scoping(settings: Settings) -> None:
         (lambda: tokens.verify(settings, tok.replace(".", ".x"), 3, now=1030.0), 401, "image.token_invalid"),
     ]
     for call, status, code in cases:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(DomainError) as exc:
             call()
-        assert (exc.value.status, exc.value.code) == (status, code) and exc.value.hint
+        assert (status_for(exc.value), exc.value.code) == (status, code) and exc.value.hint
     # A payload re-signed by nobody: changing the image id breaks the mac.
     other = tokens.issue(settings, job_id=7, image_id=4, now=1000.0, ttl_s=60)
     spliced = other.split(".")[0] + "." + tok.split(".")[1]
-    with pytest.raises(Problem, match="signature"):
+    with pytest.raises(DomainError, match="signature"):
         tokens.verify(settings, spliced, 4, now=1030.0)
 
 
 def test_token_needs_the_same_secret(settings: Settings, tmp_path: Path) -> None:
     tok = tokens.issue(settings, job_id=1, image_id=1)
     other = Settings(data_dir=tmp_path / "other", secret_key=Fernet.generate_key().decode())
-    with pytest.raises(Problem, match="signature"):
+    with pytest.raises(DomainError, match="signature"):
         tokens.verify(other, tok, 1)
     # Without a configured secret the key file in the data dir is used (created once, shared).
     keyfile = Settings(data_dir=tmp_path / "kf")
@@ -103,7 +104,7 @@ def test_zstd_frame_walk_catches_truncation(tmp_path: Path) -> None:
         assert check_zstd_frames(path) == frames
     for blob in (one[:-1], one[:-4], one[: len(one) // 2], two[:-5], one[:3], skippable[:9], b"\x00" * 16, b""):
         path.write_bytes(blob)
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(DomainError) as exc:
             check_zstd_frames(path)
         assert exc.value.code == "image.corrupt"
 
@@ -126,9 +127,9 @@ def test_channel_moves() -> None:
            (_img("deprecated"), "stable", "image.illegal_promotion"),
            (_img("retired"), "stable", "image.illegal_promotion")]
     for img, target, code in bad:
-        with pytest.raises(Problem) as exc:
+        with pytest.raises(DomainError) as exc:
             check_promotion(img, target)
-        assert exc.value.status == 409 and exc.value.code == code and exc.value.hint
+        assert status_for(exc.value) == 409 and exc.value.code == code and exc.value.hint
 
 
 def test_canary_verdict() -> None:

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from provisioner.job_states import JobStatus, can_transition, is_terminal
+from provisioner.core.job_states import JobStatus, can_transition, is_terminal
 
 J = JobStatus
 LEGAL = {(J.queued, J.running), (J.queued, J.cancelled), (J.queued, J.failed), (J.running, J.succeeded),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from provisioner.timeutil import iso
+from provisioner.core.timeutil import iso
 from workers.leases import Lease, lease_actions
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

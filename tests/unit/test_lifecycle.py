@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from provisioner.lifecycle import (
+from provisioner.core.lifecycle import (
     ALLOWED,
     HostState,
     IllegalTransition,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.permissions import PERMISSIONS, Role, allowed, tenant_scoped
+from provisioner.core.permissions import PERMISSIONS, Role, allowed, tenant_scoped
 
 R = Role
 EXPECTED = {

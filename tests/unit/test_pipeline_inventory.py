@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.pipeline import next_phase, phases_for
+from provisioner.core.pipeline import next_phase, phases_for
 from workers.event_sink import event_row
 from workers.inventory import extravars_for, inventory_for
 

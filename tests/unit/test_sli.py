@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provisioner.sli import PhaseTiming, compute_slis, percentile, seconds_between
+from provisioner.core.sli import PhaseTiming, compute_slis, percentile, seconds_between
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -52,7 +52,7 @@ def test_percentile_edges() -> None:
 
 
 def test_slo_summary_counts_only_judged_jobs() -> None:
-    from provisioner.sli import slo_summary
+    from provisioner.core.sli import slo_summary
 
     s = slo_summary([(100.0, True), (2000.0, False), (None, None), (50.0, True), (300.0, False)])
     assert (s.jobs, s.met) == (4, 2)
@@ -61,7 +61,7 @@ def test_slo_summary_counts_only_judged_jobs() -> None:
 
 
 def test_slo_summary_of_nothing() -> None:
-    from provisioner.sli import slo_summary
+    from provisioner.core.sli import slo_summary
 
     s = slo_summary([(None, None)])
     assert (s.jobs, s.met, s.met_ratio, s.p50_s, s.p95_s) == (0, 0, None, None, None)

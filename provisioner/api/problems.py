@@ -1,0 +1,134 @@
+"""RFC 9457 problem documents: every error the API returns is one, with a stable code and a hint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from provisioner.api.error_table import status_for
+from provisioner.core.errors import DomainError
+
+log = logging.getLogger("provisioner.api")
+
+PROBLEM_TYPE_BASE = "https://provisioner.dev/problems/"
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        hint: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or code.replace("_", " ").replace(".", ": ")
+        self.hint = hint
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.hint:
+            doc["hint"] = self.hint
+        if instance:
+            doc["instance"] = instance
+        doc.update(self.extra)
+        return doc
+
+
+def problem_for(exc: DomainError) -> Problem:
+    """A service's refusal as the problem document its family maps to (`error_table.STATUS`)."""
+    return Problem(status_for(exc), exc.code, exc.detail, hint=exc.hint, **exc.extra)
+
+
+def not_found(kind: str, ident: object) -> Problem:
+    return Problem(404, f"{kind}.not_found", f"{kind} {ident} does not exist or is not visible to you",
+                   hint=f"list the {kind}s you can see with GET /v1/{kind}s")
+
+
+def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
+    headers = {}
+    rid = getattr(request.state, "request_id", None) if request is not None else None
+    body = p.body(str(request.url.path) if request is not None else None)
+    if rid:
+        body["request_id"] = rid
+        headers["X-Request-ID"] = rid
+    return JSONResponse(body, status_code=p.status, media_type="application/problem+json", headers=headers)
+
+
+def _loc(loc: tuple | list) -> str:
+    return ".".join(str(x) for x in loc if x not in ("body",)) or "body"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(problem_for(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _loc(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            p = Problem(400, "request.malformed_json", "the request body is not valid JSON",
+                        hint="send a JSON object with Content-Type: application/json", errors=errors)
+        else:
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
+            p = Problem(422, "request.invalid", f"the request is invalid: {summary}",
+                        hint="fix the listed fields; GET /docs shows the schema", errors=errors)
+        return problem_response(p, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "route.not_found", 405: "method.not_allowed", 401: "auth.required"}
+        code = codes.get(exc.status_code, f"http.{exc.status_code}")
+        hint = "see GET /docs for the API's routes" if exc.status_code in (404, 405) else None
+        return problem_response(Problem(exc.status_code, code, str(exc.detail), hint=hint), request)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Connection refused or lost, pool exhausted, SQLite busy: the client should retry, not
+        # report a bug. The transaction was rolled back unless the database vanished mid-commit.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        resp = problem_response(
+            Problem(503, "database.unavailable", "the service cannot reach its database right now",
+                    hint="retry in a few seconds; if a create failed this way, list before re-creating"),
+            request,
+        )
+        resp.headers["Retry-After"] = "5"
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            Problem(500, "internal.error", "the service hit an unexpected error; nothing was changed",
+                    hint="retry; if it persists, give the request_id to an operator"),
+            request,
+        )

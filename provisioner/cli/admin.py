@@ -1,0 +1,100 @@
+"""Bootstrap and admin objects: `admin init|migrate`, tenants, users, tokens."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from provisioner.cli.output import STATE, call, client, console, err, show
+
+admin_app = typer.Typer(help="Bootstrap the service.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants (admin).", no_args_is_help=True)
+users_app = typer.Typer(help="Users (admin).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
+
+
+@admin_app.command("init")
+def admin_init(name: str = typer.Option("admin", help="name of the first admin")) -> None:
+    """Create the first admin and print its token once (talks to the database directly)."""
+    from provisioner.services.bootstrap import AlreadyInitialised, init_admin
+    from provisioner.store.db import session_scope
+
+    with session_scope() as s:
+        try:
+            token = init_admin(s, name)
+        except AlreadyInitialised as exc:
+            err.print(f"[red]error[/red] {exc}")
+            raise typer.Exit(1) from None
+    if STATE["output"] == "json":
+        print(json.dumps({"name": name, "token": token}))
+    else:
+        console.print(f"admin [bold]{name}[/bold] created; token (shown once, store it):")
+        print(token)
+
+
+@admin_app.command("migrate")
+def admin_migrate() -> None:
+    """Bring the database schema to this version (talks to the database directly).
+
+    The service, workers and `admin init` do this on their own when they open the database; this
+    command is for upgrading ahead of a rollout, and prints the revision before and after."""
+    from provisioner.store.config import get_settings
+    from provisioner.store.db import make_engine
+    from provisioner.store.migrate import current, head, upgrade
+
+    settings = get_settings()
+    if settings.effective_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with engine.connect() as conn:
+            before = current(conn)
+        after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if STATE["output"] == "json":
+        print(json.dumps({"before": before, "after": after, "head": head()}))
+    else:
+        console.print(f"schema revision {before or '(none)'} -> [bold]{after}[/bold] (newest: {head()})")
+
+
+# --- admin objects ----------------------------------------------------------------------------------
+
+@tenants_app.command("create")
+def tenants_create(name: str, quota: list[str] = typer.Option([], help="POOL=N, repeatable")) -> None:
+    q = {}
+    for item in quota:
+        pool, _, n = item.partition("=")
+        if not n.isdigit():
+            raise typer.BadParameter(f"--quota {item!r}: expected POOL=N")
+        q[pool] = int(n)
+    show(call(client().post, "/v1/tenants", {"name": name, "quota": q}))
+
+
+@tenants_app.command("list")
+def tenants_list(limit: int = 50, offset: int = 0) -> None:
+    show(call(client().get, "/v1/tenants", limit=limit, offset=offset), ["id", "name", "quota", "created_at"])
+
+
+@users_app.command("create")
+def users_create(name: str, role: str = typer.Option(..., help="customer, imager, operator, auditor, admin"),
+                 tenant_id: int = typer.Option(None, help="required for customer and imager")) -> None:
+    show(call(client().post, "/v1/users", {"name": name, "role": role, "tenant_id": tenant_id}))
+
+
+@users_app.command("list")
+def users_list(limit: int = 50, offset: int = 0) -> None:
+    show(call(client().get, "/v1/users", limit=limit, offset=offset), ["id", "name", "role", "tenant_id", "active"])
+
+
+@tokens_app.command("create")
+def tokens_create(user_id: int, name: str = "", expires_in_days: int = typer.Option(None)) -> None:
+    """Create a token for a user; it is printed once."""
+    show(call(client().post, f"/v1/users/{user_id}/tokens", {"name": name, "expires_in_days": expires_in_days}))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str) -> None:
+    call(client().request, "DELETE", f"/v1/tokens/{token_id}")
+    console.print(f"token {token_id} revoked")

@@ -1,0 +1,64 @@
+"""`provisioner hosts`: enroll, list, commission, state, compliance checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from provisioner.cli.output import call, client, show
+
+hosts_app = typer.Typer(help="Hosts: enroll, list, commission, maintenance.", no_args_is_help=True)
+
+
+# --- hosts --------------------------------------------------------------------------------------------
+
+HOST_COLS = ["id", "name", "address", "pool", "state", "tenant_id", "request_id", "last_restore_at"]
+
+
+@hosts_app.command("enroll")
+def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
+                 key_file: Path = typer.Option(None, help="private key to store encrypted in the service"),
+                 key_path: str = typer.Option(None, help="key path on the worker machines instead"),
+                 pool: str = "default", label: list[str] = typer.Option([], help="KEY=VALUE, repeatable"),
+                 commission: bool = typer.Option(True, "--commission/--no-commission"),
+                 connection: str = typer.Option("ssh", help="ssh, or local (engine tests only; the service "
+                                                "must allow it)")) -> None:
+    """Enroll a host (operator); it is commissioned right away unless --no-commission."""
+    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    body: dict[str, Any] = {"name": name, "address": address, "port": port, "ssh_user": user, "pool": pool,
+                            "labels": labels, "commission": commission, "connection": connection}
+    if key_file:
+        body["ssh_private_key"] = key_file.read_text()
+    if key_path:
+        body["ssh_key_path"] = key_path
+    show(call(client().post, "/v1/hosts", body))
+
+
+@hosts_app.command("list")
+def hosts_list(state: str = typer.Option(None), pool: str = typer.Option(None), limit: int = 50,
+               offset: int = 0) -> None:
+    show(call(client().get, "/v1/hosts", state=state, pool=pool, limit=limit, offset=offset), HOST_COLS)
+
+
+@hosts_app.command("show")
+def hosts_show(host_id: int) -> None:
+    show(call(client().get, f"/v1/hosts/{host_id}"))
+
+
+@hosts_app.command("commission")
+def hosts_commission(host_id: int) -> None:
+    show(call(client().post, f"/v1/hosts/{host_id}/commission"))
+
+
+@hosts_app.command("state")
+def hosts_state(host_id: int, state: str = typer.Argument(..., help="maintenance, available or retired"),
+                reason: str = "") -> None:
+    show(call(client().post, f"/v1/hosts/{host_id}/state", {"state": state, "reason": reason}))
+
+
+@hosts_app.command("compliance-check")
+def hosts_compliance_check(host_id: int) -> None:
+    """Check an active host's guardrails now: restore test, RAID health, firewall."""
+    show(call(client().post, f"/v1/hosts/{host_id}/compliance-check"))

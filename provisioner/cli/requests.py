@@ -1,0 +1,84 @@
+"""`provisioner requests`: ask for hosts, watch, release, extend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from provisioner.cli.jobs import watch_job
+from provisioner.cli.output import STATE, call, client, show
+
+requests_app = typer.Typer(help="Host requests: ask for hosts, watch, release.", no_args_is_help=True)
+
+
+# --- requests -----------------------------------------------------------------------------------------
+
+@requests_app.command("create")
+def requests_create(
+    image: str,
+    ssh_key: Path = typer.Option(..., help="public key file installed for the customer user"),
+    count: int = 1, pool: str = "default", raid_level: str = typer.Option(None),
+    port: list[str] = typer.Option([], help="PORT[/PROTO][@CIDR,...] to open, repeatable"),
+    label: list[str] = typer.Option([], help="KEY=VALUE constraint, repeatable"),
+    min_cpus: int = 0, min_memory_mb: int = 0, min_disks: int = 0,
+    lease_hours: int = typer.Option(None),
+    watch: bool = typer.Option(False, "--watch", help="follow the jobs until they end"),
+) -> None:
+    ports = []
+    for p in port:
+        spec, _, cidrs = p.partition("@")
+        num, _, proto = spec.partition("/")
+        if not num.isdigit():
+            raise typer.BadParameter(f"--port {p!r}: expected PORT[/PROTO][@CIDR,...]")
+        entry: dict[str, Any] = {"port": int(num), "proto": proto or "tcp"}
+        if cidrs:
+            entry["sources"] = cidrs.split(",")
+        ports.append(entry)
+    body = {"image": image, "count": count, "pool": pool, "raid_level": raid_level, "firewall_ports": ports,
+            "ssh_public_key": ssh_key.read_text().strip(), "lease_hours": lease_hours,
+            "constraints": {"labels": dict(x.split("=", 1) for x in label if "=" in x), "min_cpus": min_cpus,
+                            "min_memory_mb": min_memory_mb, "min_disks": min_disks}}
+    req = call(client().post, "/v1/requests", body)
+    _show_and_watch(req, req["job_ids"] if watch else [])
+
+
+def _show_and_watch(req: dict[str, Any], job_ids: list[int]) -> None:
+    """Scripts get one JSON document ({request, jobs}); people get tables and live views."""
+    if STATE["output"] == "json" and job_ids:
+        jobs = [watch_job(jid, emit=False, fail=False) for jid in job_ids]
+        print(json.dumps({"request": req, "jobs": jobs}, indent=2))
+        if any(j["status"] != "succeeded" for j in jobs):
+            raise typer.Exit(1)
+        return
+    show(req)
+    failed = [j for j in (watch_job(jid, fail=False) for jid in job_ids) if j["status"] != "succeeded"]
+    if failed:
+        raise typer.Exit(1)
+
+
+@requests_app.command("list")
+def requests_list(status: str = typer.Option(None), limit: int = 50, offset: int = 0) -> None:
+    show(call(client().get, "/v1/requests", status=status, limit=limit, offset=offset),
+         ["id", "tenant_id", "image", "count", "pool", "status", "accepted_at", "ready_at", "host_ids"])
+
+
+@requests_app.command("show")
+def requests_show(request_id: int) -> None:
+    show(call(client().get, f"/v1/requests/{request_id}"))
+
+
+@requests_app.command("release")
+def requests_release(request_id: int, watch: bool = typer.Option(False, "--watch")) -> None:
+    req = call(client().post, f"/v1/requests/{request_id}/release")
+    release_jobs = [j["id"] for j in call(client().get, "/v1/jobs", request_id=request_id, kind="release",
+                                          limit=500)["items"] if j["status"] in ("queued", "running")]
+    _show_and_watch(req, release_jobs if watch else [])
+
+
+@requests_app.command("extend")
+def requests_extend(request_id: int, hours: int) -> None:
+    """Extend a request's lease (within policy)."""
+    show(call(client().post, f"/v1/requests/{request_id}/extend", {"hours": hours}))

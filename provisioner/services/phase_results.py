@@ -1,0 +1,74 @@
+"""What a phase's result means for the host: facts, the VM's address, the restore test, and the
+compliance verdict of a check. The runner hands each successful phase's result here and moves on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from provisioner.core.compliance import evaluate
+from provisioner.core.timeutil import parse_iso, utcnow
+from provisioner.services import audit
+from provisioner.services.admission import active_waivers, load_policy
+from provisioner.store.models import Host, Tenant
+
+
+def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, job_id: int | None) -> None:
+    """Record what a phase reported on the host and commit."""
+    if not result:
+        return
+    if isinstance(result.get("compliance"), dict):
+        # A check observes; it does not overwrite what the provisioning phases applied.
+        record_compliance(session, host, result["compliance"], job_id=job_id)
+        session.commit()
+        return
+    merged = dict(host.results or {})
+    merged.update(result)
+    host.results = merged
+    vm = result.get("vm")
+    if isinstance(vm, dict) and vm.get("address"):
+        host.address = vm["address"]
+        host.port = int(vm.get("port") or 22)
+        host.ssh_user = vm.get("user") or host.ssh_user
+        host.credential_path = vm.get("private_key") or host.credential_path
+    commission = result.get("commission") if isinstance(result.get("commission"), dict) else result
+    facts = commission.get("facts")
+    if isinstance(facts, dict):
+        hw = dict(facts)
+        if isinstance(commission.get("data_disks"), list):
+            hw["data_disks"] = commission["data_disks"]
+        host.hardware = hw
+    rv = result.get("restore_verify")
+    if isinstance(rv, dict):
+        host.last_restore_passed = bool(rv.get("passed"))
+        if rv.get("passed"):
+            host.last_restore_at = utcnow()
+    host.updated_at = utcnow()
+    session.add(host)
+    session.commit()
+
+
+def record_compliance(session: Session, host: Host, check: dict[str, Any], *, job_id: int | None) -> None:
+    """Judge a compliance check's observations against the policy and the host's waivers, store the
+    verdict on the host, and audit a change of verdict. The caller commits."""
+    tenant = session.get(Tenant, host.tenant_id) if host.tenant_id else None
+    scopes = [f"host:{host.id}"] + ([f"tenant:{tenant.name}"] if tenant else []) + (
+        [f"request:{host.request_id}"] if host.request_id else [])
+    verdict = evaluate(check, applied=host.results or {}, last_restore_at=host.last_restore_at,
+                       last_restore_passed=host.last_restore_passed, pool=host.pool, policy=load_policy(session),
+                       waivers=active_waivers(session, scopes), scopes=scopes, now=utcnow())
+    before = (host.compliance or {}).get("compliant")
+    host.compliance = verdict
+    if verdict.get("restore_passed") is not None:
+        host.last_restore_passed = verdict["restore_passed"]
+        if verdict["restore_passed"] and verdict.get("restore_verified_at"):
+            host.last_restore_at = parse_iso(verdict["restore_verified_at"])
+    session.add(host)
+    if before != verdict["compliant"]:
+        audit.record(session, actor_id=None, actor_name="compliance", object_type="host", object_id=host.id,
+                     action="host.compliant" if verdict["compliant"] else "host.noncompliant",
+                     tenant_id=host.tenant_id, before={"compliant": before},
+                     after={"compliant": verdict["compliant"], "codes": [v["code"] for v in verdict["violations"]],
+                            "job_id": job_id})

@@ -1,0 +1,104 @@
+"""Ending a job: final status, SLIs, and the host and request states that follow, in one transaction.
+
+Used by the worker (normal end), the reconciler (dead worker) and the API (cancel of a queued job).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from provisioner.core.lifecycle import can_transition, host_after_job
+from provisioner.core.sli import PhaseTiming, compute_slis
+from provisioner.core.timeutil import parse_iso, utcnow
+from provisioner.imaging.canary import record_canary_outcome
+from provisioner.services import audit
+from provisioner.services.host_transitions import cas_state
+from provisioner.store.models import Host, HostRequest, Job
+
+
+def slis_for(job: Job, status: str) -> dict:
+    phases = [PhaseTiming(p["name"], parse_iso(p.get("started_at")), parse_iso(p.get("ended_at")), p.get("status", ""))
+              for p in job.phases or []]
+    return compute_slis(
+        accepted_at=job.accepted_at,
+        queued_at=job.queued_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        phases=phases,
+        status=status,
+        slo_target_s=job.slo_target_s or 0.0,
+    )
+
+
+def settle(session: Session, job: Job, status: str, error: str | None = None,
+           *, error_code: str | None = None, expect_worker: str | None = None, actor: str = "worker") -> bool:
+    """Compare-and-set the job into its final status; returns False if someone else settled it first."""
+    now = utcnow()
+    started = job.started_at is not None
+    job.finished_at = now
+    sli = slis_for(job, status)
+    cond = [Job.id == job.id, Job.status.in_(["queued", "running"])]  # type: ignore[attr-defined]
+    if expect_worker is not None:
+        cond.append(Job.worker_id == expect_worker)  # type: ignore[arg-type]
+    res = session.execute(
+        update(Job).where(*cond).values(
+            status=status, finished_at=now, error=error, error_code=error_code, claim_until=None, sli=sli,
+            slo_met=sli["slo_met"], phases=job.phases, current_phase=None,
+        )
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    host = session.get(Host, job.host_id)
+    if host is not None:
+        _move_host(session, job, host, status, started, error, actor)
+    audit.record(session, actor_id=None, actor_name=actor, action=f"job.{status}", object_type="job",
+                 object_id=job.id, tenant_id=job.tenant_id, after={"error": error, "slo_met": sli["slo_met"]})
+    if job.request_id is not None:
+        _settle_request(session, job.request_id, now)
+    record_canary_outcome(session, job)  # no-op unless the job was an image canary (or a corrupt image)
+    session.commit()
+    return True
+
+
+def _move_host(session: Session, job: Job, host: Host, status: str, started: bool, error: str | None,
+               actor: str) -> None:
+    """The lifecycle says where the host goes; a move it forbids is recorded on the job, not skipped."""
+    target = host_after_job(job.kind, status, host.driver, started)
+    if target is None or host.state == target:
+        return
+    if not can_transition(host.state, target):
+        note = (f"host {host.name} stayed {host.state}: the lifecycle does not allow {host.state} -> {target} "
+                f"after a {job.kind} job {status}")
+        session.execute(update(Job).where(Job.id == job.id).values(error=f"{error}; {note}" if error else note))
+        audit.record(session, actor_id=None, actor_name=actor, action="host.illegal_transition", object_type="host",
+                     object_id=host.id, tenant_id=job.tenant_id, before={"state": host.state},
+                     after={"refused": str(target), "job_id": job.id, "job_status": status})
+        return
+    extra: dict = {}
+    if target in ("available", "retired"):
+        extra = {"tenant_id": None, "request_id": None}
+    cas_state(session, host.id or 0, host.state, target, **extra)
+    audit.record(session, actor_id=None, actor_name=actor, action="host.state", object_type="host",
+                 object_id=host.id, tenant_id=job.tenant_id, before={"state": host.state},
+                 after={"state": str(target), "job_id": job.id, "job_status": status})
+
+
+def _settle_request(session: Session, request_id: int, now) -> None:  # type: ignore[no-untyped-def]
+    req = session.get(HostRequest, request_id)
+    if req is None:
+        return
+    jobs = session.exec(select(Job).where(Job.request_id == request_id)).all()
+    if req.status == "provisioning":
+        prov = [j for j in jobs if j.kind == "provision"]
+        if all(j.status in ("succeeded", "failed", "cancelled") for j in prov):
+            req.status = "ready" if all(j.status == "succeeded" for j in prov) else "failed"
+            if req.status == "ready":
+                req.ready_at = now
+    elif req.status == "releasing":
+        rel = [j for j in jobs if j.kind == "release"]
+        if rel and all(j.status in ("succeeded", "failed", "cancelled") for j in rel):
+            req.status = "released" if all(j.status == "succeeded" for j in rel) else "release_failed"
+            req.released_at = now
+    session.add(req)

@@ -1,0 +1,98 @@
+"""Service settings, read from PROVISIONER_* environment variables (pydantic-settings).
+
+With nothing set, the service runs embedded: SQLite in the data directory and an in-process
+Dramatiq broker with worker threads. A PostgreSQL URL and a Redis URL give the distributed shape.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".local/share/provisioner")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="redis://...; default in-process broker")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    worker_threads: int = 4
+    api_workers: int = 1
+    # Per-request access lines cost ~10% of a small request; the audit log records every mutation.
+    access_log: bool = False
+    # API processes remember token lookups this long; a revocation reaches other processes within it.
+    auth_cache_seconds: float = 5.0
+    playbook_dir: Path = REPO_ROOT / "playbooks"
+    # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
+    secret_key: str | None = None
+    max_body_bytes: int = 1_048_576
+    claim_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    reconcile_seconds: float = 10.0
+    requeue_after_seconds: float = 60.0
+    max_attempts: int = 2
+    slo_provision_seconds: float = 30 * 60
+    slo_reclaim_seconds: float = 15 * 60
+    slo_commission_seconds: float = 10 * 60
+    event_stdout_max: int = 4000
+    # Per-phase timeout overrides in seconds, e.g. {"backup": 3600} (JSON in the environment).
+    phase_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Only for tests and the engine's local demos: hosts with connection=local run on this machine.
+    allow_local_connection: bool = False
+    run_reconciler: bool = True
+    # How often every active host gets a compliance check (restore test, RAID, firewall); 0 = never.
+    compliance_interval_seconds: float = 86_400
+    # A lease's owner is warned this long before the lease expires and its hosts are released.
+    lease_warning_minutes: float = 60
+    lab_cmd: Path = REPO_ROOT / "vagrant" / "lab"
+    # Requests for this pool get VMs created on demand by the vagrant driver (CI users).
+    vagrant_pool: str = "vagrant"
+    vagrant_max_vms: int = 2
+    # JSON {host, port, user, private_key, base_path} of the SFTP store for restic backups.
+    backup_store: Path | None = None
+    # Disk images: the store (sparse raw / .raw.zst files), the largest image accepted (upload bytes
+    # and raw size), and the base URL hosts use to fetch images (default http://{host}:{port}).
+    image_store: Path | None = Field(default=None, description="default: data_dir / 'images'")
+    image_max_bytes: int = 8 << 30
+    public_url: str | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Users paste libpq URLs; SQLAlchemy needs the driver named.
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{self.data_dir / 'provisioner.store.db'}"
+
+    @property
+    def effective_image_store(self) -> Path:
+        return self.image_store or self.data_dir / "images"
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def slo_seconds(self, kind: str) -> float:
+        return {
+            "provision": self.slo_provision_seconds,
+            "release": self.slo_reclaim_seconds,
+            "commission": self.slo_commission_seconds,
+        }.get(kind, self.slo_provision_seconds)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,82 @@
+"""A worker's claim on a job: a compare-and-set (queued -> running) with an expiry that a
+heartbeat thread renews. A worker that dies stops renewing; the reconciler then settles or
+retries the job. The heartbeat also carries cancel requests to the running phase."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import select as sa_select
+from sqlalchemy import update
+from sqlmodel import Session
+
+from provisioner.core.timeutil import utcnow
+from provisioner.store.config import Settings
+from provisioner.store.db import get_engine
+from provisioner.store.models import Job
+
+log = logging.getLogger("provisioner.claim")
+
+
+def claim(session: Session, job_id: int, worker_id: str, claim_s: float) -> bool:
+    now = utcnow()
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
+        .values(status="running", worker_id=worker_id, attempts=Job.attempts + 1,
+                claim_until=now + timedelta(seconds=claim_s))
+    )
+    session.commit()
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+class Heartbeat:
+    """Renews the claim and watches for cancel requests; notices when the claim was lost."""
+
+    def __init__(self, settings: Settings, job_id: int, worker_id: str) -> None:
+        self.settings = settings
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        engine = get_engine(self.settings)
+        last_renew = 0.0
+        while not self._stop.wait(0.5):
+            try:
+                with engine.begin() as conn:
+                    if time.monotonic() - last_renew >= self.settings.heartbeat_seconds:
+                        res = conn.execute(
+                            update(Job)
+                            .where(Job.id == self.job_id, Job.status == "running",
+                                   Job.worker_id == self.worker_id)  # type: ignore[arg-type]
+                            .values(claim_until=utcnow() + timedelta(seconds=self.settings.claim_seconds))
+                        )
+                        last_renew = time.monotonic()
+                        if res.rowcount != 1:
+                            self.lost.set()
+                            return
+                    row = conn.execute(
+                        sa_select(Job.cancel_requested).where(Job.id == self.job_id)  # type: ignore[call-overload]
+                    ).first()
+                    if row and row[0]:
+                        self.cancel.set()
+            except Exception:  # a DB blip must not kill the heartbeat; the claim has slack
+                log.exception("heartbeat for job %s failed", self.job_id)
+
+    def should_stop(self) -> bool:
+        return self.cancel.is_set() or self.lost.is_set()

@@ -1,0 +1,210 @@
+"""Runs one job: claim it, run its phases through ansible-runner (or a driver), store their
+events, hand each phase's result to the services, and settle the job.
+
+The database decides: a claim is a compare-and-set with an expiry a heartbeat renews
+(`workers.claim`); a redelivered message for a claimed or finished job does nothing. What a phase
+needs comes from `services.phase_inputs`, what its result means is `services.phase_results`, and
+how a job ends is `services.settle`: this module only runs things and keeps time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session
+
+from provisioner.core.pipeline import Phase, phases_for
+from provisioner.core.timeutil import iso, utcnow
+from provisioner.imaging.catalogue import ImageUnavailable
+from provisioner.services import phase_inputs
+from provisioner.services.phase_results import apply_phase_result
+from provisioner.services.settle import settle
+from provisioner.store.config import Settings, get_settings
+from provisioner.store.db import get_engine
+from provisioner.store.models import Host, HostRequest, Job
+from workers.ansible_bridge import PhaseOutcome, run_playbook
+from workers.claim import Heartbeat, claim
+from workers.event_sink import EventSink, event_row
+from workers.inventory import extravars_for, inventory_for
+
+log = logging.getLogger("provisioner.runner")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    status: str
+    error: str | None = None
+    error_code: str | None = None
+
+
+def _phase_record(phases: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    for p in phases:
+        if p["name"] == name:
+            return p
+    rec = {"name": name, "status": "pending", "started_at": None, "ended_at": None, "duration_s": None,
+           "attempts": 0}
+    phases.append(rec)
+    return rec
+
+
+def _save_progress(session: Session, job: Job, worker_id: str) -> None:
+    session.execute(
+        update(Job).where(Job.id == job.id, Job.worker_id == worker_id)  # type: ignore[arg-type]
+        .values(phases=list(job.phases), current_phase=job.current_phase, started_at=job.started_at)
+        # Keep the in-memory job as the worker's own view (the ORM would swap in a copy of the list).
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None = None) -> str:
+    """Entry point of the actor. Returns what happened (for logs and tests)."""
+    settings = settings or get_settings()
+    worker_id = worker_id or f"{WORKER_ID}:{threading.get_ident()}"
+    engine = get_engine(settings)
+    with Session(engine, expire_on_commit=False) as session:
+        if not claim(session, job_id, worker_id, settings.claim_seconds):
+            job = session.get(Job, job_id)
+            if job is not None and job.status == "queued" and job.cancel_requested:
+                settle(session, job, "cancelled", "cancelled before it started", actor=worker_id)
+                return "cancelled"
+            return "skipped"
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.refresh(job)
+        if job.started_at is None:
+            job.started_at = utcnow()
+        hb = Heartbeat(settings, job_id, worker_id).start()
+        try:
+            end = _run_phases(session, engine, settings, job, hb, worker_id)
+        except Exception as exc:
+            log.exception("job %s crashed", job_id)
+            end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
+        finally:
+            hb.stop()
+        if hb.lost.is_set():
+            return "lost"
+        session.refresh(job, attribute_names=["status"])
+        settle(session, job, end.status, end.error, error_code=end.error_code, expect_worker=worker_id,
+               actor=worker_id)
+        return end.status
+
+
+def _failure(phase: Phase, outcome: PhaseOutcome, settings: Settings) -> JobEnd:
+    code = outcome.error_codes[-1] if outcome.error_codes else None
+    if outcome.driver_error:
+        return JobEnd("failed", f"phase {phase.name} failed: {outcome.driver_error}", code or "driver_failed")
+    if outcome.status == "timeout":
+        limit = settings.phase_timeouts.get(phase.name, phase.timeout_s)
+        return JobEnd("failed", f"phase {phase.name} timed out after {limit:.0f}s", "phase_timeout")
+    why = "; ".join(outcome.failures[-3:] or outcome.tail) or f"ansible exited with rc={outcome.rc} ({outcome.status})"
+    if outcome.unreachable:
+        return JobEnd("failed", f"phase {phase.name}: host unreachable over SSH: {why}", "host_unreachable")
+    return JobEnd("failed", f"phase {phase.name} failed: {why}", code or "phase_failed")
+
+
+def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb: Heartbeat,
+                worker_id: str) -> JobEnd:
+    host = session.get(Host, job.host_id)
+    if host is None:
+        return JobEnd("failed", f"host {job.host_id} no longer exists", "host_missing")
+    req = session.get(HostRequest, job.request_id) if job.request_id else None
+    params = dict(req.params or {}) if req else dict(job.params or {})
+    phases = list(job.phases or [])
+    job.phases = phases
+    phase_inputs.ensure_backup_secret(session, settings, job, host)
+    key = phase_inputs.ssh_key(settings, host)
+    for phase in phases_for(job.kind, host.driver):
+        rec = _phase_record(phases, phase.name)
+        if rec["status"] == "succeeded":
+            continue  # a retried job resumes after the phases it finished
+        phase_params = params
+        if phase.name == "image":
+            try:
+                phase_params = phase_inputs.image_params(session, settings, job, host, req, params)
+            except ImageUnavailable as exc:
+                return JobEnd("failed", f"phase image: {exc}", exc.code)
+        outcome = _run_phase(session, engine, settings, job, host, phase, rec, phase_params, key, hb, worker_id)
+        if hb.lost.is_set():
+            return JobEnd("failed", "claim lost", "claim_lost")
+        if hb.cancel.is_set():
+            return JobEnd("cancelled", f"cancelled during phase {phase.name}")
+        if not outcome.ok:
+            return _failure(phase, outcome, settings)
+        session.refresh(host)
+        apply_phase_result(session, host, outcome.result, job_id=job.id)
+    return JobEnd("succeeded")
+
+
+def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host: Host, phase: Phase,
+               rec: dict[str, Any], params: dict[str, Any], key: str | None, hb: Heartbeat,
+               worker_id: str) -> PhaseOutcome:
+    if phase.name in settings.phase_timeouts:
+        phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
+    max_tries = settings.max_attempts if phase.idempotent else 1
+    outcome = PhaseOutcome(status="failed", rc=None)
+    first_start = utcnow()
+    t0 = time.monotonic()
+    for _ in range(max_tries):
+        # A phase's time covers all its attempts in this run: retries are part of the install time.
+        rec.update(status="running", started_at=iso(first_start), ended_at=None, duration_s=None,
+                   attempts=rec.get("attempts", 0) + 1)
+        job.current_phase = phase.name
+        _save_progress(session, job, worker_id)
+        sink = EventSink(engine, job.id or 0, job.event_count)
+        host_d = host.model_dump()
+        job_d = {"id": job.id, "kind": job.kind}
+        try:
+            if phase.action:
+                outcome = _run_driver(settings, phase, host, hb, sink)
+            else:
+                outcome = run_playbook(
+                    playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
+                    inventory=inventory_for(host_d, host.credential_path),
+                    extravars=extravars_for(job_d, host_d, params,
+                                            phase_inputs.backup_config(settings, job, host)),
+                    ssh_key=key,
+                    timeout_s=phase.timeout_s,
+                    should_cancel=hb.should_stop,
+                    on_event=lambda ev, sink=sink: sink.add(event_row(  # type: ignore[misc]
+                        ev, job_id=job.id or 0, seq=0, phase=phase.name, stdout_max=settings.event_stdout_max)),
+                )
+        finally:
+            sink.close()
+            job.event_count = sink.seq
+        rec.update(status="succeeded" if outcome.ok else ("cancelled" if hb.should_stop() else "failed"),
+                   ended_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3))
+        _save_progress(session, job, worker_id)
+        if outcome.ok or hb.should_stop() or outcome.status == "timeout" or outcome.unreachable:
+            break
+    return outcome
+
+
+def _run_driver(settings: Settings, phase: Phase, host: Host, hb: Heartbeat, sink: EventSink) -> PhaseOutcome:
+    from workers.vagrant_driver import run_lab
+
+    verb = {"vm_create": "vm-up", "vm_destroy": "vm-destroy"}[phase.action or ""]
+    started = time.monotonic()
+
+    def on_line(line: str) -> None:
+        sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "driver_output", "host": host.name,
+                  "task": f"lab {verb}", "status": None, "duration_s": round(time.monotonic() - started, 3),
+                  "stdout": line[: settings.event_stdout_max], "created_at": utcnow()})
+
+    res = run_lab(settings.lab_cmd, [verb, host.name], timeout_s=phase.timeout_s, should_cancel=hb.should_stop,
+                  on_line=on_line)
+    if not res.ok:
+        out = PhaseOutcome(status="timeout" if res.timed_out else "failed", rc=1)
+        out.driver_error = res.error
+        return out
+    return PhaseOutcome(status="successful", rc=0, result={"vm": res.record})
