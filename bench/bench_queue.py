@@ -33,7 +33,7 @@ def bare_ansible(tmp: Path) -> float:
     inv = tmp / "inv.json"
     inv.write_text(json.dumps({"all": {"hosts": {"target": {"ansible_connection": "local",
                                                             "ansible_python_interpreter": sys.executable}}}}))
-    ev = json.dumps({"prov_job_id": 0, "prov_host_name": "n", "prov_host_labels": {}})
+    ev = json.dumps({"provisioner_job_id": 0, "provisioner_host_name": "n", "prov_host_labels": {}})
     exe = str(Path(sys.executable).parent / "ansible-playbook")
     t0 = time.perf_counter()
     for ph in PHASES:

@@ -39,19 +39,19 @@ def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dic
                   backup: dict[str, Any] | None) -> dict[str, Any]:
     hw = host.get("hardware") or {}
     ev: dict[str, Any] = {
-        "prov_job_id": job["id"],
+        "provisioner_job_id": job["id"],
         "prov_job_kind": job["kind"],
-        "prov_host_name": host["name"],
+        "provisioner_host_name": host["name"],
         "prov_host_labels": host.get("labels") or {},
-        "prov_data_disks": _data_disks(hw),
-        "prov_raid_level": request_params.get("raid_level") or "1",
-        "prov_firewall_ports": request_params.get("firewall_ports") or [],
-        "prov_customer_user": request_params.get("customer_user", "customer"),
-        "prov_customer_ssh_pubkey": request_params.get("ssh_public_key", ""),
-        "prov_image": request_params.get("image_spec"),
+        "provisioner_data_disks": _data_disks(hw),
+        "provisioner_raid_level": request_params.get("raid_level") or "1",
+        "provisioner_firewall_ports": request_params.get("firewall_ports") or [],
+        "provisioner_customer_user": request_params.get("customer_user", "customer"),
+        "provisioner_customer_ssh_pubkey": request_params.get("ssh_public_key", ""),
+        "provisioner_image": request_params.get("image_spec"),
     }
     if request_params.get("mgmt_cidrs"):
-        ev["prov_mgmt_cidrs"] = request_params["mgmt_cidrs"]
+        ev["provisioner_mgmt_cidrs"] = request_params["mgmt_cidrs"]
     if backup is not None:
-        ev["prov_backup"] = backup
+        ev["provisioner_backup"] = backup
     return ev

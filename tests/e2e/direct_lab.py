@@ -76,21 +76,21 @@ class PlaybookHost:
         password = secrets.token_urlsafe(24)
         sftp_key = Path(backup["private_key"]).read_text()
         self.extravars = {
-            "prov_job_id": f"{job_prefix}-{uuid.uuid4().hex[:8]}",
-            "prov_host_name": name,
-            "prov_data_disks": DATA_DISKS,
-            "prov_raid_level": "1",
-            "prov_raid_device": "/dev/md0",
-            "prov_firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["10.0.0.0/8"]},
+            "provisioner_job_id": f"{job_prefix}-{uuid.uuid4().hex[:8]}",
+            "provisioner_host_name": name,
+            "provisioner_data_disks": DATA_DISKS,
+            "provisioner_raid_level": "1",
+            "provisioner_raid_device": "/dev/md0",
+            "provisioner_firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["10.0.0.0/8"]},
                                     {"port": 443, "proto": "tcp", "sources": []}],
-            "prov_backup": {
+            "provisioner_backup": {
                 "repository": f"sftp:{backup['user']}@{backup['host']}:{self.repo_dir}",
                 "port": backup["port"], "password": password, "sftp_private_key": sftp_key,
                 "host_key": " ".join(backup.get("known_hosts_line", "").split()[1:]),
                 "paths": ["/etc", "/srv/data"], "schedule": "daily", "retention_days": 7,
             },
-            "prov_customer_user": "customer",
-            "prov_customer_ssh_pubkey": (workdir / "customer_key.pub").read_text().strip(),
+            "provisioner_customer_user": "customer",
+            "provisioner_customer_ssh_pubkey": (workdir / "customer_key.pub").read_text().strip(),
         }
         self.varsfile = workdir / "extravars.json"
         fd = os.open(self.varsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -124,8 +124,9 @@ def test_healthy(host: Host):
     assert result["backup"]["matches_prov_backup"] is True and result["backup"]["timer_enabled"] is True
     assert result["backup"]["source"] == "prov_backup"
 
-    # without prov_backup the host's own backup setup (provisioner-restic) is used; with a data subset read
-    result = host.compliance("healthy-host-creds", {"prov_backup": None, "prov_compliance_read_data_subset": "5%"})
+    # without provisioner_backup the host's own backup setup (provisioner-restic) is used; with a data subset read
+    result = host.compliance("healthy-host-creds",
+                             {"provisioner_backup": None, "prov_compliance_read_data_subset": "5%"})
     assert result["backup"]["source"] == "host" and result["backup"]["matches_prov_backup"] is None
     assert result["restore"]["passed"] is True and result["repository"]["ok"] is True
     assert result["repository"]["read_data_subset"] == "5%" and result["all_healthy"] is True

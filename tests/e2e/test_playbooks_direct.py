@@ -76,7 +76,7 @@ def lab(tmp_path_factory) -> Lab:
 
 def test_commission(lab: Lab):
     # discovery (no data disks given) must find exactly the non-root disks
-    first = lab.play("commission", 1, extra={"prov_data_disks": []})
+    first = lab.play("commission", 1, extra={"provisioner_data_disks": []})
     second = lab.play("commission", 2)
     assert second["changed"] == 0
     facts = first["result"]["commission"]["facts"]
@@ -112,7 +112,7 @@ def test_raid(lab: Lab):
 
 def test_raid_level_needs_more_disks(lab: Lab):
     cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(lab.inventory), str(PLAYBOOKS / "raid.yml"),
-           "-e", f"@{lab.varsfile}", "-e", '{"prov_raid_level": "6"}']
+           "-e", f"@{lab.varsfile}", "-e", '{"provisioner_raid_level": "6"}']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"))
     assert proc.returncode != 0
@@ -156,7 +156,7 @@ def test_backup(lab: Lab):
     bk = second["result"]["backup"]
     assert bk["snapshot_id"] and bk["snapshot_id"] != first["result"]["backup"]["snapshot_id"]
     assert bk["timer"] == "provisioner-backup.timer" and "/etc" in bk["paths"]
-    assert bk["repository"] == lab.extravars["prov_backup"]["repository"]
+    assert bk["repository"] == lab.extravars["provisioner_backup"]["repository"]
     assert lab.ssh("sudo systemctl is-enabled provisioner-backup.timer").stdout.strip() == "enabled"
     modes = lab.ssh("sudo stat -c '%a %U %n' /etc/provisioner/backup/id_backup /etc/provisioner/backup/password")
     assert all(line.startswith("600 root") for line in modes.stdout.splitlines()), modes.stdout

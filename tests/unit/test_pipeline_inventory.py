@@ -35,10 +35,10 @@ def test_extravars_from_request() -> None:
                        {"name": "h1", "hardware": {"disks": [{"name": "/dev/vdb"}, {"name": "/dev/vdc"}]}},
                        {"raid_level": "1", "ssh_public_key": "ssh-ed25519 AAA", "firewall_ports": [{"port": 80}]},
                        {"repository": "sftp:x@y:/b/h1", "password": "pw"})
-    assert ev["prov_data_disks"] == ["/dev/vdb", "/dev/vdc"]
-    assert ev["prov_customer_ssh_pubkey"] == "ssh-ed25519 AAA"
-    assert ev["prov_backup"]["repository"] == "sftp:x@y:/b/h1"
-    assert ev["prov_image"] is None
+    assert ev["provisioner_data_disks"] == ["/dev/vdb", "/dev/vdc"]
+    assert ev["provisioner_customer_ssh_pubkey"] == "ssh-ed25519 AAA"
+    assert ev["provisioner_backup"]["repository"] == "sftp:x@y:/b/h1"
+    assert ev["provisioner_image"] is None
 
 
 @pytest.mark.parametrize("name,res,ignore,status", [

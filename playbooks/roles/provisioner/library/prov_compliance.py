@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: prov_compliance
 short_description: Report RAID health, firewall drift, restore test and repository check (read-only)
 description:
-  - Never repairs anything and never fails because of drift: every finding goes into the result.
+  - Never repairs anything and never fails because of drift - every finding goes into the result.
     It fails only on invalid arguments (e.g. backup_repository without password/key).
   - RAID - I(raid_device), or the array found over I(data_disks) (or over the data disks found like
     prov_probe does when I(data_disks) is empty); state clean | resync N% | degraded | inactive | missing.
@@ -18,6 +18,161 @@ description:
     provisioner-restic wrapper is used. Restore test as in prov_restore_verify (marker files -> backup ->
     restore into scratch -> sha256) and C(restic check) (optionally --read-data-subset).
   - Writes the report to I(result_path).
+options:
+  raid_device:
+    description: Expected md device.
+    type: str
+    default: /dev/md0
+  raid_level:
+    description: Expected RAID level; empty = any.
+    type: str
+    default: ""
+  data_disks:
+    description: Data disks; empty = found like prov_probe does.
+    type: list
+    elements: str
+    default: []
+  ssh_port:
+    description: The host's sshd port.
+    type: int
+    default: 22
+  nft_state:
+    description: State file the firewall phase saved (signature, file hash).
+    type: str
+    default: /var/lib/provisioner/nftables.state.json
+  nft_conf:
+    description: The nftables configuration file.
+    type: str
+    default: /etc/nftables.conf
+  backup_repository:
+    description: restic repository (sftp:user@host:/path) to test with the credentials below; empty = use
+      the host's provisioner-restic wrapper.
+    type: str
+    default: ""
+  backup_port:
+    description: SFTP port of the repository.
+    type: int
+    default: 22
+  backup_user:
+    description: SFTP user when the repository URL has none.
+    type: str
+    default: ""
+  backup_password:
+    description: Repository password (secret).
+    type: str
+    default: ""
+  backup_sftp_private_key:
+    description: SFTP private key, OpenSSH/PEM text (secret).
+    type: str
+    default: ""
+  backup_host_key:
+    description: Repository host key(s) to pin (string or list); empty = trust on first use.
+    type: raw
+    default: ""
+  host:
+    description: restic --host; empty = the machine's hostname.
+    type: str
+    default: ""
+  job_id:
+    description: Job id (scratch directory name, report).
+    type: str
+    default: manual
+  restore:
+    description: "Run the restore test; false = report C(restore: {})."
+    type: bool
+    default: true
+  restore_files:
+    description: Number of marker files for the restore test.
+    type: int
+    default: 3
+  restore_size_kib:
+    description: Size of each marker file in KiB.
+    type: int
+    default: 256
+  marker_dir:
+    description: Directory for the marker files.
+    type: str
+    default: /srv/data/.provisioner-restore-test
+  check_repository:
+    description: Run C(restic check).
+    type: bool
+    default: true
+  read_data_subset:
+    description: restic check --read-data-subset value (e.g. "5%"); empty = structure only.
+    type: str
+    default: ""
+  lock_wait_seconds:
+    description: How long to wait for a repository lock held by a running backup.
+    type: int
+    default: 120
+  check_timeout_seconds:
+    description: Timeout of each restic check.
+    type: int
+    default: 300
+  restic:
+    description: The host's restic wrapper.
+    type: str
+    default: /usr/local/sbin/provisioner-restic
+  result_path:
+    description: JSON file the report is written to.
+    type: str
+    default: /var/lib/provisioner/compliance.json
+"""
+
+EXAMPLES = r"""
+- name: Check RAID, firewall, restore and repository
+  prov_compliance:
+    raid_device: /dev/md0
+    raid_level: "1"
+    ssh_port: 22
+    read_data_subset: "5%"
+  register: prov_comp
+"""
+
+RETURN = r"""
+compliance:
+  description: The report - raid, firewall, backup, backup_configured, restore, repository, data_disks,
+    data_disk_count, checked_at, seconds, all_healthy (and result_file_error when the report file
+    could not be written).
+  returned: success
+  type: dict
+  contains:
+    raid:
+      description: RAID state (device, state, level, healthy, members, missing_disks, ...).
+      returned: always
+      type: dict
+    firewall:
+      description: Firewall state (default_policy_input, drifted, reasons, open_ports, mgmt_cidrs, ...).
+      returned: always
+      type: dict
+    backup:
+      description: Backup setup (installed, timer_enabled, repository, source, last backup, ...).
+      returned: always
+      type: dict
+    backup_configured:
+      description: Wrapper, credentials and enabled timer present.
+      returned: always
+      type: bool
+    restore:
+      description: Restore test result; {} when I(restore=false).
+      returned: always
+      type: dict
+    repository:
+      description: restic check result (ok, error, skipped).
+      returned: always
+      type: dict
+    all_healthy:
+      description: No drift anywhere.
+      returned: always
+      type: bool
+    checked_at:
+      description: UTC timestamp (ISO 8601).
+      returned: always
+      type: str
+    seconds:
+      description: Duration of the check.
+      returned: always
+      type: float
 """
 
 import datetime
@@ -194,7 +349,7 @@ def firewall_report(module, ssh_port, state_path, conf_path):
 # ---------------------------------------------------------------- backup / restore
 
 class Restic:
-    """restic bound to the repository: either the prov_backup credentials (temporary, under /run) or the
+    """restic bound to the repository: either the provisioner_backup credentials (temporary, under /run) or the
     host's provisioner-restic wrapper."""
 
     def __init__(self, module, p):
@@ -206,9 +361,9 @@ class Restic:
             self.mode = "prov_backup"
             m = re.match(r"^sftp:(?:([^@/]+)@)?(\[[^\]]+\]|[^:/\[\]]+):(.+)$", repo)
             if not m:
-                module.fail_json(msg='prov_backup.repository must look like "sftp:user@host:/path"')
+                module.fail_json(msg='provisioner_backup.repository must look like "sftp:user@host:/path"')
             if not p["backup_password"] or not p["backup_sftp_private_key"]:
-                module.fail_json(msg="prov_backup needs password and sftp_private_key")
+                module.fail_json(msg="provisioner_backup needs password and sftp_private_key")
             host = m.group(2).strip("[]")
             user = m.group(1) or p["backup_user"] or "root"
             port = p["backup_port"]
@@ -246,7 +401,7 @@ class Restic:
             self.env = {}
             self.repository = (read(os.path.join(BACKUP_DIR, "repository"), "") or "").strip() or None
             self.problem = None if os.access(p["restic"], os.X_OK) else (
-                "backups are not configured on this host (%s missing) and no prov_backup was given" % p["restic"])
+                "backups are not configured on this host (%s missing) and no provisioner_backup was given" % p["restic"])
             if self.problem is None and not shutil.which("restic"):
                 self.problem = "restic is not installed on the host"
 

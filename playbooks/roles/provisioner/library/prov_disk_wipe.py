@@ -13,12 +13,102 @@ description:
   - Optional blkdiscard of the whole disk (only if it supports discard and something was found).
   - Removes the stopped arrays' ARRAY lines from mdadm.conf.
   - changed is false when the disks were already blank.
+  - Refuses disks that hold system mounts (/, /boot, /usr, /var, swap) and, unless I(unmount),
+    disks with mounted filesystems.
+  - Supports check mode - the disks are inspected read-only and the result lists the actions a
+    real run would take; nothing is unmounted, stopped, wiped, zeroed, discarded or written.
 options:
-  disks: {type: list, elements: str, required: true}
-  unmount: {type: bool, default: false, description: unmount/swapoff filesystems on the disks (else fail) and drop their fstab lines}
-  zero_mib: {type: int, default: 1}
-  discard: {type: bool, default: false}
-  mdadm_conf: {type: str, default: /etc/mdadm/mdadm.conf}
+  disks:
+    description: Whole-disk device paths to wipe (/dev/disk/by-* links are resolved).
+    type: list
+    elements: str
+    required: true
+  unmount:
+    description: Unmount/swapoff filesystems on the disks (else fail), remove device-mapper maps on them
+      and comment out their fstab lines.
+    type: bool
+    default: false
+  zero_mib:
+    description: MiB at the start and at the end of every disk that must read as zeros afterwards.
+    type: int
+    default: 1
+  discard:
+    description: blkdiscard the whole disk when it supports discard and was not already blank.
+    type: bool
+    default: false
+  mdadm_conf:
+    description: mdadm.conf from which the stopped arrays' ARRAY lines are removed.
+    type: str
+    default: /etc/mdadm/mdadm.conf
+notes:
+  - Supports check mode.
+"""
+
+EXAMPLES = r"""
+- name: Wipe the data disks
+  prov_disk_wipe:
+    disks: [/dev/vdb, /dev/vdc]
+    zero_mib: 1
+
+- name: Release - unmount what the customer mounted, discard, zero the first/last 16 MiB
+  prov_disk_wipe:
+    disks: "{{ provisioner_probe.data_disks }}"
+    unmount: true
+    zero_mib: 16
+    discard: true
+
+- name: Show what would be wiped (changes nothing)
+  prov_disk_wipe:
+    disks: [/dev/vdb]
+  check_mode: true
+"""
+
+RETURN = r"""
+disks:
+  description: One entry per disk with the actions taken (in check mode, the actions a real run would take).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: /dev/vdb, size_bytes: 1073741824, actions: ["wipefs /dev/vdb (ext4)", "zeroed first 1 MiB"],
+            was_blank: false}]
+stopped_arrays:
+  description: md arrays stopped (or that would be stopped) because they use the disks.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{device: /dev/md0, level: raid1, members: [/dev/vdb, /dev/vdc]}]
+unmounted:
+  description: Filesystems/swap unmounted (or that would be unmounted); only with I(unmount=true).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{device: /dev/vdb1, mountpoint: /srv/data}]
+fstab_disabled:
+  description: Number of fstab lines commented out (or that would be).
+  returned: success
+  type: int
+  sample: 0
+dm_removed:
+  description: Device-mapper devices removed (or that would be removed).
+  returned: success
+  type: list
+  elements: str
+  sample: []
+mdadm_conf_changed:
+  description: Whether mdadm.conf was (or would be) rewritten.
+  returned: success
+  type: bool
+  sample: false
+check_mode:
+  description: True when the module ran in check mode and changed nothing.
+  returned: in check mode
+  type: bool
+  sample: true
+msg:
+  description: Human-readable note (check mode, or no data disks given).
+  returned: in check mode or when I(disks) is empty
+  type: str
+  sample: "check mode: nothing was changed; actions list what a real run would do"
 """
 
 import os
@@ -64,8 +154,10 @@ def zero_region(fd, offset, length):
     os.fsync(fd)
 
 
-def drop_fstab(sources):
-    """Comment out fstab lines whose source is one of `sources`; return removed lines."""
+def drop_fstab(sources, check_mode=False):
+    """Comment out fstab lines whose source is one of `sources`; return removed lines.
+
+    In check mode the lines are only reported, /etc/fstab is not written."""
     try:
         with open("/etc/fstab") as fh:
             lines = fh.read().splitlines()
@@ -79,7 +171,7 @@ def drop_fstab(sources):
             removed.append(line)
         else:
             out.append(line)
-    if removed:
+    if removed and not check_mode:
         write_atomic("/etc/fstab", "\n".join(out) + "\n", 0o644)
     return removed
 
@@ -91,8 +183,12 @@ def main():
         zero_mib=dict(type="int", default=1),
         discard=dict(type="bool", default=False),
         mdadm_conf=dict(type="str", default="/etc/mdadm/mdadm.conf"),
-    ))
+    ), supports_check_mode=True)
     p = module.params
+    # Check mode: the same inspection (lsblk, mountinfo, sysfs, mdadm --detail/--examine, wipefs
+    # listing, reading the head/tail regions read-only), but nothing that changes the host runs.
+    # The result has the normal shape; its actions are the ones a real run would take.
+    check = module.check_mode
     disks = [resolve_disk_path(d) for d in p["disks"]]
     if not disks:
         module.exit_json(changed=False, disks=[], msg="no data disks")
@@ -120,7 +216,9 @@ def main():
         module.fail_json(msg="data disks are in use (mounted): %s; release (unmount=true) or unmount first"
                          % ", ".join("%s on %s" % (dev, mp) for mp, dev in mounted))
     for mp, dev in sorted(mounted, key=lambda x: -len(x[0])):
-        if mp == "[SWAP]":
+        if check:
+            pass  # reported as unmounted below; nothing is unmounted in check mode
+        elif mp == "[SWAP]":
             run(module, ["swapoff", dev])
         else:
             rc, _, err = run(module, ["umount", mp], check=False)
@@ -135,7 +233,7 @@ def main():
             for key, pre in (("uuid", "UUID="), ("partuuid", "PARTUUID="), ("label", "LABEL=")):
                 if n.get(key):
                     sources.add(pre + n[key])
-        removed_fstab = drop_fstab(sources)
+        removed_fstab = drop_fstab(sources, check_mode=check)
         changed = changed or bool(removed_fstab)
 
     # 2. device-mapper maps (LVM/crypt) on the disks, deepest first (release only)
@@ -144,7 +242,9 @@ def main():
     if dm_nodes and not p["unmount"]:
         module.fail_json(msg="device-mapper devices on data disks: %s" % ", ".join(n["name"] for n in dm_nodes))
     for n in sorted(dm_nodes, key=lambda n: -len(n["name"])):
-        rc, _, err = run(module, ["dmsetup", "remove", "--retry", n["name"]], check=False)
+        rc, err = 0, ""
+        if not check:
+            rc, _, err = run(module, ["dmsetup", "remove", "--retry", n["name"]], check=False)
         if rc != 0 and os.path.exists(n["name"]):
             module.fail_json(msg="cannot remove device-mapper device %s: %s" % (n["name"], err.strip()))
         dm_removed.append(n["name"])
@@ -167,15 +267,18 @@ def main():
             info = mdadm_export(module, ["--detail", dev])
             if info.get("MD_UUID"):
                 uuids.add(info["MD_UUID"])
-            rc, _, err = run(module, ["mdadm", "--stop", dev], check=False)
-            if rc != 0:
-                module.fail_json(msg="cannot stop %s: %s" % (dev, err.strip()))
+            if not check:
+                rc, _, err = run(module, ["mdadm", "--stop", dev], check=False)
+                if rc != 0:
+                    module.fail_json(msg="cannot stop %s: %s" % (dev, err.strip()))
             stopped.append({"device": dev, "level": arr["level"], "members": arr["members"]})
             for m in ours:
                 actions[m].append("stopped %s" % dev)
             changed = True
         if not found:
             break
+        if check:
+            break  # nothing was stopped, so nothing can re-assemble: one pass reports every array
         run(module, ["udevadm", "settle", "--timeout=30"], check=False)
         # zero member superblocks right away so udev cannot assemble them again
         for arr in stopped:
@@ -198,12 +301,15 @@ def main():
             exam = mdadm_export(module, ["--examine", dev])
             if exam.get("MD_UUID"):
                 uuids.add(exam["MD_UUID"])
-                run(module, ["mdadm", "--zero-superblock", "--force", dev])
+                if not check:
+                    run(module, ["mdadm", "--zero-superblock", "--force", dev])
                 actions[d].append("zeroed md superblock on %s" % dev)
-            _, out, _ = run(module, ["wipefs", "--noheadings", "-o", "TYPE", dev], check=False)
+            # listing only (no -a): read-only, also in check mode. --output (-O), not -o (= --offset)
+            _, out, _ = run(module, ["wipefs", "--noheadings", "--output", "TYPE", dev], check=False)
             sigs = [s.strip() for s in out.splitlines() if s.strip()]
             if sigs:
-                run(module, ["wipefs", "-a", "-f", dev])
+                if not check:
+                    run(module, ["wipefs", "-a", "-f", dev])
                 actions[d].append("wipefs %s (%s)" % (dev, ",".join(sorted(set(sigs)))))
         if parts:
             actions[d].append("removed %d partition(s)" % len(parts))
@@ -213,14 +319,18 @@ def main():
     for d in disks:
         size = table[d]["size_bytes"]
         length = min(zero, size // 2)
-        fd = os.open(d, os.O_RDWR | os.O_EXCL)
+        # check mode reads only; no O_EXCL either (arrays that a real run would stop still hold the disk)
+        fd = os.open(d, os.O_RDONLY if check else os.O_RDWR | os.O_EXCL)
         try:
             dirty = bool(actions[d])
             head = region_is_zero(fd, 0, length)
             tail = region_is_zero(fd, size - length, length)
             if p["discard"] and (dirty or not (head and tail)):
                 kname = os.path.basename(d)
-                if int(read("/sys/block/%s/queue/discard_max_bytes" % kname, "0") or 0) > 0:
+                can_discard = int(read("/sys/block/%s/queue/discard_max_bytes" % kname, "0") or 0) > 0
+                if can_discard and check:
+                    actions[d].append("blkdiscard")
+                elif can_discard:
                     os.close(fd)
                     fd = -1
                     rc, _, _ = run(module, ["blkdiscard", "-f", d], check=False)
@@ -230,18 +340,21 @@ def main():
                     head = region_is_zero(fd, 0, length)
                     tail = region_is_zero(fd, size - length, length)
             if not head:
-                zero_region(fd, 0, length)
+                if not check:
+                    zero_region(fd, 0, length)
                 actions[d].append("zeroed first %d MiB" % (length // MIB))
             if not tail:
-                zero_region(fd, size - length, length)
+                if not check:
+                    zero_region(fd, size - length, length)
                 actions[d].append("zeroed last %d MiB" % (length // MIB))
         finally:
             if fd >= 0:
                 os.close(fd)
         if actions[d]:
             changed = True
-            run(module, ["blockdev", "--rereadpt", d], check=False)
-    if changed:
+            if not check:
+                run(module, ["blockdev", "--rereadpt", d], check=False)
+    if changed and not check:
         run(module, ["udevadm", "settle", "--timeout=30"], check=False)
 
     # 6. forget the arrays in mdadm.conf
@@ -250,15 +363,19 @@ def main():
         old, new = mdadm_conf_update(p["mdadm_conf"], remove_uuids=uuids,
                                      remove_devices=[s["device"] for s in stopped])
         if old is not None and old != new:
-            write_atomic(p["mdadm_conf"], new, 0o644)
+            if not check:
+                write_atomic(p["mdadm_conf"], new, 0o644)
             conf_changed = changed = True
 
-    module.exit_json(
+    result = dict(
         changed=changed,
         disks=[{"name": d, "size_bytes": table[d]["size_bytes"], "actions": actions[d],
                 "was_blank": not actions[d]} for d in disks],
         stopped_arrays=stopped, unmounted=unmounted, fstab_disabled=len(removed_fstab),
         dm_removed=dm_removed, mdadm_conf_changed=conf_changed)
+    if check:
+        result.update(check_mode=True, msg="check mode: nothing was changed; actions list what a real run would do")
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,58 @@ module: prov_files
 short_description: Ensure a list of files/directories with exact content, mode and owner
 description:
   - One round trip for many files (cheap under emulation). Content is no_log.
+  - Supports check mode (reports the paths that would change).
 options:
   files:
+    description: The files and directories to ensure, in order.
     type: list
     elements: dict
     required: true
-    description: items {path, content, mode ("0644"), owner (root), group (root), state (file|directory|absent)}
+    suboptions:
+      path:
+        description: Absolute path.
+        type: str
+        required: true
+      content:
+        description: Exact file content (state=file). Never logged.
+        type: str
+        default: ""
+      mode:
+        description: Octal mode as a string, e.g. "0600"; unset keeps the default for new files.
+        type: str
+      owner:
+        description: Owner user name.
+        type: str
+        default: root
+      group:
+        description: Owner group name.
+        type: str
+        default: root
+      state:
+        description: file (exact content), directory, or absent (removed, recursively for directories).
+        type: str
+        default: file
+        choices: [file, directory, absent]
+notes:
+  - Supports check mode.
+"""
+
+EXAMPLES = r"""
+- name: Backup credentials
+  prov_files:
+    files:
+      - {path: /etc/provisioner/backup, state: directory, mode: "0700"}
+      - {path: /etc/provisioner/backup/password, mode: "0600", content: "secret"}
+      - {path: /etc/sudoers.d/provisioner-customer-alice, state: absent}
+"""
+
+RETURN = r"""
+changed_paths:
+  description: Paths that were (or in check mode would be) created, changed or removed.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/provisioner/backup/password]
 """
 
 import grp

@@ -12,13 +12,111 @@ description:
     superblocks or another layout make the module fail (run the wipe phase first).
   - Waits up to I(wait_seconds) for the initial resync/recovery; state is reported either way.
 options:
-  device: {type: str, default: /dev/md0}
-  level: {type: str, default: "1", choices-ish: [0, 1, 4, 5, 6, 10]}
-  disks: {type: list, elements: str, required: true}
-  wait_seconds: {type: int, default: 300}
-  assume_clean: {type: bool, default: false}
-  name: {type: str, default: null, description: array name (mdadm --name)}
-  mdadm_conf: {type: str, default: /etc/mdadm/mdadm.conf}
+  device:
+    description: md device to create or verify (/dev/mdN).
+    type: str
+    default: /dev/md0
+  level:
+    description: RAID level - 0, 1, 4, 5, 6 or 10 (minimum disks 2, 2, 3, 3, 4, 4).
+    type: str
+    default: "1"
+  disks:
+    description: Whole-disk member device paths.
+    type: list
+    elements: str
+    required: true
+  wait_seconds:
+    description: Upper bound for waiting on the initial resync/recovery.
+    type: int
+    default: 300
+  assume_clean:
+    description: Create with --assume-clean (skips the initial resync; only for blank disks).
+    type: bool
+    default: false
+  name:
+    description: Array name (mdadm --name).
+    type: str
+  mdadm_conf:
+    description: mdadm.conf in which the array's ARRAY line is persisted.
+    type: str
+    default: /etc/mdadm/mdadm.conf
+"""
+
+EXAMPLES = r"""
+- name: RAID1 over two data disks
+  prov_md_raid:
+    device: /dev/md0
+    level: "1"
+    disks: [/dev/vdb, /dev/vdc]
+    wait_seconds: 300
+"""
+
+RETURN = r"""
+action:
+  description: What was done - present (already there), assembled or created.
+  returned: success
+  type: str
+  sample: created
+device:
+  description: The md device.
+  returned: success
+  type: str
+  sample: /dev/md0
+level:
+  description: Requested level.
+  returned: success
+  type: str
+  sample: "1"
+md_level:
+  description: Level as the kernel reports it.
+  returned: success
+  type: str
+  sample: raid1
+members:
+  description: Member disks.
+  returned: success
+  type: list
+  elements: str
+  sample: [/dev/vdb, /dev/vdc]
+state:
+  description: clean, resync N%, degraded or inactive.
+  returned: success
+  type: str
+  sample: clean
+members_up:
+  description: The [UU] member flags from /proc/mdstat.
+  returned: success
+  type: str
+  sample: UU
+degraded:
+  description: Number of missing members (sysfs md/degraded).
+  returned: success
+  type: int
+  sample: 0
+sync_action:
+  description: sysfs md/sync_action.
+  returned: success
+  type: str
+  sample: idle
+sync_completed:
+  description: sysfs md/sync_completed.
+  returned: success
+  type: str
+  sample: none
+uuid:
+  description: The array UUID (MD_UUID).
+  returned: success
+  type: str
+  sample: "4f8e1c2a:9b3d6e71:0a5c2f48:71d3e9b6"
+mdstat:
+  description: The array's /proc/mdstat stanza.
+  returned: success
+  type: str
+mdadm_conf_changed:
+  description: Whether mdadm.conf was rewritten.
+  returned: success
+  type: bool
+  sample: false
 """
 
 import re

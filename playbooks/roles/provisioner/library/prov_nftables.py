@@ -12,11 +12,130 @@ description:
   - The management CIDRs default to the /24 (IPv6 /64) of I(controller) (the controller's
     address as seen by the host, SSH_CLIENT). With I(keep_controller) the controller address is
     always allowed (never lock out the provisioning service).
-  - Writes I(path) after `nft -c` validation, enables nftables.service and applies with `nft -f`
+  - Writes I(path) after C(nft -c) validation, enables nftables.service and applies with C(nft -f)
     only when the file or the live ruleset differs from the last applied state. Before applying it arms
     a transient systemd timer (prov-nft-rollback.timer) that restores the previous ruleset after
     I(rollback_seconds) unless the caller stops it (proving a new SSH connection works).
-  - Verifies by reading back `nft -j list ruleset` (policy drop, SSH rule, every requested port).
+  - Verifies by reading back C(nft -j list ruleset) (policy drop, SSH rule, every requested port).
+options:
+  mgmt_cidrs:
+    description: CIDRs allowed to reach SSH; empty = the /24 (IPv6 /64) of I(controller).
+    type: list
+    elements: str
+    default: []
+  controller:
+    description: The controller's address as the host sees it (the SSH_CLIENT value; its first field is used).
+    type: str
+    default: ""
+  keep_controller:
+    description: Always allow SSH from the controller's own address.
+    type: bool
+    default: true
+  ssh_port:
+    description: The host's sshd port.
+    type: int
+    default: 22
+  ports:
+    description: Ports to open, as C({port, proto (tcp|udp), sources (list of CIDRs; empty = any)}).
+    type: list
+    elements: dict
+    default: []
+  profile:
+    description: Label written into the file header (customer or pool).
+    type: str
+    default: customer
+  job_id:
+    description: Provisioning job id, written into the file header.
+    type: str
+    default: ""
+  path:
+    description: nftables configuration file to write.
+    type: str
+    default: /etc/nftables.conf
+  rollback_seconds:
+    description: Arm the rollback timer for this many seconds before applying; 0 = no rollback timer.
+    type: int
+    default: 120
+  enable_service:
+    description: Enable nftables.service so that the policy survives a reboot.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Default-deny policy, SSH from the management network, HTTPS from anywhere
+  prov_nftables:
+    mgmt_cidrs: [10.0.0.0/24]
+    controller: "{{ provisioner_ssh_client.stdout | trim }}"
+    ports:
+      - {port: 443, proto: tcp, sources: []}
+    rollback_seconds: 120
+  register: provisioner_nft
+"""
+
+RETURN = r"""
+applied:
+  description: Whether the ruleset was applied (file or live ruleset differed).
+  returned: success
+  type: bool
+  sample: true
+file_changed:
+  description: Whether I(path) was rewritten.
+  returned: success
+  type: bool
+  sample: true
+policy:
+  description: Live policy of chain input in table inet filter.
+  returned: success
+  type: str
+  sample: drop
+open_ports:
+  description: Ports the live ruleset opens, with their sources.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{port: 22, proto: tcp, sources: [10.0.0.0/24]}]
+mgmt_cidrs:
+  description: Management CIDRs in effect.
+  returned: success
+  type: list
+  elements: str
+  sample: [10.0.0.0/24]
+ssh_port:
+  description: The SSH port allowed from the management CIDRs.
+  returned: success
+  type: int
+  sample: 22
+controller:
+  description: Controller address (null when unknown).
+  returned: success
+  type: str
+  sample: 10.0.0.5
+controller_added:
+  description: Whether the controller address was added because the management CIDRs did not cover it.
+  returned: success
+  type: bool
+  sample: false
+rollback_armed:
+  description: Whether the rollback timer is armed (the caller must stop it after a fresh SSH connection).
+  returned: always
+  type: bool
+  sample: true
+rollback_unit:
+  description: Name of the rollback timer unit.
+  returned: success
+  type: str
+  sample: prov-nft-rollback.timer
+profile:
+  description: The I(profile) given.
+  returned: success
+  type: str
+  sample: customer
+path:
+  description: The configuration file.
+  returned: success
+  type: str
+  sample: /etc/nftables.conf
 """
 
 import hashlib

@@ -7,11 +7,62 @@ module: prov_probe
 short_description: Inventory a host (CPU, memory, disks, NICs, OS) and resolve the data disks
 description:
   - Read-only. Uses lsblk, ip -j and /proc; returns in a single module run (cheap under emulation).
-  - Data disks are the given device paths (validated: whole disks, no system mount) or,
+  - Data disks are the given device paths (validated - whole disks, no system mount) or,
     when none are given, every whole disk that holds no system mount (/, /boot, /usr, /var, swap).
+  - Supports check mode (it changes nothing anyway).
 options:
-  data_disks: {type: list, elements: str, default: []}
-  min_data_disks: {type: int, default: 0, description: fail when fewer data disks resolve}
+  data_disks:
+    description: Data disk device paths to validate; empty = find them.
+    type: list
+    elements: str
+    default: []
+  min_data_disks:
+    description: Fail when fewer data disks resolve.
+    type: int
+    default: 0
+notes:
+  - Supports check mode.
+"""
+
+EXAMPLES = r"""
+- name: Probe the host and resolve the data disks
+  prov_probe:
+    data_disks: []
+    min_data_disks: 2
+  register: provisioner_probe
+"""
+
+RETURN = r"""
+facts:
+  description: Host inventory - hostname, cpus, memory_mb, root_disk, system_disks, disks, nics, os.
+  returned: success
+  type: dict
+  sample: {hostname: node1, cpus: 2, memory_mb: 2048, root_disk: /dev/vda, system_disks: [/dev/vda],
+           disks: [{name: /dev/vdb, size_bytes: 1073741824, serial: null, rotational: false, model: null}],
+           nics: [], os: {name: Debian GNU/Linux, version: "12.5", id: debian, version_id: "12",
+                          codename: bookworm, kernel: 6.1.0-18-amd64, arch: x86_64}}
+data_disks:
+  description: The resolved data disks.
+  returned: success
+  type: list
+  elements: str
+  sample: [/dev/vdb, /dev/vdc]
+data_disks_discovered:
+  description: True when the data disks were found rather than given.
+  returned: success
+  type: bool
+  sample: true
+data_disk_mounts:
+  description: Mount points under each data disk.
+  returned: success
+  type: dict
+  sample: {/dev/vdb: [], /dev/vdc: []}
+md_arrays:
+  description: md arrays known to the kernel (sysfs).
+  returned: success
+  type: list
+  elements: dict
+  sample: []
 """
 
 import json

@@ -10,6 +10,116 @@ description:
     backs them up with the provisioner restic wrapper (tag provisioner-restore-test), restores that snapshot
     into I(scratch_dir), compares sha256 checksums and records the outcome in I(result_path).
   - Fails when anything does not match. Older restore-test snapshots of this host are forgotten (keep last 2).
+options:
+  job_id:
+    description: Provisioning job id (recorded in the result and used in the default scratch directory name).
+    type: str
+    default: manual
+  marker_dir:
+    description: Directory for the marker files (inside the backed-up paths).
+    type: str
+    default: /srv/data/.provisioner-restore-test
+  scratch_dir:
+    description: Restore target; empty = /var/tmp/prov-restore-<job_id>.
+    type: str
+    default: ""
+  files:
+    description: Number of marker files.
+    type: int
+    default: 3
+  size_kib:
+    description: Size of each marker file in KiB.
+    type: int
+    default: 256
+  result_path:
+    description: JSON file the outcome is written to.
+    type: str
+    default: /var/lib/provisioner/restore-test.json
+  restic:
+    description: The restic wrapper bound to the repository (installed by the backup phase).
+    type: str
+    default: /usr/local/sbin/provisioner-restic
+  host:
+    description: restic --host; empty = the machine's hostname.
+    type: str
+    default: ""
+  keep_scratch:
+    description: Keep the restored files for inspection.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Backup, restore and compare marker files
+  prov_restore_verify:
+    job_id: "{{ provisioner_job_id }}"
+    files: 3
+    size_kib: 256
+"""
+
+RETURN = r"""
+passed:
+  description: Whether every restored file matched.
+  returned: always
+  type: bool
+  sample: true
+snapshot_id:
+  description: The restic snapshot that was restored.
+  returned: always
+  type: str
+  sample: 4f8e1c2a
+files:
+  description: Number of marker files.
+  returned: always
+  type: int
+  sample: 3
+bytes:
+  description: Total marker bytes.
+  returned: always
+  type: int
+  sample: 786432
+checksum:
+  description: Combined sha256 of the marker set.
+  returned: always
+  type: str
+seconds:
+  description: Duration of the test.
+  returned: always
+  type: float
+  sample: 4.2
+verified_at:
+  description: UTC timestamp (ISO 8601).
+  returned: always
+  type: str
+  sample: "2026-01-01T00:00:00+00:00"
+job_id:
+  description: The I(job_id) given.
+  returned: always
+  type: str
+marker_dir:
+  description: Normalised I(marker_dir).
+  returned: always
+  type: str
+scratch_dir:
+  description: Restore target used.
+  returned: always
+  type: str
+unexpected_files:
+  description: Restored files that were not expected.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+details:
+  description: Per-file comparison.
+  returned: always
+  type: list
+  elements: dict
+forget_ok:
+  description: Whether forgetting older restore-test snapshots succeeded.
+  returned: always
+  type: bool
+  sample: true
 """
 
 import datetime
@@ -38,7 +148,7 @@ def main():
     ))
     p = module.params
     if not os.access(p["restic"], os.X_OK):
-        module.fail_json(msg="%s missing: run the backup phase (or pass prov_backup) first" % p["restic"])
+        module.fail_json(msg="%s missing: run the backup phase (or pass provisioner_backup) first" % p["restic"])
     job = safe_job(p["job_id"])
     scratch = p["scratch_dir"] or "/var/tmp/prov-restore-%s" % job
     marker = os.path.normpath(p["marker_dir"])
