@@ -33,7 +33,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-BMAP_VERSION = 1
+# The bmap rules live in the pure core, shared with the image writer module, which ships that very
+# file to the target hosts (playbooks/module_utils/prov_bmap.py); re-exported here (``X as X``).
+from provisioner.core.bmap_rules import BMAP_VERSION as BMAP_VERSION
+from provisioner.core.bmap_rules import fmt_range as fmt_range
+from provisioner.core.bmap_rules import holes_of as holes_of
+from provisioner.core.bmap_rules import is_hex_digest as is_hex_digest
+from provisioner.core.bmap_rules import validate_bmap as validate_bmap
+
 BLOCK_SIZE = 4096
 MiB = 1 << 20
 CHUNK_SIZE = 4 * MiB
@@ -340,48 +347,3 @@ def bmap_from_file(
 def data_bytes(bmap: dict[str, Any]) -> int:
     """Bytes covered by the data ranges of a bmap."""
     return sum(r["end"] - r["start"] for r in bmap["ranges"])
-
-
-def validate_bmap(bmap: Any) -> list[str]:
-    """Problems with a bmap dict (empty list when it is well formed)."""
-    if not isinstance(bmap, dict):
-        return ["bmap is not an object"]
-    problems: list[str] = []
-    if bmap.get("version") != BMAP_VERSION:
-        problems.append(f"unsupported bmap version {bmap.get('version')!r}")
-    size = bmap.get("image_size")
-    if not isinstance(size, int) or size < 0:
-        problems.append("image_size must be a non-negative integer")
-        size = None
-    if not _is_hex_digest(bmap.get("sha256")):
-        problems.append("sha256 must be a 64-char hex digest")
-    ranges = bmap.get("ranges")
-    if not isinstance(ranges, list):
-        return problems + ["ranges must be a list"]
-    prev_end = 0
-    for i, r in enumerate(ranges):
-        if not isinstance(r, dict):
-            problems.append(f"range {i} is not an object")
-            continue
-        start, end = r.get("start"), r.get("end")
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end):
-            problems.append(f"range {i} needs integers 0 <= start < end")
-            continue
-        if start < prev_end:
-            problems.append(f"range {i} [{start}, {end}) overlaps or is out of order")
-        if size is not None and end > size:
-            problems.append(f"range {i} [{start}, {end}) ends past image_size {size}")
-        if not _is_hex_digest(r.get("sha256")):
-            problems.append(f"range {i} sha256 must be a 64-char hex digest")
-        prev_end = max(prev_end, end)
-    return problems
-
-
-def _is_hex_digest(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) != 64:
-        return False
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return True

@@ -564,6 +564,10 @@ def test_through_ansible_adhoc(tmp_path: Path, server: ImageServer, images: dict
             "local",
             "-M",
             str(MODULE.parent),
+            # What makes Ansible look in playbooks/module_utils/ (the module's pieces), as it does
+            # for every playbook in playbooks/: plugin dirs adjacent to the playbook.
+            "--playbook-dir",
+            str(MODULE.parent.parent),
             "-m",
             "provisioner_image_write",
             "-a",
@@ -584,11 +588,43 @@ def test_through_ansible_adhoc(tmp_path: Path, server: ImageServer, images: dict
     assert target.read_bytes() == image.content
 
 
+@pytest.mark.skipif(shutil.which("ansible", path=str(Path(sys.executable).parent)) is None, reason="no ansible")
+def test_image_playbook_through_ansible_runner(tmp_path: Path, server: ImageServer, images: dict[str, Image]) -> None:
+    """playbooks/image.yml the way workers run it (ansible-runner, ANSIBLE_LIBRARY=playbooks/library):
+    Ansible must find the module's pieces in playbooks/module_utils/ (prov_bmap is a symlink) and ship them."""
+    from workers.ansible_bridge import run_playbook
+
+    image = images["sparse"]
+    target, _ = junk_target(tmp_path, len(image.content))
+    args = base_args(server, image, target)
+    spec = {k: args[k] for k in ("url", "token", "bmap", "sha256", "target")} | {"verify_os_release": False}
+    outcome = run_playbook(
+        playbook=MODULE.parent.parent / "image.yml",
+        inventory={"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        extravars={
+            "prov_hosts": "localhost",
+            "provisioner_allow_local": True,  # the guard refuses local connections otherwise
+            "ansible_python_interpreter": sys.executable,
+            "provisioner_image": spec,
+        },
+        ssh_key=None,
+        timeout_s=240,
+        should_cancel=lambda: False,
+        on_event=lambda ev: None,
+        work_root=tmp_path,
+    )
+    assert outcome.ok, (outcome.failures, outcome.tail)
+    assert outcome.result["image"]["mode"] == "ranges"
+    assert target.read_bytes() == image.content
+
+
 # --------------------------------------------------------------------------------------------------
-# pure helpers of the module (it is standalone, so it carries its own copies)
+# pure helpers of the module's pieces (module_utils; the bmap rules are shared with the service)
 
 
 def _load_module() -> Any:
+    """Loads the module file; run outside AnsiballZ, it adds playbooks/module_utils to the
+    ansible.module_utils package path (as Ansible's loader finds them), so its pieces import."""
     spec = importlib.util.spec_from_file_location("provisioner_image_write", MODULE)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -597,6 +633,7 @@ def _load_module() -> Any:
 
 
 writer = _load_module()
+from ansible.module_utils import prov_bmap, prov_image_http, prov_image_target  # type: ignore  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -610,7 +647,7 @@ writer = _load_module()
     ],
 )
 def test_parse_content_range(value: str | None, expected: tuple[int, int, int | None] | None) -> None:
-    assert writer.parse_content_range(value) == expected
+    assert prov_image_http.parse_content_range(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -624,7 +661,7 @@ def test_parse_content_range(value: str | None, expected: tuple[int, int, int | 
     ],
 )
 def test_holes_of(ranges: list[tuple[int, int]], size: int, skip: int, holes: list[tuple[int, int]]) -> None:
-    assert writer.holes_of(ranges, size, skip_below=skip) == holes
+    assert prov_bmap.holes_of(ranges, size, skip_below=skip) == holes
 
 
 @pytest.mark.parametrize(
@@ -638,13 +675,18 @@ def test_holes_of(ranges: list[tuple[int, int]], size: int, skip: int, holes: li
     ],
 )
 def test_choose_zero_method(kind: str, wz: int, dzd: int, method: str) -> None:
-    assert writer.choose_zero_method(kind, wz, dzd) == method
+    assert prov_image_target.choose_zero_method(kind, wz, dzd) == method
 
 
-def test_module_bmap_validation_matches_library(images: dict[str, Image]) -> None:
+def test_module_bmap_rules_are_the_services(images: dict[str, Image]) -> None:
+    """One source: the writer's prov_bmap is a relative symlink to provisioner/core/bmap_rules.py."""
+    from provisioner.core import bmap_rules
     from provisioner.imaging.bmap import validate_bmap
 
+    link = REPO / "playbooks" / "module_utils" / "prov_bmap.py"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == Path(bmap_rules.__file__).resolve() == Path(prov_bmap.__file__).resolve()
     good = images["sparse"].bmap
     bad = {**good, "ranges": list(reversed(good["ranges"]))}
-    assert writer.validate_bmap(good) == validate_bmap(good) == []
-    assert writer.validate_bmap(bad) == validate_bmap(bad) != []
+    assert prov_bmap.validate_bmap(good) == validate_bmap(good) == []
+    assert prov_bmap.validate_bmap(bad) == validate_bmap(bad) != []

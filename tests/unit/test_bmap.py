@@ -178,6 +178,7 @@ def test_bmap_json_shape() -> None:
     [
         (lambda m: m.update(version=2), "version"),
         (lambda m: m.update(image_size=-1), "image_size"),
+        (lambda m: m.update(image_size=True), "image_size"),  # JSON true is not a size (the writer's rule)
         (lambda m: m.update(sha256="xyz"), "sha256"),
         (lambda m: m.update(ranges="no"), "ranges"),
         (lambda m: m["ranges"].append({"start": 0, "end": 1, "sha256": "0" * 64}), "order"),
@@ -191,6 +192,13 @@ def test_validate_bmap_problems(mutate: Any, problem: str) -> None:
     mutate(bmap)
     problems = validate_bmap(bmap)
     assert problems and any(problem in p for p in problems), problems
+
+
+def test_validate_bmap_is_the_shared_core_rule() -> None:
+    """One source: the service's validator is provisioner.core.bmap_rules's (also shipped to the writer)."""
+    from provisioner.core import bmap_rules
+
+    assert validate_bmap is bmap_rules.validate_bmap
 
 
 def test_builder_rejects_off_grid_then_more() -> None:

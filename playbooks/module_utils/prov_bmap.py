@@ -1,0 +1,1 @@
+../../provisioner/core/bmap_rules.py
