@@ -64,10 +64,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
+
+from provisioner.core.policy import (  # noqa: F401  (the policy is part of the guardrails' interface)
+    ALL_NON_LAB_POOLS,
+    KNOWN_ROLES,
+    NAMED_SCHEDULES,
+    RAID_FAULT_TOLERANCE,
+    RAID_LEVELS,
+    Policy,
+    PolicyError,
+)
 
 # --------------------------------------------------------------------------------------------
 # Code registry: the single source of truth for rule groups and waivability.
@@ -135,17 +145,10 @@ def is_waivable(code: str) -> bool:
     return code in WAIVABLE_CODES
 
 
-# Roles as in provisioner.core.permissions.Role; duplicated as strings so this module stays dependency-free.
-KNOWN_ROLES: frozenset[str] = frozenset({"customer", "imager", "operator", "auditor", "admin"})
-RAID_LEVELS: tuple[str, ...] = ("0", "1", "5", "6", "10")
-# Member failures survived whichever members fail (RAID10 can lose two, but not two of one mirror).
-RAID_FAULT_TOLERANCE: Mapping[str, int] = MappingProxyType({"0": 0, "1": 1, "5": 1, "10": 1, "6": 2})
 RAID_MIN_MEMBERS: Mapping[str, int] = MappingProxyType({"0": 2, "1": 2, "5": 3, "6": 4, "10": 4})
 RAID_STATES: frozenset[str] = frozenset({"clean", "degraded", "missing"})
 PROTOCOLS: frozenset[str] = frozenset({"tcp", "udp"})
-NAMED_SCHEDULES: Mapping[str, int] = MappingProxyType({"hourly": 1, "daily": 24, "weekly": 168})
 DENY_POLICIES: frozenset[str] = frozenset({"drop", "reject"})
-ALL_NON_LAB_POOLS = "*"
 _POLICY_RULES = frozenset({"image", "raid", "firewall", "backup", "restore"})
 SCOPE_KINDS: tuple[str, ...] = ("request", "host", "tenant")
 
@@ -178,225 +181,14 @@ class Violation:
                 "field": self.field, "waivable": self.waivable}
 
 
-class PolicyError(ValueError):
-    """Raised for an invalid policy; `errors` lists every bad field as "field: problem"."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        self.errors = tuple(errors)
-        super().__init__("invalid policy: " + "; ".join(self.errors))
-
-
 def _set_attr(obj: object, name: str, value: Any) -> None:
     # Frozen dataclasses normalise their own inputs once, in __post_init__.
     object.__setattr__(obj, name, value)
 
 
-_POLICY_KINDS: dict[str, str] = {
-    "backup_required": "bool",
-    "restore_test_max_age_days": "int",
-    "backup_retention_days_min": "int",
-    "backup_retention_days_max": "int",
-    "backup_schedules_allowed": "str_set",
-    "backup_interval_min_hours": "int",
-    "backup_interval_max_hours": "int",
-    "raid_required_min_data_disks": "int",
-    "raid_default_min_level": "str",
-    "raid_min_level": "str_map",
-    "pools_requiring_redundancy": "str_set",
-    "firewall_default_deny_required": "bool",
-    "management_ports": "int_set",
-    "max_open_ports": "int",
-    "customer_image_channels": "str_set",
-    "imager_image_channels_on_lab_pools": "str_set",
-    "lab_image_roles": "str_set",
-    "lab_pools": "str_set",
-    "waiver_max_days": "int",
-    "waiver_min_justification_chars": "int",
-    "waiver_approver_roles": "str_set",
-    "max_lease_hours": "int",
-    "default_lease_hours": "opt_int",
-    "max_lease_extensions": "int",
-}
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The whole guardrail policy. Sets and mappings are frozen on construction.
-
-    `raid_min_level[pool]` (default `raid_default_min_level`) is enforced only in pools that require
-    redundancy. `pools_requiring_redundancy` may contain "*" = every pool not in `lab_pools`.
-    `raid_required_min_data_disks` is the fewest data disks a host in such a pool may have.
-    Backup schedules are one of `backup_schedules_allowed` or an interval ("6h", "every 2d") within
-    `backup_interval_min_hours`..`backup_interval_max_hours`. `default_lease_hours=None` means hosts
-    requested without a lease never expire.
-    """
-
-    backup_required: bool = True
-    restore_test_max_age_days: int = 7
-    backup_retention_days_min: int = 7
-    backup_retention_days_max: int = 365
-    backup_schedules_allowed: frozenset[str] = frozenset({"hourly", "daily", "weekly"})
-    backup_interval_min_hours: int = 1
-    backup_interval_max_hours: int = 168
-    raid_required_min_data_disks: int = 2
-    raid_default_min_level: str = "1"
-    raid_min_level: Mapping[str, str] = field(default_factory=dict)
-    pools_requiring_redundancy: frozenset[str] = frozenset({ALL_NON_LAB_POOLS})
-    firewall_default_deny_required: bool = True
-    # SSH, alt SSH, RDP, VNC, IPMI/RMCP, WinRM.
-    management_ports: frozenset[int] = frozenset({22, 2222, 3389, 5900, 623, 5985, 5986})
-    max_open_ports: int = 16
-    customer_image_channels: frozenset[str] = frozenset({"stable"})
-    imager_image_channels_on_lab_pools: frozenset[str] = frozenset({"stable", "candidate"})
-    lab_image_roles: frozenset[str] = frozenset({"imager"})
-    lab_pools: frozenset[str] = frozenset({"lab", "vagrant"})
-    waiver_max_days: int = 90
-    waiver_min_justification_chars: int = 20
-    waiver_approver_roles: frozenset[str] = frozenset({"operator", "admin"})
-    max_lease_hours: int = 720
-    default_lease_hours: int | None = None
-    max_lease_extensions: int = 3
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            kind = _POLICY_KINDS[f.name]
-            value = getattr(self, f.name)
-            if kind in ("str_set", "int_set") and not isinstance(value, frozenset):
-                _set_attr(self, f.name, frozenset(value))
-            elif kind == "str_map" and not isinstance(value, MappingProxyType):
-                _set_attr(self, f.name, MappingProxyType(dict(value)))
-        errors = self._semantic_errors()
-        if errors:
-            raise PolicyError(errors)
-
-    def _semantic_errors(self) -> list[str]:
-        errors: list[str] = []
-
-        def at_least(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if value < low:
-                errors.append(f"{name}: must be >= {low}, got {value}")
-
-        for name in ("restore_test_max_age_days", "backup_retention_days_min", "backup_interval_min_hours",
-                     "waiver_max_days", "max_lease_hours"):
-            at_least(name, 1)
-        for name in ("raid_required_min_data_disks", "max_open_ports", "waiver_min_justification_chars",
-                     "max_lease_extensions"):
-            at_least(name, 0)
-        if self.backup_retention_days_max < self.backup_retention_days_min:
-            errors.append(f"backup_retention_days_max: {self.backup_retention_days_max} is below "
-                          f"backup_retention_days_min {self.backup_retention_days_min}")
-        if self.backup_interval_max_hours < self.backup_interval_min_hours:
-            errors.append(f"backup_interval_max_hours: {self.backup_interval_max_hours} is below "
-                          f"backup_interval_min_hours {self.backup_interval_min_hours}")
-        unknown = sorted(self.backup_schedules_allowed - NAMED_SCHEDULES.keys())
-        if unknown:
-            errors.append(f"backup_schedules_allowed: unknown schedules {unknown}; "
-                          f"known: {sorted(NAMED_SCHEDULES)}")
-        # Only redundant levels make sense as a minimum: the minimum applies to redundant pools only.
-        redundant = [lvl for lvl in RAID_LEVELS if RAID_FAULT_TOLERANCE[lvl] > 0]
-        if self.raid_default_min_level not in redundant:
-            errors.append(f"raid_default_min_level: {self.raid_default_min_level!r} "
-                          f"is not one of {redundant}")
-        bad_levels = {pool: lvl for pool, lvl in self.raid_min_level.items() if lvl not in redundant}
-        if bad_levels:
-            errors.append(f"raid_min_level: levels {bad_levels} are not among {redundant}")
-        bad_ports = sorted(p for p in self.management_ports if not 1 <= p <= 65535)
-        if bad_ports:
-            errors.append(f"management_ports: {bad_ports} outside 1-65535")
-        for name in ("customer_image_channels", "lab_pools"):
-            if any(not s.strip() for s in getattr(self, name)):
-                errors.append(f"{name}: empty names are not allowed")
-        if not self.customer_image_channels:
-            errors.append("customer_image_channels: must name at least one channel")
-        for name in ("lab_image_roles", "waiver_approver_roles"):
-            unknown_roles = sorted(getattr(self, name) - KNOWN_ROLES)
-            if unknown_roles:
-                errors.append(f"{name}: unknown roles {unknown_roles}; known: {sorted(KNOWN_ROLES)}")
-        if not self.waiver_approver_roles:
-            errors.append("waiver_approver_roles: must name at least one role, or nobody can approve")
-        if self.default_lease_hours is not None and not 1 <= self.default_lease_hours <= self.max_lease_hours:
-            errors.append(f"default_lease_hours: {self.default_lease_hours} outside 1..max_lease_hours "
-                          f"({self.max_lease_hours})")
-        return errors
-
-    def requires_redundancy(self, pool: str) -> bool:
-        if pool in self.pools_requiring_redundancy:
-            return True
-        return ALL_NON_LAB_POOLS in self.pools_requiring_redundancy and pool not in self.lab_pools
-
-    def min_raid_level(self, pool: str) -> str:
-        return self.raid_min_level.get(pool, self.raid_default_min_level)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: sets become sorted lists so diffs and audit entries are stable."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, frozenset):
-                out[f.name] = sorted(value)
-            elif isinstance(value, Mapping):
-                out[f.name] = dict(sorted(value.items()))
-            else:
-                out[f.name] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        """Build from (possibly partial) JSON; missing fields keep their defaults.
-
-        Raises PolicyError (a ValueError) naming every bad field at once, type and range errors
-        together, so an operator editing through the API sees the whole list.
-        """
-        if not isinstance(data, Mapping):
-            raise PolicyError([f"policy: expected an object, got {type(data).__name__}"])
-        errors = [f"{key}: unknown field" for key in sorted(set(data) - _POLICY_KINDS.keys(), key=str)]
-        kwargs: dict[str, Any] = {}
-        for name, kind in _POLICY_KINDS.items():
-            if name not in data:
-                continue
-            value, problem = _coerce(kind, data[name])
-            if problem:
-                errors.append(f"{name}: {problem}")
-            else:
-                kwargs[name] = value
-        try:
-            # Construct even with type errors so range errors in the good fields are reported too.
-            policy = cls(**kwargs)
-        except PolicyError as exc:
-            raise PolicyError(errors + list(exc.errors)) from None
-        if errors:
-            raise PolicyError(errors)
-        return policy
-
-
 def _is_int(value: Any) -> bool:
     # bool is an int subclass, but `true` for a day count is a mistake, not 1.
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
-    if kind == "bool":
-        return (value, None) if isinstance(value, bool) else (None, f"expected true/false, got {value!r}")
-    if kind == "int":
-        return (value, None) if _is_int(value) else (None, f"expected an integer, got {value!r}")
-    if kind == "opt_int":
-        return (value, None) if value is None or _is_int(value) else (
-            None, f"expected an integer or null, got {value!r}")
-    if kind == "str":
-        return (value, None) if isinstance(value, str) else (None, f"expected a string, got {value!r}")
-    if kind in ("str_set", "int_set"):
-        check = (lambda v: isinstance(v, str)) if kind == "str_set" else _is_int
-        what = "strings" if kind == "str_set" else "integers"
-        if not isinstance(value, list | tuple | set | frozenset) or not all(check(v) for v in value):
-            return None, f"expected a list of {what}, got {value!r}"
-        return frozenset(value), None
-    if kind == "str_map":
-        if not isinstance(value, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            return None, f"expected an object of string to string, got {value!r}"
-        return dict(value), None
-    raise AssertionError(f"unknown policy field kind {kind}")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -559,7 +351,10 @@ def _fmt_dt(dt: datetime) -> str:
 def _is_world(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     if net.prefixlen >= _WORLD_PREFIX[net.version]:
         return False
-    return not any(net.version == p.version and net.subnet_of(p) for p in _PRIVATE_NETS)  # type: ignore[arg-type]
+    # Same-version comparisons only, spelled as isinstance so each subnet_of call is typed.
+    if isinstance(net, ipaddress.IPv4Network):
+        return not any(isinstance(p, ipaddress.IPv4Network) and net.subnet_of(p) for p in _PRIVATE_NETS)
+    return not any(isinstance(p, ipaddress.IPv6Network) and net.subnet_of(p) for p in _PRIVATE_NETS)
 
 
 def _parse_source(source: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, str]:
