@@ -26,11 +26,13 @@ if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# constraints.txt pins every package, so a release elsewhere cannot change what we test (refreshed
+# on purpose, see the file's header).
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
-  log "pip install -e .[test,bench]"
+  log "pip install -e .[test,bench] (pinned by constraints.txt)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test,bench]'
+  .venv/bin/pip install -q -c constraints.txt -e '.[test,bench]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

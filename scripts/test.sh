@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: install, start PostgreSQL/Redis, lint, unit + integration
-# tests, then the end-to-end suite on Vagrant lab VMs (brought up inside a network namespace).
+# The whole test suite, as CI runs it: install, start PostgreSQL/Redis, lint (ruff, import-linter,
+# mypy, ansible-lint), unit + integration tests, then the end-to-end suite on Vagrant lab VMs
+# (brought up inside a network namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/services.sh
 .venv/bin/ruff check .
+# The import rule (core <- store <- services <- edges and workers), types, and the playbooks.
+.venv/bin/lint-imports
+.venv/bin/mypy provisioner workers
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --profile production --offline -q playbooks/
 set +e
-.venv/bin/pytest -q -m "not e2e" "$@"
+.venv/bin/pytest -q -rs --durations=20 -m "not e2e" "$@"
 rc=$?
 set -e
 # 5 = nothing collected: not a failure of the suite by itself.

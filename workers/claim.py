@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import select as sa_select
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from provisioner.core.timeutil import utcnow
 from provisioner.store.config import Settings
@@ -23,14 +23,14 @@ log = logging.getLogger("provisioner.claim")
 
 def claim(session: Session, job_id: int, worker_id: str, claim_s: float) -> bool:
     now = utcnow()
-    res = session.execute(
+    res = session.exec(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
+        .where(col(Job.id) == job_id, col(Job.status) == "queued", col(Job.cancel_requested).is_(False))
         .values(status="running", worker_id=worker_id, attempts=Job.attempts + 1,
                 claim_until=now + timedelta(seconds=claim_s))
     )
     session.commit()
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    return res.rowcount == 1
 
 
 class Heartbeat:
@@ -62,8 +62,8 @@ class Heartbeat:
                     if time.monotonic() - last_renew >= self.settings.heartbeat_seconds:
                         res = conn.execute(
                             update(Job)
-                            .where(Job.id == self.job_id, Job.status == "running",
-                                   Job.worker_id == self.worker_id)  # type: ignore[arg-type]
+                            .where(col(Job.id) == self.job_id, col(Job.status) == "running",
+                                   col(Job.worker_id) == self.worker_id)
                             .values(claim_until=utcnow() + timedelta(seconds=self.settings.claim_seconds))
                         )
                         last_renew = time.monotonic()
@@ -71,7 +71,7 @@ class Heartbeat:
                             self.lost.set()
                             return
                     row = conn.execute(
-                        sa_select(Job.cancel_requested).where(Job.id == self.job_id)  # type: ignore[call-overload]
+                        sa_select(col(Job.cancel_requested)).where(col(Job.id) == self.job_id)
                     ).first()
                     if row and row[0]:
                         self.cancel.set()

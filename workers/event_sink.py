@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from provisioner.core.timeutil import utcnow
 from provisioner.store.models import Job, JobEvent
@@ -15,7 +16,8 @@ from provisioner.store.models import Job, JobEvent
 def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_max: int) -> dict[str, Any]:
     data = ev.get("event_data") or {}
     name = ev.get("event", "")
-    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    nested = data.get("res")
+    res: dict[str, Any] = nested if isinstance(nested, dict) else {}
     status = None
     if name == "runner_on_ok":
         status = "changed" if res.get("changed") else "ok"
@@ -86,7 +88,7 @@ class EventSink:
             return
         with self.engine.begin() as conn:
             conn.execute(insert(JobEvent), rows)
-            conn.execute(update(Job).where(Job.id == self.job_id).values(event_count=rows[-1]["seq"]))
+            conn.execute(update(Job).where(col(Job.id) == self.job_id).values(event_count=rows[-1]["seq"]))
 
     def _run(self) -> None:
         while True:

@@ -18,8 +18,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.timeutil import as_utc, iso, utcnow
 from provisioner.services import audit
@@ -77,19 +78,20 @@ def expire_leases(settings: Settings, *, now: datetime | None = None) -> dict[st
     with Session(get_engine(settings), expire_on_commit=False) as s:
         rows = s.exec(
             select(HostRequest.id, HostRequest.status, HostRequest.lease_expires_at)
-            .where(HostRequest.lease_expires_at.is_not(None),  # type: ignore[union-attr]
-                   HostRequest.lease_expires_at <= now + warn_before,  # type: ignore[operator]
-                   HostRequest.status.in_(LIVE))  # type: ignore[attr-defined]
-            .order_by(HostRequest.lease_expires_at).limit(BATCH)
+            .where(col(HostRequest.lease_expires_at).is_not(None),
+                   col(HostRequest.lease_expires_at) <= now + warn_before,
+                   col(HostRequest.status).in_(LIVE))
+            .order_by(col(HostRequest.lease_expires_at)).limit(BATCH)
         ).all()
-        leases = [Lease(rid or 0, status, exp) for rid, status, exp in rows]
+        # The query keeps only requests with a lease, so `exp` is never None.
+        leases = [Lease(rid or 0, status, cast(datetime, exp)) for rid, status, exp in rows]
         if not leases:
             return counts
         warned: set[tuple[int, str]] = set()
         for object_id, after in s.exec(
                 select(AuditEntry.object_id, AuditEntry.after).where(
                     AuditEntry.action == "lease.warning", AuditEntry.object_type == "request",
-                    AuditEntry.object_id.in_([str(lease.request_id) for lease in leases]))):  # type: ignore[union-attr]
+                    col(AuditEntry.object_id).in_([str(lease.request_id) for lease in leases]))):
             if object_id and after and after.get("lease_expires_at"):
                 warned.add((int(object_id), after["lease_expires_at"]))
         to_release, to_warn = lease_actions(leases, warned, now, warn_before)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from typing import cast
 
 from sqlalchemy import or_, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.pipeline import phases_for
 from provisioner.core.timeutil import utcnow
@@ -40,16 +41,16 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
         stale = now - timedelta(seconds=settings.requeue_after_seconds)
         queued = session.exec(
             select(Job.id).where(Job.status == "queued",
-                                 or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale))  # type: ignore[union-attr]
+                                 or_(col(Job.enqueued_at).is_(None), col(Job.enqueued_at) < stale))
             .limit(500)
         ).all()
         if queued:
-            session.execute(update(Job).where(Job.id.in_(queued)).values(enqueued_at=now))  # type: ignore[union-attr]
+            session.execute(update(Job).where(col(Job.id).in_(queued)).values(enqueued_at=now))
             session.commit()
-            doorbell.ring(list(queued), mark_with=session)
+            doorbell.ring(cast(list[int], list(queued)), mark_with=session)  # ids of stored rows are never None
             counts["requeued"] = len(queued)
         expired = session.exec(
-            select(Job).where(Job.status == "running", Job.claim_until < now).limit(100)  # type: ignore[operator]
+            select(Job).where(Job.status == "running", col(Job.claim_until) < now).limit(100)
         ).all()
         for job in expired:
             reason = (f"worker {job.worker_id} stopped renewing its lease (expired {job.claim_until}Z) "
@@ -57,13 +58,13 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
             if job.attempts < job.max_attempts and _interrupted_phase_idempotent(job) and not job.cancel_requested:
                 phases = [dict(p, status="interrupted") if p.get("status") == "running" else p
                           for p in job.phases or []]
-                res = session.execute(
-                    update(Job).where(Job.id == job.id, Job.status == "running",
-                                      Job.claim_until == job.claim_until)  # type: ignore[arg-type]
+                res = session.exec(
+                    update(Job).where(col(Job.id) == job.id, col(Job.status) == "running",
+                                      col(Job.claim_until) == job.claim_until)
                     .values(status="queued", worker_id=None, claim_until=None, phases=phases,
                             enqueued_at=now, error=f"retrying: {reason}")
                 )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
+                if res.rowcount == 1:
                     audit.record(session, actor_id=None, actor_name="reconciler", action="job.retry",
                                  object_type="job", object_id=job.id, tenant_id=job.tenant_id,
                                  after={"reason": reason})

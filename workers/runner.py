@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
@@ -59,7 +59,7 @@ def _phase_record(phases: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 def _save_progress(session: Session, job: Job, worker_id: str) -> None:
     session.execute(
-        update(Job).where(Job.id == job.id, Job.worker_id == worker_id)  # type: ignore[arg-type]
+        update(Job).where(col(Job.id) == job.id, col(Job.worker_id) == worker_id)
         .values(phases=list(job.phases), current_phase=job.current_phase, started_at=job.started_at)
         # Keep the in-memory job as the worker's own view (the ORM would swap in a copy of the list).
         .execution_options(synchronize_session=False)
@@ -168,6 +168,10 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
             if phase.action:
                 outcome = _run_driver(settings, phase, host, hb, sink)
             else:
+                def on_event(ev: dict[str, Any], sink: EventSink = sink) -> None:
+                    sink.add(event_row(ev, job_id=job.id or 0, seq=0, phase=phase.name,
+                                       stdout_max=settings.event_stdout_max))
+
                 outcome = run_playbook(
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
                     inventory=inventory_for(host_d, host.credential_path),
@@ -176,8 +180,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     ssh_key=key,
                     timeout_s=phase.timeout_s,
                     should_cancel=hb.should_stop,
-                    on_event=lambda ev, sink=sink: sink.add(event_row(  # type: ignore[misc]
-                        ev, job_id=job.id or 0, seq=0, phase=phase.name, stdout_max=settings.event_stdout_max)),
+                    on_event=on_event,
                 )
         finally:
             sink.close()

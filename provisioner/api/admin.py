@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, auth_cache, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
@@ -42,7 +42,7 @@ def create_tenant(body: TenantIn, p: Principal = Depends(require("tenants:write"
 def list_tenants(pg: PageParams = Depends(page_params), _: Principal = Depends(require("tenants:read")),
                  s: Session = Depends(get_session)) -> dict:
     q = select(Tenant)
-    items = s.exec(q.order_by(Tenant.id).offset(pg.offset).limit(pg.limit)).all()
+    items = s.exec(q.order_by(col(Tenant.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
 
 
@@ -73,7 +73,7 @@ def create_user(body: UserIn, p: Principal = Depends(require("users:write")),
 def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(require("users:read")),
                s: Session = Depends(get_session)) -> dict:
     q = select(User)
-    items = s.exec(q.order_by(User.id).offset(pg.offset).limit(pg.limit)).all()
+    items = s.exec(q.order_by(col(User.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
 
 

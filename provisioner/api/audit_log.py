@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
@@ -22,11 +22,11 @@ def list_audit(action: str | None = Query(None, max_length=64), object_type: str
                since: datetime | None = None, pg: PageParams = Depends(page_params),
                _: Principal = Depends(require("audit:read")), s: Session = Depends(get_session)) -> dict:
     q = select(AuditEntry)
-    for col, val in ((AuditEntry.action, action), (AuditEntry.object_type, object_type),
-                     (AuditEntry.object_id, object_id), (AuditEntry.actor_name, actor)):
+    for column, val in ((AuditEntry.action, action), (AuditEntry.object_type, object_type),
+                        (AuditEntry.object_id, object_id), (AuditEntry.actor_name, actor)):
         if val is not None:
-            q = q.where(col == val)
+            q = q.where(column == val)
     if since is not None:
         q = q.where(AuditEntry.at >= as_utc(since))
-    items = s.exec(q.order_by(AuditEntry.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+    items = s.exec(q.order_by(col(AuditEntry.id).desc()).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}

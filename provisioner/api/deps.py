@@ -7,11 +7,11 @@ read's cost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from provisioner.api.auth_cache import AuthCache, TokenRecord
@@ -72,7 +72,7 @@ def load_token(token_id: str) -> TokenRecord | None:
     with Session(get_read_engine()) as session:
         # One round trip: the token and its user together.
         found = session.exec(
-            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_id == token_id)
+            select(ApiToken, User).join(User, col(User.id) == ApiToken.user_id).where(ApiToken.token_id == token_id)
         ).first()
         if found is None:
             return None
@@ -112,7 +112,7 @@ async def principal_for_token(request: Request, token: str) -> Principal:
                      getattr(request.state, "request_id", None))
 
 
-def require(permission: str) -> Callable[..., Principal]:
+def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     async def _dep(principal: Principal = Depends(authenticate)) -> Principal:
         if not allowed(principal.role, permission):
             raise Problem(403, "auth.forbidden",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
@@ -91,7 +91,7 @@ def list_hosts(state: HostState | None = None, pool: str | None = Query(None, ma
         q = q.where(Host.pool == pool)
     if name:
         q = q.where(Host.name == name)
-    items = s.exec(q.order_by(Host.id).offset(pg.offset).limit(pg.limit)).all()
+    items = s.exec(q.order_by(col(Host.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": [host_out(h) for h in items], **page_meta(s, q, pg)}
 
 

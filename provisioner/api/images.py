@@ -9,17 +9,17 @@ token, not an API token (``provisioner/imaging/tokens.py``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from starlette.requests import ClientDisconnect
 
-from provisioner.api.deps import Principal, authenticate, get_session
+from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.image_schemas import (
     CanaryIn,
     CanaryOut,
@@ -52,7 +52,6 @@ from provisioner.imaging.catalogue import (
     stored_file,
     visible_to,
 )
-from provisioner.imaging.http_range import RangeNotSatisfiable, content_range, parse_range
 from provisioner.services import audit
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import session_scope
@@ -61,18 +60,12 @@ from provisioner.store.models import Job, Tenant
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
-WRITER_ROLES = frozenset({Role.imager, Role.admin})
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 LABEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$"
-SERVE_CHUNK = 1 << 20
 
 
-async def image_writer(p: Principal = Depends(authenticate)) -> Principal:
-    if p.role not in WRITER_ROLES:
-        raise Problem(403, "auth.forbidden", f"role {p.role} may not do images:write",
-                      hint="publishing and promoting images is for the imaging team (role imager) and admins",
-                      permission="images:write")
-    return p
+image_writer = require("images:write")
+image_reader = require("images:read")
 
 
 def upload_writer(p: Principal = Depends(image_writer), s: Session = Depends(get_session)) -> Principal:
@@ -235,7 +228,7 @@ def register(body: RegisterIn, p: Principal = Depends(image_writer), s: Session 
 
 @router.get("", response_model=Page[ImageOut], summary="List images (customers see stable images only)")
 def list_images(channel: str | None = Query(None, max_length=16), name: str | None = Query(None, max_length=64),
-                pg: PageParams = Depends(page_params), p: Principal = Depends(authenticate),
+                pg: PageParams = Depends(page_params), p: Principal = Depends(image_reader),
                 s: Session = Depends(get_session)) -> dict:
     if channel is not None and channel not in CHANNELS:
         raise Problem(422, "image.unknown_channel", f"unknown channel {channel!r}",
@@ -247,12 +240,12 @@ def list_images(channel: str | None = Query(None, max_length=16), name: str | No
         q = q.where(Image.channel == channel)
     if name:
         q = q.where(Image.name == name)
-    items = s.exec(q.order_by(Image.id).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[arg-type]
+    items = s.exec(q.order_by(col(Image.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": [image_out(i) for i in items], **page_meta(s, q, pg)}
 
 
 @router.get("/{image_id}", response_model=ImageOut, summary="Show an image")
-def get_image(image_id: int, p: Principal = Depends(authenticate), s: Session = Depends(get_session)) -> ImageOut:
+def get_image(image_id: int, p: Principal = Depends(image_reader), s: Session = Depends(get_session)) -> ImageOut:
     return image_out(visible_image(s, p, image_id))
 
 
@@ -412,21 +405,46 @@ def _token_image(s: Session, settings: Settings, image_id: int, authorization: s
     return img
 
 
-def _read_range(path: Any, start: int, end: int) -> Iterator[bytes]:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pos = start
-        while pos < end:
-            data = os.pread(fd, min(SERVE_CHUNK, end - pos), pos)
-            if not data:
-                raise OSError(f"{path} shrank while being served")
-            pos += len(data)
-            yield data
-    finally:
-        os.close(fd)
+class ImageFileResponse(FileResponse):
+    """Starlette's FileResponse (Range, If-Range, HEAD, multipart byteranges, sendfile), with its
+    plain-text 400 and 416 answers replaced by problem documents."""
+
+    def __init__(self, path: Path, *, request: Request, **kw: Any) -> None:
+        super().__init__(path, **kw)
+        self._request = request
+        self._size = path.stat().st_size
+
+    def _problem(self, status: int) -> Response:
+        size = self._size
+        if status == 416:
+            resp = problem_response(Problem(416, "image.range_not_satisfiable",
+                                            f"the range {self._request.headers.get('range')!r} is outside the "
+                                            f"{size} bytes of the content", size=size,
+                                            hint=f"ask for a range within the {size} bytes of the content"),
+                                    self._request)
+            resp.headers["Content-Range"] = f"bytes */{size}"
+            return resp
+        return problem_response(Problem(400, "image.range_malformed",
+                                        f"the Range header {self._request.headers.get('range')!r} is malformed",
+                                        hint="send one byte range, e.g. Range: bytes=0-1048575"), self._request)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        replaced: dict[str, int] = {}
+
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (400, 416):
+                replaced["status"] = message["status"]
+                return
+            if "status" in replaced:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    await self._problem(replaced["status"])(scope, receive, send)
+                return
+            await send(message)
+
+        await super().__call__(scope, receive, _send)
 
 
-def _serve(image_id: int, request: Request, token: str | None, authorization: str | None, range_: str | None,
+def _serve(image_id: int, request: Request, token: str | None, authorization: str | None,
            s: Session) -> Response:
     settings = get_settings()
     img = _token_image(s, settings, image_id, authorization, token)
@@ -435,43 +453,39 @@ def _serve(image_id: int, request: Request, token: str | None, authorization: st
         raise Problem(404, "image.content_gone", f"image {img.name} has no stored bytes",
                       hint="the image was retired and purged")
     s.close()
-    size = path.stat().st_size
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{img.sha256}-{img.stored_compression}"',
-               "Cache-Control": "no-store"}
     media = "application/zstd" if img.stored_compression == "zstd" else "application/octet-stream"
-    try:
-        rng = parse_range(range_, size)
-    except RangeNotSatisfiable as exc:
-        resp = problem_response(Problem(416, "image.range_not_satisfiable", str(exc), size=size,
-                                        hint=f"ask for a range within the {size} bytes of the content"), request)
-        resp.headers["Content-Range"] = f"bytes */{size}"
-        return resp
-    status, start, end = (200, 0, size) if rng is None else (206, *rng)
-    if rng is not None:
-        headers["Content-Range"] = content_range(start, end, size)
-    headers["Content-Length"] = str(end - start)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media)
-    return StreamingResponse(_read_range(path, start, end), status_code=status, headers=headers, media_type=media)
+    # The ETag names the content, so If-Range resumes only against the same bytes.
+    return ImageFileResponse(path, request=request, media_type=media,
+                             headers={"ETag": f'"{img.sha256}-{img.stored_compression}"',
+                                      "Cache-Control": "no-store"})
 
 
-CONTENT_DOC = {"summary": "The stored image bytes (raw or .raw.zst) with HTTP Range; needs the job's image token",
-               "response_class": StreamingResponse,
-               "responses": {206: {"description": "partial content"}, 416: {"description": "range not satisfiable"}}}
+class _RouteDoc(TypedDict):
+    """Route options shared by GET and HEAD of the content (a TypedDict keeps `**` type-checked)."""
+
+    summary: str
+    response_class: type[Response]
+    responses: dict[int | str, dict[str, Any]]
 
 
-@router.get("/{image_id}/content", **CONTENT_DOC)  # type: ignore[arg-type]
+CONTENT_DOC: _RouteDoc = {
+    "summary": "The stored image bytes (raw or .raw.zst) with HTTP Range; needs the job's image token",
+    "response_class": FileResponse,
+    "responses": {206: {"description": "partial content (one range, or multipart/byteranges for several)"},
+                  416: {"description": "range not satisfiable"}},
+}
+
+
+@router.get("/{image_id}/content", **CONTENT_DOC)
 def content(image_id: int, request: Request, token: str | None = Query(None, max_length=2048),
-            authorization: str | None = Header(None), range_: str | None = Header(None, alias="range"),
-            s: Session = Depends(get_session)) -> Response:
-    return _serve(image_id, request, token, authorization, range_, s)
+            authorization: str | None = Header(None), s: Session = Depends(get_session)) -> Response:
+    return _serve(image_id, request, token, authorization, s)
 
 
-@router.head("/{image_id}/content", **CONTENT_DOC)  # type: ignore[arg-type]
+@router.head("/{image_id}/content", **CONTENT_DOC)
 def content_head(image_id: int, request: Request, token: str | None = Query(None, max_length=2048),
-                 authorization: str | None = Header(None), range_: str | None = Header(None, alias="range"),
-                 s: Session = Depends(get_session)) -> Response:
-    return _serve(image_id, request, token, authorization, range_, s)
+                 authorization: str | None = Header(None), s: Session = Depends(get_session)) -> Response:
+    return _serve(image_id, request, token, authorization, s)
 
 
 @router.get("/{image_id}/bmap", summary="The image's block map (JSON); needs the job's image token")

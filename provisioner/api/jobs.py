@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
@@ -33,10 +33,10 @@ def list_jobs(status: JobStatus | None = None, kind: str | None = Query(None, ma
     q = select(Job)
     if p.scoped:
         q = q.where(Job.tenant_id == p.tenant_id)
-    for col, val in ((Job.status, status), (Job.kind, kind), (Job.host_id, host_id), (Job.request_id, request_id)):
+    for column, val in ((Job.status, status), (Job.kind, kind), (Job.host_id, host_id), (Job.request_id, request_id)):
         if val is not None:
-            q = q.where(col == val)
-    items = s.exec(q.order_by(Job.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+            q = q.where(column == val)
+    items = s.exec(q.order_by(col(Job.id).desc()).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
 
 
@@ -51,7 +51,7 @@ def job_events(job_id: int, after_seq: int = Query(0, ge=0), limit: int = Query(
                p: Principal = Depends(require("jobs:read")), s: Session = Depends(get_session)) -> dict:
     j = visible_job(s, p, job_id)
     items = s.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-                   .order_by(JobEvent.seq).limit(limit)).all()  # type: ignore[arg-type]
+                   .order_by(col(JobEvent.seq)).limit(limit)).all()
     return {"items": items, "total": j.event_count, "limit": limit, "offset": after_seq}
 
 
@@ -63,7 +63,7 @@ def cancel_job(job_id: int, p: Principal = Depends(require("jobs:cancel")),
     if is_terminal(j.status):
         raise Problem(409, "job.finished", f"job {j.id} already ended ({j.status})",
                       hint="nothing to cancel", status_now=j.status)
-    s.execute(update(Job).where(Job.id == j.id).values(cancel_requested=True))  # type: ignore[arg-type]
+    s.execute(update(Job).where(col(Job.id) == j.id).values(cancel_requested=True))
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="job.cancel", object_type="job",
                  object_id=j.id, tenant_id=j.tenant_id, before={"status": j.status},
                  after={"cancel_requested": True}, request_id=p.request_id)

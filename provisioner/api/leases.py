@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import ExtendIn, LeaseOut
@@ -57,10 +57,10 @@ def extend_lease(request_id: int, body: ExtendIn, p: Principal = Depends(require
     if problems:
         raise violations_problem(problems, what="the lease extension")
     new = as_utc(old) + timedelta(hours=body.hours)
-    res = s.execute(update(HostRequest).where(HostRequest.id == req.id,  # type: ignore[arg-type]
-                                              HostRequest.lease_expires_at == old)  # type: ignore[arg-type]
-                    .values(lease_expires_at=new))
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    res = s.exec(update(HostRequest).where(col(HostRequest.id) == req.id,
+                                           col(HostRequest.lease_expires_at) == old)
+                 .values(lease_expires_at=new))
+    if res.rowcount != 1:
         s.rollback()
         raise Problem(409, "lease.changed", f"the lease of request {req.id} changed concurrently",
                       hint=f"GET /v1/requests/{req.id} and retry")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.store.models import Host, Job
@@ -15,7 +15,7 @@ router = APIRouter(tags=["meta"])
 
 @router.get("/healthz", summary="Liveness and database reachability")
 def healthz(s: Session = Depends(get_session)) -> dict:
-    s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    s.execute(text("SELECT 1"))
     return {"status": "ok"}
 
 
@@ -24,8 +24,9 @@ def me(p: Principal = Depends(require("me:read"))) -> dict:
     return {"id": p.user_id, "name": p.name, "role": p.role, "tenant_id": p.tenant_id}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(s: Session = Depends(get_session)) -> Response:
+@router.get("/metrics", response_class=Response,
+            summary="Prometheus metrics (Prometheus sends a token of an operator, auditor or admin as bearer)")
+def metrics(_: Principal = Depends(require("metrics:read")), s: Session = Depends(get_session)) -> Response:
     # A fresh registry per scrape: values come from the database, the one source of truth,
     # so every API process reports the same numbers.
     reg = CollectorRegistry()
@@ -37,6 +38,6 @@ def metrics(s: Session = Depends(get_session)) -> Response:
         jobs.labels(kind, status).set(n)
     met = Gauge("provisioner_jobs_slo_met", "Finished jobs by kind and SLO outcome", ["kind", "met"], registry=reg)
     for kind, ok, n in s.exec(select(Job.kind, Job.slo_met, func.count())
-                              .where(Job.slo_met.is_not(None)).group_by(Job.kind, Job.slo_met)).all():  # type: ignore[union-attr]
+                              .where(col(Job.slo_met).is_not(None)).group_by(Job.kind, col(Job.slo_met))).all():
         met.labels(kind, str(bool(ok)).lower()).set(n)
     return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.pagination import PageParams, page_meta, page_params
@@ -26,8 +26,8 @@ router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
 def request_out(s: Session, r: HostRequest) -> RequestOut:
     out = RequestOut.model_validate(r)
-    jobs = s.exec(select(Job.id, Job.host_id).where(Job.request_id == r.id).order_by(Job.id)).all()
-    out.job_ids = [j[0] for j in jobs]
+    jobs = s.exec(select(Job.id, Job.host_id).where(Job.request_id == r.id).order_by(col(Job.id))).all()
+    out.job_ids = [cast(int, j[0]) for j in jobs]  # stored rows always have their (primary key) id
     out.host_ids = sorted({j[1] for j in jobs})
     return out
 
@@ -93,7 +93,7 @@ def list_requests(status: str | None = Query(None, max_length=16), pg: PageParam
         q = q.where(HostRequest.tenant_id == p.tenant_id)
     if status:
         q = q.where(HostRequest.status == status)
-    items = s.exec(q.order_by(HostRequest.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+    items = s.exec(q.order_by(col(HostRequest.id).desc()).offset(pg.offset).limit(pg.limit)).all()
     return {"items": [request_out(s, r) for r in items], **page_meta(s, q, pg)}
 
 

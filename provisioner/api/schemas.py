@@ -6,7 +6,7 @@ import ipaddress
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
 
 from provisioner.core.permissions import Role
 from provisioner.core.timeutil import iso
@@ -75,8 +75,10 @@ class HostIn(Strict):
     address: str = Field(min_length=1, max_length=255)
     port: int = Field(default=22, ge=1, le=65535)
     ssh_user: str = Field(default="root", min_length=1, max_length=64, pattern=r"^[a-z_][a-z0-9_-]*$")
-    ssh_private_key: str | None = Field(default=None, max_length=16384,
-                                        description="PEM private key; stored encrypted, never returned")
+    # A secret is stored byte for byte: stripping the final newline makes OpenSSH keys unreadable.
+    ssh_private_key: Annotated[str, StringConstraints(strip_whitespace=False)] | None = Field(
+        default=None, max_length=16384, description="PEM/OpenSSH private key, byte for byte; stored encrypted, "
+        "never returned")
     ssh_key_path: str | None = Field(default=None, max_length=1024,
                                      description="path of a key file on the worker machines")
     connection: Literal["ssh", "local"] = "ssh"
@@ -200,6 +202,8 @@ class JobOut(Out):
     current_phase: str | None
     phases: list
     error: str | None
+    error_code: str | None = Field(default=None, description="machine-readable failure, e.g. image_corrupt, "
+                                   "phase_timeout, host_unreachable")
     event_count: int
     sli: dict
     slo_target_s: float | None

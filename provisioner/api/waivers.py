@@ -25,7 +25,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api.deps import Principal, get_session, require
 from provisioner.api.guardrail_schemas import WaiverDecisionIn, WaiverIn, WaiverNoteIn, WaiverOut
@@ -82,7 +82,7 @@ def resolve_scope(s: Session, p: Principal, scope: str) -> int | None:
         if not ident.isdigit():
             raise Problem(422, "waiver.scope_invalid", f"{kind} id {ident!r} in scope {scope!r} is not a number",
                           hint=f"use e.g. {kind}:42")
-        row = s.get(Host if kind == "host" else HostRequest, int(ident))
+        row: Host | HostRequest | None = s.get(Host, int(ident)) if kind == "host" else s.get(HostRequest, int(ident))
         if row is None:
             raise unknown
         owner = row.tenant_id
@@ -124,10 +124,10 @@ def list_waivers(status: Literal["requested", "approved", "rejected", "revoked"]
     q = select(Waiver)
     if p.scoped:
         q = q.where(Waiver.tenant_id == p.tenant_id)
-    for col, val in ((Waiver.status, status), (Waiver.code, code), (Waiver.scope, scope)):
+    for column, val in ((Waiver.status, status), (Waiver.code, code), (Waiver.scope, scope)):
         if val is not None:
-            q = q.where(col == val)
-    items = s.exec(q.order_by(Waiver.id.desc()).offset(pg.offset).limit(pg.limit)).all()  # type: ignore[union-attr]
+            q = q.where(column == val)
+    items = s.exec(q.order_by(col(Waiver.id).desc()).offset(pg.offset).limit(pg.limit)).all()
     now = utcnow()
     return {"items": [waiver_out(w, now) for w in items], **page_meta(s, q, pg)}
 
@@ -143,9 +143,9 @@ def _decide(s: Session, p: Principal, w: Waiver, *, expected: str, status: str, 
     values: dict = {"status": status, "decided_by": p.user_id, "decided_at": now, "decision_note": note}
     if expires_at is not None:
         values["expires_at"] = expires_at
-    res = s.execute(update(Waiver).where(Waiver.id == w.id, Waiver.status == expected)  # type: ignore[arg-type]
-                    .values(**values))
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    res = s.exec(update(Waiver).where(col(Waiver.id) == w.id, col(Waiver.status) == expected)
+                 .values(**values))
+    if res.rowcount != 1:
         s.rollback()
         raise Problem(409, "waiver.changed", f"waiver {w.id} was decided concurrently",
                       hint=f"GET /v1/waivers/{w.id} to see its status")

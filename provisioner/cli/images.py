@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -37,7 +38,7 @@ def images_publish(path: Path, name: str = typer.Option(...), version: str = typ
     if sha256:
         params["expected_sha256"] = sha256
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         with path.open("rb") as fh:
             while block := fh.read(1 << 20):
                 yield block

@@ -89,7 +89,9 @@ def watch_job(job_id: int, poll: float = 1.0, *, emit: bool = True, fail: bool =
     tasks: list[dict[str, Any]] = []
     after = 0
     json_out = STATE["output"] == "json"
-    with Live(console=console, refresh_per_second=4, transient=False) if not json_out else _Null() as live:
+    # Without a terminal (CI logs, pipes) a live view cannot redraw: print the final view once.
+    live_view = not json_out and console.is_terminal
+    with Live(console=console, refresh_per_second=4, transient=False) if live_view else _Null() as live:
         while True:
             job = call(c.get, f"/v1/jobs/{job_id}")
             page = call(c.get, f"/v1/jobs/{job_id}/events", after_seq=after, limit=1000)
@@ -97,11 +99,13 @@ def watch_job(job_id: int, poll: float = 1.0, *, emit: bool = True, fail: bool =
                 after = e["seq"]
                 if e.get("status"):
                     tasks.append(e)
-            if not json_out:
+            if live_view:
                 live.update(_job_view(job, tasks))
             if job["status"] in ("succeeded", "failed", "cancelled") and after >= job["event_count"]:
                 break
             time.sleep(poll)
+    if not json_out and not live_view:
+        console.print(_job_view(job, tasks))
     if json_out and emit:
         print(json.dumps(job, indent=2))
     if fail and job["status"] != "succeeded":

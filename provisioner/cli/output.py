@@ -12,8 +12,9 @@ from rich.table import Table
 
 from provisioner.client import ApiError, Client
 
-console = Console()
-err = Console(stderr=True)
+# Without a terminal rich would wrap at 80 columns; logs and pipes get wide tables instead.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE: dict[str, Any] = {"output": "table", "url": None, "token": None}
 
 

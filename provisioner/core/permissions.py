@@ -40,6 +40,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "waivers:request": frozenset({R.customer, R.imager, R.operator, R.admin}),
     "waivers:read": ALL,
     "waivers:decide": frozenset({R.operator, R.admin}),
+    # Customers see stable images only (the catalogue filters); the imaging team publishes.
+    "images:read": ALL,
+    "images:write": frozenset({R.imager, R.admin}),
+    # Prometheus scrapes with a token of such a role (`authorization: credentials_file` in its job).
+    "metrics:read": frozenset({R.operator, R.admin, R.auditor}),
 }
 
 

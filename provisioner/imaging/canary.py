@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.core.errors import Conflict, Invalid
@@ -72,8 +72,8 @@ def start_canary(session: Session, settings: Settings, actor: Actor, *, img: Ima
 
 def _final_state(session: Session, job: Job) -> tuple[str, str | None, str | None, list]:
     # settle() changes the row with an UPDATE statement: read what this transaction now holds.
-    row = session.execute(sa_select(Job.status, Job.error, Job.error_code, Job.phases)  # type: ignore[call-overload]
-                          .where(Job.id == job.id)).one()
+    row = session.execute(sa_select(col(Job.status), col(Job.error), col(Job.error_code), col(Job.phases))
+                          .where(col(Job.id) == job.id)).one()
     return row[0], row[1], row[2], list(row[3] or [])
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import defer
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core import guardrails
 from provisioner.core.errors import Conflict, Invalid, NotFound
@@ -115,8 +115,8 @@ def check_promotion(img: Image, target: str) -> None:
 
 def hosts_using(session: Session, name: str) -> list[Host]:
     """Hosts requested with image ``name`` that are being provisioned or are in use."""
-    q = (select(Host).join(HostRequest, Host.request_id == HostRequest.id)  # type: ignore[arg-type]
-         .where(HostRequest.image == name, Host.state.in_(USING_STATES)))  # type: ignore[attr-defined]
+    q = (select(Host).join(HostRequest, col(Host.request_id) == HostRequest.id)
+         .where(HostRequest.image == name, col(Host.state).in_(USING_STATES)))
     return list(session.exec(q).all())
 
 

@@ -1,7 +1,7 @@
 """What the image phase of a job gets: the parameters of ``provisioner_image_write``.
 
 The engine calls ``image_spec_for`` when it builds the extravars of the "image" phase and passes the
-result as ``prov_image`` (``request_params["image_spec"]`` in ``workers.inventory.extravars_for``):
+result as ``provisioner_image`` (``request_params["image_spec"]`` in ``workers.inventory.extravars_for``):
 
     {url, token, sha256, bmap, compression, target, name, version}
 
@@ -35,7 +35,8 @@ def image_target_for(host: Host) -> str | None:
     if isinstance(raid, dict) and isinstance(raid.get("device"), str) and raid["device"].startswith("/dev/"):
         return raid["device"]
     hw = host.hardware or {}
-    disks = hw.get("data_disks") if isinstance(hw.get("data_disks"), list) else hw.get("disks") or []
+    data_disks = hw.get("data_disks")
+    disks = data_disks if isinstance(data_disks, list) else hw.get("disks") or []
     for d in disks:
         name = d if isinstance(d, str) else (d or {}).get("name")
         if name:

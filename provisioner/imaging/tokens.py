@@ -1,30 +1,34 @@
 """Per-job image tokens: what a host being provisioned presents to download one image.
 
-A token is ``pimg_<payload>.<mac>``: the payload (base64url JSON) binds a job id, an image id and an
-expiry; the mac is HMAC-SHA256 over the payload with a key derived from the service secret (the
-Fernet key: ``PROVISIONER_SECRET_KEY`` or the key file in the data dir). Every API process and worker
-already shares that secret, so any of them can issue or check tokens; nothing is stored.
+A token is ``pimg_`` + a JWT (HS256, PyJWT) whose claims bind a job id and an image id, with the
+expiry (``exp``) and the audience (``aud``: image content of this service) checked by the library.
+The key is derived from the service secret (the Fernet key: ``PROVISIONER_SECRET_KEY`` or the key
+file in the data dir). Every API process and worker already shares that secret, so any of them can
+issue or check tokens; nothing is stored.
 
-Checks, in order (each a problem document): missing → 401 ``image.token_required``; malformed or
-bad signature → 401 ``image.token_invalid``; expired → 401 ``image.token_expired``; issued for another
-image → 403 ``image.token_wrong_image``. The caller additionally requires the job to be running
-(``image.token_job_inactive``), so a token dies with its job even before it expires.
+Checks, in order (each a domain error): missing → ``image.token_required``; malformed, another
+audience or a bad signature → ``image.token_invalid``; expired → ``image.token_expired`` (all
+Unauthenticated); issued for another image → Forbidden ``image.token_wrong_image``. The caller
+additionally requires the job to be running (``image.token_job_inactive``), so a token dies with
+its job even before it expires.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+
+import jwt
 
 from provisioner.core.errors import Forbidden, Unauthenticated
 from provisioner.store.config import Settings
 
 PREFIX = "pimg_"
+AUDIENCE = "provisioner:image-content"
+ALGORITHM = "HS256"
 DEFAULT_TTL_S = 3 * 3600  # an image phase may run 1 h and be retried once; the job binding is the real bound
 _KEY_CONTEXT = b"provisioner image token v1"
 TOKEN_HINT = ("image content is fetched by the image phase of a job with the token it was given "
@@ -36,14 +40,6 @@ class ImageClaims:
     job_id: int
     image_id: int
     expires_at: float
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @lru_cache(maxsize=8)
@@ -63,34 +59,35 @@ def _key(settings: Settings) -> bytes:
 def issue(settings: Settings, *, job_id: int, image_id: int, ttl_s: float = DEFAULT_TTL_S,
           now: float | None = None) -> str:
     exp = int((time.time() if now is None else now) + ttl_s)
-    payload = _b64(json.dumps({"j": job_id, "i": image_id, "e": exp}, separators=(",", ":")).encode())
-    mac = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    return f"{PREFIX}{payload}.{mac}"
+    claims = {"job": job_id, "img": image_id, "exp": exp, "aud": AUDIENCE}
+    return PREFIX + jwt.encode(claims, _key(settings), algorithm=ALGORITHM)
 
 
 def verify(settings: Settings, token: str | None, image_id: int, *, now: float | None = None) -> ImageClaims:
     """The token's claims if it grants access to ``image_id`` now, else raises Unauthenticated / Forbidden."""
     if not token:
         raise Unauthenticated("image.token_required", "this endpoint needs an image token", hint=TOKEN_HINT)
-    if not token.startswith(PREFIX) or token.count(".") != 1:
+    if not token.startswith(PREFIX):
         raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT)
-    payload, _, mac = token[len(PREFIX):].partition(".")
-    expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(mac, expected):
-        raise Unauthenticated("image.token_invalid", "the image token's signature does not verify",
-                      hint=TOKEN_HINT + "; tokens are only valid with the secret of the service that issued them")
+    at = time.time() if now is None else now
     try:
-        data = json.loads(_unb64(payload))
-        claims = ImageClaims(int(data["j"]), int(data["i"]), float(data["e"]))
-    except (ValueError, KeyError, TypeError):
+        # Expiry is judged against `at` below (tests pass a clock); everything else by the library.
+        data = jwt.decode(token[len(PREFIX):], _key(settings), algorithms=[ALGORITHM], audience=AUDIENCE,
+                          options={"verify_exp": False, "require": ["exp", "aud", "job", "img"]})
+        claims = ImageClaims(int(data["job"]), int(data["img"]), float(data["exp"]))
+    except jwt.InvalidSignatureError:
+        raise Unauthenticated("image.token_invalid", "the image token's signature does not verify",
+                              hint=TOKEN_HINT + "; tokens are only valid with the secret of the service that "
+                              "issued them") from None
+    except (jwt.InvalidTokenError, ValueError, TypeError):
         raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
-    if claims.expires_at <= (time.time() if now is None else now):
+    if claims.expires_at <= at:
         raise Unauthenticated("image.token_expired", "the image token has expired",
-                      hint="re-run the job's image phase: each run gets a fresh token")
+                              hint="re-run the job's image phase: each run gets a fresh token")
     if claims.image_id != image_id:
         raise Forbidden("image.token_wrong_image",
-                      f"the image token was issued for image {claims.image_id}, not image {image_id}",
-                      hint="use the URL given to the job together with its token")
+                        f"the image token was issued for image {claims.image_id}, not image {image_id}",
+                        hint="use the URL given to the job together with its token")
     return claims
 
 

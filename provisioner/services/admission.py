@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core import guardrails
 from provisioner.core.errors import Invalid, Unavailable
@@ -71,7 +71,7 @@ def policy_from_doc(doc: PolicyDoc | None) -> guardrails.Policy:
     document must not brick admission after an upgrade); an invalid document fails closed."""
     if doc is None:
         return guardrails.Policy()
-    known = {k: v for k, v in (doc.policy or {}).items() if k in guardrails.Policy.__dataclass_fields__}
+    known = {k: v for k, v in (doc.policy or {}).items() if k in guardrails.Policy.model_fields}
     dropped = sorted(set(doc.policy or {}) - set(known))
     if dropped:
         log.warning("stored policy v%s has unknown fields %s; ignoring them", doc.version, dropped)
@@ -97,14 +97,14 @@ def hosts_in_use(session: Session, tenant_id: int, pool: str) -> int:
     return session.exec(
         select(func.count()).select_from(Host).where(
             Host.tenant_id == tenant_id, Host.pool == pool,
-            Host.state.in_(QUOTA_STATES))  # type: ignore[attr-defined]
+            col(Host.state).in_(QUOTA_STATES))
     ).one()
 
 
 def active_waivers(session: Session, scopes: list[str]) -> list[guardrails.Waiver]:
     """Approved waivers for the scopes, as guardrails values; expiry is judged by apply_waivers."""
     rows = session.exec(select(Waiver).where(Waiver.status == "approved",
-                                             Waiver.scope.in_(scopes))).all()  # type: ignore[attr-defined]
+                                             col(Waiver.scope).in_(scopes))).all()
     return [guardrails.Waiver(code=w.code, scope=w.scope, approved=True, expires_at=w.expires_at,
                               justification=w.justification, requested_by=str(w.requested_by),
                               approved_by=None if w.decided_by is None else str(w.decided_by))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal_column
-from sqlmodel import select
+from sqlmodel import col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.store.models import Host
@@ -36,7 +36,7 @@ def disk_count(dialect: str) -> ColumnElement[Any]:
 
 
 def _number(key: str) -> ColumnElement[Any]:
-    return func.coalesce(Host.hardware[key].as_float(), 0)  # type: ignore[index]
+    return func.coalesce(Host.hardware[key].as_float(), 0)
 
 
 def ranked_ids(want: Constraints, dialect: str) -> Any:
@@ -45,7 +45,7 @@ def ranked_ids(want: Constraints, dialect: str) -> Any:
     q = select(Host.id).where(Host.state == "available", Host.pool == want.pool,
                               cpus >= want.min_cpus, memory >= want.min_memory_mb, disks >= want.min_disks)
     for key, value in sorted(want.labels.items()):
-        q = q.where(Host.labels[key].as_string() == value)  # type: ignore[index]
+        q = q.where(Host.labels[key].as_string() == value)
     # Python orders names by code point: so do "C" (PostgreSQL) and BINARY (SQLite).
-    name = Host.name.collate("C") if dialect == "postgresql" else Host.name  # type: ignore[attr-defined]
+    name = col(Host.name).collate("C") if dialect == "postgresql" else col(Host.name)
     return q.order_by(cpus, memory, disks, name)

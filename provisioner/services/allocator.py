@@ -15,7 +15,7 @@ Either way a host is never given twice: the state change is a compare-and-set on
 from __future__ import annotations
 
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.services.allocation_sql import ranked_ids
@@ -55,7 +55,7 @@ def allocate(session: Session, want: Constraints, count: int, *, tenant_id: int,
     if len(claimed) < count:
         # Not enough matching hosts, or concurrent requests took them; the caller rolls back.
         raise NotEnoughHosts(count, _available(session, want.pool))
-    by_id = {h.id: h for h in session.exec(select(Host).where(Host.id.in_(claimed))  # type: ignore[union-attr]
+    by_id = {h.id: h for h in session.exec(select(Host).where(col(Host.id).in_(claimed))
                                            .execution_options(populate_existing=True)).all()}
     return [by_id[i] for i in claimed]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.compliance import is_due
 from provisioner.services.jobs import new_job
@@ -19,7 +19,7 @@ def queue_check(session: Session, host: Host, settings: Settings | None = None) 
 
 def schedule_due(session: Session, settings: Settings, now: datetime, limit: int = 100) -> list[int]:
     busy = set(session.exec(select(Job.host_id).where(Job.kind == "compliance",
-                                                      Job.status.in_(["queued", "running"]))).all())  # type: ignore[attr-defined]
+                                                      col(Job.status).in_(["queued", "running"]))).all())
     jobs = []
     for host in session.exec(select(Host).where(Host.state == "active").limit(1000)).all():
         if host.id in busy or not is_due(host.compliance, host.updated_at, now, settings.compliance_interval_seconds):

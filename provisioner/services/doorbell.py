@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from provisioner.store.models import Job
 
@@ -44,9 +47,10 @@ def ring(job_ids: list[int], mark_with: Session | None = None) -> list[int]:
     """Ring now (for jobs that are committed already); returns the ids that were not sent."""
     failed = list(job_ids) if _bell is None else _bell(list(job_ids))
     if failed and mark_with is not None:
-        bind = mark_with.get_bind()
+        # Sessions here are bound to an Engine (store.db), never to a Connection.
+        bind = cast(Engine, mark_with.get_bind())
         with bind.connect() as conn:
-            conn.execute(update(Job).where(Job.id.in_(failed)).values(enqueued_at=None))  # type: ignore[union-attr]
+            conn.execute(update(Job).where(col(Job.id).in_(failed)).values(enqueued_at=None))
             conn.commit()
     return failed
 

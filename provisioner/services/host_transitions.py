@@ -4,7 +4,7 @@ can never both move the same host (the loser sees a 409)."""
 from __future__ import annotations
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from provisioner.core.errors import Conflict
 from provisioner.core.lifecycle import HostState, transition
@@ -23,12 +23,12 @@ class StateChanged(Conflict):
 def cas_state(session: Session, host_id: int, expected: str, target: str, **values: object) -> bool:
     """Moves the host only if it is still in `expected`; returns whether it moved."""
     transition(expected, target)
-    res = session.execute(
+    res = session.exec(
         update(Host)
-        .where(Host.id == host_id, Host.state == expected)  # type: ignore[arg-type]
+        .where(col(Host.id) == host_id, col(Host.state) == expected)
         .values(state=target, updated_at=utcnow(), **values)
     )
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    return res.rowcount == 1
 
 
 def move_host(session: Session, host: Host, target: HostState | str, **values: object) -> None:

@@ -33,7 +33,8 @@ def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, 
         host.port = int(vm.get("port") or 22)
         host.ssh_user = vm.get("user") or host.ssh_user
         host.credential_path = vm.get("private_key") or host.credential_path
-    commission = result.get("commission") if isinstance(result.get("commission"), dict) else result
+    nested = result.get("commission")
+    commission: dict[str, Any] = nested if isinstance(nested, dict) else result
     facts = commission.get("facts")
     if isinstance(facts, dict):
         hw = dict(facts)

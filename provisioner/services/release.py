@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.errors import Conflict
 from provisioner.core.timeutil import utcnow
@@ -45,9 +45,9 @@ def release_request_hosts(session: Session, req: HostRequest, *, actor_id: int |
     before = req.status
     # Compare-and-set first: of two concurrent releases (a user and the lease pass) one wins, the
     # other sees the new status instead of marking a releasing request "released".
-    res = session.execute(update(HostRequest).where(HostRequest.id == req.id, HostRequest.status == before)  # type: ignore[arg-type]
-                          .values(status="releasing"))
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    res = session.exec(update(HostRequest).where(col(HostRequest.id) == req.id, col(HostRequest.status) == before)
+                       .values(status="releasing"))
+    if res.rowcount != 1:
         session.refresh(req)
         raise NotReleasable(req)
     hosts = session.exec(select(Host).where(Host.request_id == req.id)).all()

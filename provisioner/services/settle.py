@@ -5,8 +5,10 @@ Used by the worker (normal end), the reconciler (dead worker) and the API (cance
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.core.lifecycle import can_transition, host_after_job
 from provisioner.core.sli import PhaseTiming, compute_slis
@@ -38,16 +40,16 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
     started = job.started_at is not None
     job.finished_at = now
     sli = slis_for(job, status)
-    cond = [Job.id == job.id, Job.status.in_(["queued", "running"])]  # type: ignore[attr-defined]
+    cond = [col(Job.id) == job.id, col(Job.status).in_(["queued", "running"])]
     if expect_worker is not None:
-        cond.append(Job.worker_id == expect_worker)  # type: ignore[arg-type]
-    res = session.execute(
+        cond.append(col(Job.worker_id) == expect_worker)
+    res = session.exec(
         update(Job).where(*cond).values(
             status=status, finished_at=now, error=error, error_code=error_code, claim_until=None, sli=sli,
             slo_met=sli["slo_met"], phases=job.phases, current_phase=None,
         )
     )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
+    if res.rowcount != 1:
         session.rollback()
         return False
     host = session.get(Host, job.host_id)
@@ -71,7 +73,7 @@ def _move_host(session: Session, job: Job, host: Host, status: str, started: boo
     if not can_transition(host.state, target):
         note = (f"host {host.name} stayed {host.state}: the lifecycle does not allow {host.state} -> {target} "
                 f"after a {job.kind} job {status}")
-        session.execute(update(Job).where(Job.id == job.id).values(error=f"{error}; {note}" if error else note))
+        session.execute(update(Job).where(col(Job.id) == job.id).values(error=f"{error}; {note}" if error else note))
         audit.record(session, actor_id=None, actor_name=actor, action="host.illegal_transition", object_type="host",
                      object_id=host.id, tenant_id=job.tenant_id, before={"state": host.state},
                      after={"refused": str(target), "job_id": job.id, "job_status": status})
@@ -85,7 +87,7 @@ def _move_host(session: Session, job: Job, host: Host, status: str, started: boo
                  after={"state": str(target), "job_id": job.id, "job_status": status})
 
 
-def _settle_request(session: Session, request_id: int, now) -> None:  # type: ignore[no-untyped-def]
+def _settle_request(session: Session, request_id: int, now: datetime) -> None:
     req = session.get(HostRequest, request_id)
     if req is None:
         return

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from provisioner.api import compliance, hosts, jobs
 from provisioner.api.deps import Principal, get_session, principal_for_token
@@ -97,10 +97,10 @@ def overview(request: Request, p: Principal = Depends(ui_principal), s: Session 
     ctx: dict[str, Any] = {}
     if allowed(p.role, "jobs:read"):
         ctx["recent"] = jobs.list_jobs(None, None, None, None, PageParams(25, 0), p, s)
-        q = select(Job.sli, Job.slo_met).where(Job.kind == "provision", Job.slo_met.is_not(None))  # type: ignore[union-attr]
+        q = select(Job.sli, Job.slo_met).where(Job.kind == "provision", col(Job.slo_met).is_not(None))
         if p.scoped:
             q = q.where(Job.tenant_id == p.tenant_id)
-        rows = s.exec(q.order_by(Job.id.desc()).limit(SLO_WINDOW)).all()  # type: ignore[union-attr]
+        rows = s.exec(q.order_by(col(Job.id).desc()).limit(SLO_WINDOW)).all()
         ctx["slo"] = slo_summary(((sli or {}).get("total_s"), met) for sli, met in rows)
     if allowed(p.role, "hosts:read"):
         ctx["compliance"] = compliance.summary(p, s)
@@ -125,6 +125,6 @@ def job_detail(request: Request, job_id: int, p: Principal = Depends(ui_principa
     except Problem as exc:
         return page(request, "error.html", p, status=exc.status, message=exc.detail)
     events = list(reversed(s.exec(select(JobEvent).where(JobEvent.job_id == job_id)
-                                  .order_by(JobEvent.seq.desc()).limit(50)).all()))  # type: ignore[attr-defined]
+                                  .order_by(col(JobEvent.seq).desc()).limit(50)).all()))
     longest = max([ph.get("duration_s") or 0 for ph in job.phases or []] + [1])
     return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status))

@@ -26,6 +26,26 @@ def cli(env: dict[str, str], *args: str, token: str | None = None, ok: bool = Tr
     return r
 
 
+def _stored_key(data_dir: Path, host_id: int) -> str:
+    """The key as the service stored it, decrypted with the service's own key file."""
+    from sqlmodel import Session
+
+    from provisioner.store.config import Settings
+    from provisioner.store.db import make_engine
+    from provisioner.store.models import Host
+    from provisioner.store.secrets import decrypt
+
+    settings = Settings(data_dir=data_dir)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with Session(engine) as s:
+            host = s.get(Host, host_id)
+            assert host is not None and host.credential_ciphertext
+            return decrypt(settings, host.credential_ciphertext)
+    finally:
+        engine.dispose()
+
+
 def test_cli_end_to_end(tmp_path: Path) -> None:
     env = {"PROVISIONER_DATA_DIR": str(tmp_path / "data"), "PROVISIONER_PLAYBOOK_DIR": str(TEST_PLAYBOOKS),
            "PROVISIONER_ALLOW_LOCAL_CONNECTION": "1"}
@@ -42,6 +62,20 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         op_tok = cli(env, "tokens", "create", str(op["id"]), token=admin)["token"]
         cu_tok = cli(env, "tokens", "create", str(cu["id"]), token=admin)["token"]
         host = cli(env, "hosts", "enroll", "n1", "127.0.0.1", "--connection", "local", token=op_tok)
+        # --key-file as the README shows: the key is stored byte for byte (its final newline too) and
+        # is a key OpenSSH can load again.
+        keyfile = tmp_path / "node_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)], check=True)
+        keyed = cli(env, "hosts", "enroll", "n2", "192.0.2.10", "--key-file", str(keyfile), "--no-commission",
+                    token=op_tok)
+        assert keyed["credential"] == "stored" and "PRIVATE KEY" not in json.dumps(keyed)
+        stored = _stored_key(tmp_path / "data", keyed["id"])
+        assert stored.encode() == keyfile.read_bytes() and stored.endswith("\n")
+        loaded = tmp_path / "loaded_key"
+        loaded.write_text(stored)
+        loaded.chmod(0o600)
+        pub = subprocess.run(["ssh-keygen", "-y", "-f", str(loaded)], capture_output=True, text=True)
+        assert pub.returncode == 0 and pub.stdout.split()[:2] == (tmp_path / "node_key.pub").read_text().split()[:2]
         cjob = cli(env, "jobs", "list", "--host-id", str(host["id"]), token=op_tok)["items"][0]
         assert cli(env, "jobs", "watch", str(cjob["id"]), token=op_tok)["status"] == "succeeded"
         key = tmp_path / "id.pub"

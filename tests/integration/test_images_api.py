@@ -27,6 +27,7 @@ import anyio
 import pytest
 import zstandard
 
+from provisioner.api.error_table import status_for
 from provisioner.core.timeutil import utcnow
 from provisioner.imaging import tokens
 from provisioner.imaging.bmap import bmap_from_file
@@ -101,7 +102,7 @@ def db_image(image_id: int) -> Image:
 
 
 def running_job(w: World, name: str = "node1") -> int:
-    """A job in state running (no worker: its lease is far away), the holder of image tokens."""
+    """A job in state running (no worker: its claim is far away), the holder of image tokens."""
     host = w.enroll(name, commission=False)
     with session_scope() as s:
         job = Job(kind="provision", host_id=host["id"], status="running", started_at=utcnow(),
@@ -354,7 +355,7 @@ def test_channel_rules_and_retirement(world: World, fs_image: Path) -> None:
     assert world.post("imager", f"/v1/images/{iid}/promote", {"to": "deprecated"}).json()["channel"] == "deprecated"
     with session_scope() as s:
         p = check_requestable(s, "chan", "customer")
-        assert p is not None and p.status == 422 and p.code == "image.deprecated" and p.hint
+        assert p is not None and status_for(p) == 422 and p.code == "image.deprecated" and p.hint
     r = world.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})
     assert r.status_code == 409 and r.json()["code"] == "image.illegal_promotion"
 
@@ -405,7 +406,7 @@ def test_flag_blocks_requests_until_reverified(sqlite_world: World, fs_image: Pa
     assert r.status_code == 200 and r.json()["flagged"] is True
     with session_scope() as s:
         p = check_requestable(s, "flg", "imager")
-        assert p is not None and p.code == "image.flagged" and p.status == 422
+        assert p is not None and p.code == "image.flagged" and status_for(p) == 422
     assert w.post("imager", f"/v1/images/{iid}/canary").json()["code"] == "image.flagged"
     pass_canary(iid)
     assert w.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"}).json()["code"] == "image.flagged"
@@ -426,7 +427,6 @@ def test_flag_blocks_requests_until_reverified(sqlite_world: World, fs_image: Pa
 
 
 def test_failed_job_with_image_corrupt_flags_the_image(sqlite_world: World, fs_image: Path) -> None:
-    from provisioner.imaging.canary import record_canary_outcome
     from provisioner.services.settle import settle
 
     w = sqlite_world
@@ -442,11 +442,17 @@ def test_failed_job_with_image_corrupt_flags_the_image(sqlite_world: World, fs_i
         s.add(job)
         s.commit()
         error = "phase image failed: image write failed: image corrupt: range [0, 4096) sha256 mismatch"
-        assert settle(s, job, "failed", error)
-        record_canary_outcome(s, job)  # idempotent with the settle hook when that is wired
-        s.commit()
+        # The writer's code, not the wording, is what flags the image: a message alone does nothing.
+        other = running_job(w, "node2")
+        other_job = s.get(Job, other)
+        assert other_job is not None
+        other_job.request_id = req.id
+        assert settle(s, other_job, "failed", error, error_code="phase_failed")
+        assert not db_image(iid).flagged
+        assert settle(s, job, "failed", error, error_code="image_corrupt")
     img = db_image(iid)
     assert img.flagged and "image corrupt" in (img.flag_reason or "")
+    assert w.get("operator", f"/v1/jobs/{job_id}").json()["error_code"] == "image_corrupt"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,11 +484,22 @@ def test_content_range_and_token_scoping(sqlite_world: World, fs_image: Path) ->
     assert r.status_code == 206 and r.content == data[-10:]
     r = w.client.get(url, headers=auth | {"Range": f"bytes=0-{size * 2}"})  # clipped to the content
     assert r.status_code == 206 and len(r.content) == size
-    for bad in (f"bytes={size}-", "bytes=500-100", "bytes=abc", "bytes=-0"):
+    for bad in (f"bytes={size}-", "bytes=-0"):
         r = w.client.get(url, headers=auth | {"Range": bad})
         assert r.status_code == 416, bad
         assert r.headers["content-range"] == f"bytes */{size}" and r.json()["code"] == "image.range_not_satisfiable"
-    r = w.client.get(url, headers=auth | {"Range": "bytes=0-1,5-9"})  # several ranges: whole content
+        assert r.headers["content-type"] == "application/problem+json"
+    for bad in ("bytes=500-100", "bytes=abc", "bytes="):
+        r = w.client.get(url, headers=auth | {"Range": bad})
+        assert r.status_code == 400 and r.json()["code"] == "image.range_malformed", (bad, r.text)
+    r = w.client.get(url, headers=auth | {"Range": "bytes=0-1,5-9"})  # several ranges: multipart/byteranges
+    assert r.status_code == 206 and r.headers["content-type"].startswith("multipart/byteranges")
+    assert data[0:2] in r.content and data[5:10] in r.content
+    # If-Range with the current ETag resumes; with another one the whole (changed) content comes back.
+    etag = w.client.head(url, headers=auth).headers["etag"]
+    r = w.client.get(url, headers=auth | {"Range": "bytes=10-19", "If-Range": etag})
+    assert r.status_code == 206 and r.content == data[10:20]
+    r = w.client.get(url, headers=auth | {"Range": "bytes=10-19", "If-Range": '"something-else"'})
     assert r.status_code == 200 and len(r.content) == size
     r = w.client.head(url, headers=auth | {"Range": "bytes=0-0"})
     assert r.status_code == 206 and r.headers["content-length"] == "1" and r.content == b""
@@ -601,9 +618,6 @@ def test_writer_module_installs_from_the_service(sqlite_world: World, live_serve
 
 
 def test_canary_then_promote(world: World, fs_image: Path) -> None:
-    from provisioner.imaging.canary import record_canary_outcome
-    from provisioner.services import settle as settle_mod
-
     iid = publish(world, "can", fs_image, "raw").json()["id"]
     r = world.post("imager", f"/v1/images/{iid}/canary", {"pool": "default"})
     assert r.status_code == 422 and r.json()["code"] == "image.canary_pool_not_lab"
@@ -623,15 +637,10 @@ def test_canary_then_promote(world: World, fs_image: Path) -> None:
     assert r.status_code == 409 and r.json()["code"] in ("image.canary_running", "capacity.insufficient")
     job = world.wait_job(out["job_id"], who="imager")
     assert job["status"] == "succeeded", job
+    # Settling the job records the canary's outcome on the image, in the same transaction.
     img = world.get("imager", f"/v1/images/{iid}").json()
-    if img["canary_result"] is None:
-        # settle() calls record_canary_outcome once the hook is wired; until then, apply it here.
-        assert "record_canary_outcome" not in Path(settle_mod.__file__).read_text(), "hook wired but not run"
-        with session_scope() as s:
-            record_canary_outcome(s, s.get(Job, out["job_id"]))  # type: ignore[arg-type]
-            s.commit()
-        img = world.get("imager", f"/v1/images/{iid}").json()
     result = img["canary_result"]
+    assert result is not None, "the canary job settled but its outcome was not recorded on the image"
     assert result["passed"] is True and result["job_id"] == out["job_id"] and result["host"] == "lab1", result
     assert result["image_phase"]["status"] == "succeeded"
     r = world.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})
@@ -644,19 +653,12 @@ def test_canary_then_promote(world: World, fs_image: Path) -> None:
 
 
 def test_failed_canary_blocks_promotion(sqlite_world: World, fs_image: Path) -> None:
-    from provisioner.imaging.canary import record_canary_outcome
-    from provisioner.services import settle as settle_mod
-
     w = sqlite_world
     iid = publish(w, "cfail", fs_image, "raw").json()["id"]
     w.enroll("lab2", pool="lab", labels={"fail_phase": "image"})
     out = w.post("imager", f"/v1/images/{iid}/canary").json()
     job = w.wait_job(out["job_id"], who="imager")
     assert job["status"] == "failed"
-    if "record_canary_outcome" not in Path(settle_mod.__file__).read_text():
-        with session_scope() as s:
-            record_canary_outcome(s, s.get(Job, out["job_id"]))  # type: ignore[arg-type]
-            s.commit()
     img = w.get("imager", f"/v1/images/{iid}").json()
     assert img["canary_result"]["passed"] is False and "asked to fail in image" in img["canary_result"]["reason"]
     r = w.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})

@@ -10,14 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from provisioner.store.migrate import BASELINE, current, head, upgrade
-from provisioner.store.models import Tenant
+from provisioner.store.migrate import BASELINE, alembic_config, current, head, upgrade
+from provisioner.store.models import Job, Tenant
 from tests.integration.procs import BIN
 
 
@@ -45,17 +46,28 @@ def test_second_upgrade_is_a_no_op(engine: Engine) -> None:
 
 
 def test_database_from_before_migrations_is_adopted(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)  # what versions without migrations did
-    with Session(engine) as s:
-        s.add(Tenant(name="old"))
-        s.commit()
+    # What versions without migrations made with create_all: the baseline schema, no alembic_version.
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), BASELINE)
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("INSERT INTO tenant (name, quota, created_at) VALUES ('old', '{}', '2026-01-01')"))
+        conn.execute(text("INSERT INTO host (name, address, port, ssh_user, connection, labels, pool, driver, state,"
+                          " hardware, results, compliance, created_at, updated_at) VALUES ('h', '192.0.2.1', 22,"
+                          " 'root', 'ssh', '{}', 'default', 'static', 'available', '{}', '{}', '{}',"
+                          " '2026-01-01', '2026-01-01')"))
+        conn.execute(text("INSERT INTO job (kind, host_id, status, attempts, max_attempts, accepted_at, queued_at,"
+                          " cancel_requested, phases, params, event_count, sli, lease_until) VALUES ('provision',"
+                          " 1, 'running', 1, 3, '2026-01-01', '2026-01-01', false, '[]', '{}', 0, '{}',"
+                          " '2026-01-01 10:00:00')"))
     assert "alembic_version" not in inspect(engine).get_table_names()
     assert upgrade(engine) == head()
     with engine.connect() as conn:
         assert current(conn) == head()
     with Session(engine) as s:
         assert [t.name for t in s.exec(select(Tenant)).all()] == ["old"]
-    assert BASELINE  # the revision such databases are stamped at
+        # 0003: a worker's hold on a job is its claim; the value survives the rename.
+        job = s.exec(select(Job)).one()
+        assert job.claim_until is not None and job.claim_until.hour == 10 and job.error_code is None
 
 
 def test_concurrent_starts_migrate_once(engine: Engine) -> None:

@@ -6,11 +6,16 @@ import itertools
 
 import pytest
 
+from provisioner.core.errors import Conflict
 from provisioner.core.lifecycle import (
     ALLOWED,
+    EVENT_TARGET,
+    HostEvent,
     HostState,
     IllegalTransition,
     can_transition,
+    host_after_job,
+    job_end_event,
     manual_transition,
     transition,
 )
@@ -74,3 +79,51 @@ def test_manual_moves(cur: HostState, tgt: HostState) -> None:
     else:
         with pytest.raises(IllegalTransition, match="by hand"):
             manual_transition(cur, tgt)
+
+
+# Where a host goes when a job ends: (kind, status, driver, started) -> named event. Written out in
+# full so a change of the rule is a change of this table.
+E = HostEvent
+JOB_END = {
+    ("commission", "succeeded", "static", True): E.commissioned,
+    ("provision", "succeeded", "static", True): E.deployed,
+    ("provision", "succeeded", "vagrant", True): E.deployed,
+    ("release", "succeeded", "static", True): E.cleaned,
+    ("release", "succeeded", "vagrant", True): E.destroyed,
+    ("provision", "cancelled", "static", False): E.aborted,
+    ("provision", "cancelled", "static", True): E.failed,  # it may have touched the disks
+    ("commission", "cancelled", "static", False): None,
+    ("commission", "cancelled", "static", True): E.failed,
+    ("commission", "failed", "static", True): E.failed,
+    ("provision", "failed", "static", True): E.failed,
+    ("provision", "failed", "static", False): E.failed,  # e.g. claimed, then the host vanished
+    ("release", "failed", "static", True): E.failed,  # a host that was not erased never returns
+    ("release", "cancelled", "vagrant", True): E.failed,
+    ("compliance", "succeeded", "static", True): None,  # a check only observes
+    ("compliance", "failed", "static", True): None,
+}
+
+
+@pytest.mark.parametrize(("key", "event"), sorted(JOB_END.items(), key=str))
+def test_job_end_events(key: tuple[str, str, str, bool], event: HostEvent | None) -> None:
+    assert job_end_event(*key) == event
+    target = host_after_job(*key)
+    assert target == (EVENT_TARGET[event] if event is not None else None)
+
+
+def test_every_event_has_a_target_the_lifecycle_reaches() -> None:
+    assert set(EVENT_TARGET) == set(HostEvent)
+    # Each target is reachable from the state a host is in while such a job runs.
+    running_state = {E.commissioned: S.commissioning, E.deployed: S.provisioning, E.cleaned: S.releasing,
+                     E.destroyed: S.releasing, E.aborted: S.provisioning}
+    for event, state in running_state.items():
+        assert can_transition(state, EVENT_TARGET[event]), event
+    for state in (S.commissioning, S.provisioning, S.releasing):
+        assert can_transition(state, EVENT_TARGET[E.failed])
+
+
+def test_illegal_transition_is_a_domain_conflict_with_a_hint() -> None:
+    with pytest.raises(IllegalTransition) as exc:
+        transition(S.retired, S.available)
+    assert isinstance(exc.value, Conflict) and exc.value.code == "host.illegal_transition" and exc.value.hint
+    assert exc.value.extra == {"current": "retired", "target": "available"}

@@ -16,6 +16,8 @@ EXPECTED = {
     "policy:read": set(R), "policy:write": {R.operator, R.admin},
     "waivers:request": {R.customer, R.imager, R.operator, R.admin}, "waivers:read": set(R),
     "waivers:decide": {R.operator, R.admin},
+    "images:read": set(R), "images:write": {R.imager, R.admin},
+    "metrics:read": {R.operator, R.admin, R.auditor},
 }
 
 
