@@ -196,7 +196,8 @@ EOF
   KVER=$(basename "$(ls -1 "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -n1)" | sed 's/^vmlinuz-//')
   [[ -n $KVER ]] || die "no kernel in rootfs /boot"
   # verify virtio_blk + ext4 are available in early boot (module in initrd or built in)
-  lsinitramfs "$ROOTFS/boot/initrd.img-$KVER" >"$WORK/initrd.list"
+  # lsinitramfs of the rootfs itself: the host needs no initramfs-tools
+  in_chroot lsinitramfs "/boot/initrd.img-$KVER" >"$WORK/initrd.list"
   for m in virtio_blk ext4 virtio_pci; do
     if grep -q "/$m.ko" "$WORK/initrd.list"; then :
     elif grep -q "/$m.ko" "$ROOTFS/lib/modules/$KVER/modules.builtin"; then :

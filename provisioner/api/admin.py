@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from provisioner.api.deps import Principal, auth_cache, get_session, require
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.deps import DbSession, Principal, auth_cache, require
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, TenantIn, TenantOut, TokenIn, TokenOut, UserIn, UserOut
 from provisioner.core.permissions import tenant_scoped
@@ -23,8 +25,8 @@ def _conflict(kind: str, name: str) -> Problem:
 
 
 @router.post("/tenants", status_code=201, response_model=TenantOut, summary="Create a tenant")
-def create_tenant(body: TenantIn, p: Principal = Depends(require("tenants:write")),
-                  s: Session = Depends(get_session)) -> Tenant:
+def create_tenant(body: TenantIn, p: Annotated[Principal, Depends(require("tenants:write"))],
+                  s: DbSession) -> Tenant:
     t = Tenant(name=body.name, quota=dict(body.quota))
     s.add(t)
     try:
@@ -39,16 +41,16 @@ def create_tenant(body: TenantIn, p: Principal = Depends(require("tenants:write"
 
 
 @router.get("/tenants", response_model=Page[TenantOut], summary="List tenants")
-def list_tenants(pg: PageParams = Depends(page_params), _: Principal = Depends(require("tenants:read")),
-                 s: Session = Depends(get_session)) -> dict:
+def list_tenants(pg: Paging, _: Annotated[Principal, Depends(require("tenants:read"))],
+                 s: DbSession) -> dict:
     q = select(Tenant)
     items = s.exec(q.order_by(col(Tenant.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
 
 
 @router.post("/users", status_code=201, response_model=UserOut, summary="Create a user")
-def create_user(body: UserIn, p: Principal = Depends(require("users:write")),
-                s: Session = Depends(get_session)) -> User:
+def create_user(body: UserIn, p: Annotated[Principal, Depends(require("users:write"))],
+                s: DbSession) -> User:
     if tenant_scoped(body.role) and body.tenant_id is None:
         raise Problem(422, "user.tenant_required", f"a {body.role} must belong to a tenant",
                       hint="pass tenant_id (GET /v1/tenants lists them)")
@@ -70,8 +72,8 @@ def create_user(body: UserIn, p: Principal = Depends(require("users:write")),
 
 
 @router.get("/users", response_model=Page[UserOut], summary="List users")
-def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(require("users:read")),
-               s: Session = Depends(get_session)) -> dict:
+def list_users(pg: Paging, _: Annotated[Principal, Depends(require("users:read"))],
+               s: DbSession) -> dict:
     q = select(User)
     items = s.exec(q.order_by(col(User.id)).offset(pg.offset).limit(pg.limit)).all()
     return {"items": items, **page_meta(s, q, pg)}
@@ -79,8 +81,8 @@ def list_users(pg: PageParams = Depends(page_params), _: Principal = Depends(req
 
 @router.post("/users/{user_id}/tokens", status_code=201, response_model=TokenOut,
              summary="Create an API token for a user (shown once)")
-def create_token(user_id: int, body: TokenIn, p: Principal = Depends(require("tokens:write")),
-                 s: Session = Depends(get_session)) -> TokenOut:
+def create_token(user_id: int, body: TokenIn, p: Annotated[Principal, Depends(require("tokens:write"))],
+                 s: DbSession) -> TokenOut:
     user = s.get(User, user_id)
     if user is None:
         raise not_found("user", user_id)
@@ -98,8 +100,8 @@ def create_token(user_id: int, body: TokenIn, p: Principal = Depends(require("to
 @router.delete("/tokens/{token_id}", status_code=204,
                summary="Revoke an API token (at once on this API process, within PROVISIONER_AUTH_CACHE_SECONDS "
                        "on the others)")
-def revoke_token(token_id: str, request: Request, p: Principal = Depends(require("tokens:write")),
-                 s: Session = Depends(get_session)) -> None:
+def revoke_token(token_id: str, request: Request, p: Annotated[Principal, Depends(require("tokens:write"))],
+                 s: DbSession) -> None:
     tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
     if tok is None:
         raise not_found("token", token_id)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.deps import DbSession, Principal, require
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.schemas import AuditOut, Page
 from provisioner.core.timeutil import as_utc
 from provisioner.store.models import AuditEntry
@@ -17,10 +18,12 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("", response_model=Page[AuditOut], summary="Audit entries, newest first")
-def list_audit(action: str | None = Query(None, max_length=64), object_type: str | None = Query(None, max_length=32),
-               object_id: str | None = Query(None, max_length=64), actor: str | None = Query(None, max_length=64),
-               since: datetime | None = None, pg: PageParams = Depends(page_params),
-               _: Principal = Depends(require("audit:read")), s: Session = Depends(get_session)) -> dict:
+def list_audit(*, action: Annotated[str | None, Query(max_length=64)] = None,
+               object_type: Annotated[str | None, Query(max_length=32)] = None,
+               object_id: Annotated[str | None, Query(max_length=64)] = None,
+               actor: Annotated[str | None, Query(max_length=64)] = None,
+               since: datetime | None = None, pg: Paging,
+               _: Annotated[Principal, Depends(require("audit:read"))], s: DbSession) -> dict:
     q = select(AuditEntry)
     for column, val in ((AuditEntry.action, action), (AuditEntry.object_type, object_type),
                         (AuditEntry.object_id, object_id), (AuditEntry.actor_name, actor)):

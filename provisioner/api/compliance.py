@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from sqlmodel import Session, select
+from typing import Annotated
 
-from provisioner.api.deps import Principal, get_session, require
+from fastapi import APIRouter, Depends
+from sqlmodel import select
+
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.store.models import Host
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
 
 
 @router.get("", summary="Compliance summary: fleet, per tenant, and every non-compliant host with its reasons")
-def summary(p: Principal = Depends(require("hosts:read")), s: Session = Depends(get_session)) -> dict:
+def summary(p: Annotated[Principal, Depends(require("hosts:read"))], s: DbSession) -> dict:
     q = select(Host).where(Host.state == "active")
     if p.scoped:
         q = q.where(Host.tenant_id == p.tenant_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from sqlmodel import Session, col, select
@@ -40,6 +41,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         else:
             # Returning the connection rolls back on the database: not on the event loop.
             await run_in_threadpool(session.close)
+
+
+# The request's database session, as a parameter type: `s: DbSession`.
+DbSession = Annotated[Session, Depends(get_session)]
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ async def principal_for_token(request: Request, token: str) -> Principal:
 
 
 def require(permission: str) -> Callable[..., Awaitable[Principal]]:
-    async def _dep(principal: Principal = Depends(authenticate)) -> Principal:
+    async def _dep(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not allowed(principal.role, permission):
             raise Problem(403, "auth.forbidden",
                           f"role {principal.role} may not do {permission}",

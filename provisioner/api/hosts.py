@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.deps import DbSession, Principal, require
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
 from provisioner.core.lifecycle import HostState, manual_transition
@@ -42,8 +44,8 @@ def visible_host(s: Session, p: Principal, host_id: int) -> Host:
 
 
 @router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)")
-def enroll(body: HostIn, p: Principal = Depends(require("hosts:write")),
-           s: Session = Depends(get_session)) -> HostOut:
+def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+           s: DbSession) -> HostOut:
     settings = get_settings()
     if body.ssh_private_key and body.ssh_key_path:
         raise Problem(422, "host.credential_ambiguous", "give ssh_private_key or ssh_key_path, not both",
@@ -78,10 +80,10 @@ def enroll(body: HostIn, p: Principal = Depends(require("hosts:write")),
 
 
 @router.get("", response_model=Page[HostOut], summary="List hosts (customers see their tenant's)")
-def list_hosts(state: HostState | None = None, pool: str | None = Query(None, max_length=64),
-               name: str | None = Query(None, max_length=64),
-               pg: PageParams = Depends(page_params), p: Principal = Depends(require("hosts:read")),
-               s: Session = Depends(get_session)) -> dict:
+def list_hosts(*, state: HostState | None = None, pool: Annotated[str | None, Query(max_length=64)] = None,
+               name: Annotated[str | None, Query(max_length=64)] = None,
+               pg: Paging, p: Annotated[Principal, Depends(require("hosts:read"))],
+               s: DbSession) -> dict:
     q = select(Host)
     if p.scoped:
         q = q.where(Host.tenant_id == p.tenant_id)
@@ -96,15 +98,15 @@ def list_hosts(state: HostState | None = None, pool: str | None = Query(None, ma
 
 
 @router.get("/{host_id}", response_model=HostOut, summary="Show a host")
-def get_host(host_id: int, p: Principal = Depends(require("hosts:read")),
-             s: Session = Depends(get_session)) -> HostOut:
+def get_host(host_id: int, p: Annotated[Principal, Depends(require("hosts:read"))],
+             s: DbSession) -> HostOut:
     return host_out(visible_host(s, p, host_id))
 
 
 @router.post("/{host_id}/commission", status_code=202, response_model=JobOut,
              summary="(Re)commission a host: gather its hardware facts")
-def commission(host_id: int, p: Principal = Depends(require("hosts:write")),
-               s: Session = Depends(get_session)) -> JobOut:
+def commission(host_id: int, p: Annotated[Principal, Depends(require("hosts:write"))],
+               s: DbSession) -> JobOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
     move_host(s, h, HostState.commissioning)
@@ -117,8 +119,8 @@ def commission(host_id: int, p: Principal = Depends(require("hosts:write")),
 
 @router.post("/{host_id}/state", response_model=HostOut,
              summary="Put a host into maintenance, back to available, or retire it")
-def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("hosts:write")),
-              s: Session = Depends(get_session)) -> HostOut:
+def set_state(host_id: int, body: HostStateIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+              s: DbSession) -> HostOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
     manual_transition(h.state, body.state)  # IllegalManualTransition: 409 host.illegal_transition
@@ -132,8 +134,8 @@ def set_state(host_id: int, body: HostStateIn, p: Principal = Depends(require("h
 
 @router.post("/{host_id}/compliance-check", status_code=202, response_model=JobOut,
              summary="Check an active host's guardrails now (restore test, RAID health, firewall)")
-def compliance_check(host_id: int, p: Principal = Depends(require("hosts:write")),
-                     s: Session = Depends(get_session)) -> JobOut:
+def compliance_check(host_id: int, p: Annotated[Principal, Depends(require("hosts:write"))],
+                     s: DbSession) -> JobOut:
     h = visible_host(s, p, host_id)
     if h.state != HostState.active:
         raise Problem(409, "host.not_active", f"host {h.name} is {h.state}; only active hosts are checked",

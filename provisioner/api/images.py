@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.requests import ClientDisconnect
 
-from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.image_schemas import (
     CanaryIn,
     CanaryOut,
@@ -30,7 +30,7 @@ from provisioner.api.image_schemas import (
     RegisterIn,
     VerifyOut,
 )
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found, problem_response
 from provisioner.api.requests import phase_params
 from provisioner.api.schemas import Page, RequestIn
@@ -68,7 +68,7 @@ image_writer = require("images:write")
 image_reader = require("images:read")
 
 
-def upload_writer(p: Principal = Depends(image_writer), s: Session = Depends(get_session)) -> Principal:
+def upload_writer(p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> Principal:
     s.close()  # an upload can take minutes: don't hold a DB connection while bytes stream in
     return p
 
@@ -148,15 +148,15 @@ def _publish_prepared(settings: Settings, p: Principal, prepared: ingest.Prepare
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def publish(
-    request: Request,
-    name: str = Query(min_length=1, max_length=64, pattern=NAME_RE, description="e.g. debian-12-minimal"),
-    version: str = Query(min_length=1, max_length=64, pattern=LABEL_RE),
-    os_name: str = Query(min_length=1, max_length=64, pattern=LABEL_RE),
-    os_version: str = Query(min_length=1, max_length=64, pattern=LABEL_RE),
-    fmt: str = Query(alias="format", max_length=16, description="raw, raw.zst or qcow2"),
-    expected_sha256: str | None = Query(None, pattern=r"^[0-9a-fA-F]{64}$",
-                                        description="sha256 of the RAW content; a mismatch keeps nothing"),
-    p: Principal = Depends(upload_writer),
+    *, request: Request,
+    name: Annotated[str, Query(min_length=1, max_length=64, pattern=NAME_RE, description="e.g. debian-12-minimal")],
+    version: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
+    os_name: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
+    os_version: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
+    fmt: Annotated[str, Query(alias="format", max_length=16, description="raw, raw.zst or qcow2")],
+    expected_sha256: Annotated[str | None, Query(
+        pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the RAW content; a mismatch keeps nothing")] = None,
+    p: Annotated[Principal, Depends(upload_writer)],
 ) -> ImageOut:
     settings = get_settings()
     ingest.check_format(fmt)
@@ -198,7 +198,7 @@ async def publish(
 
 @router.post("/register", status_code=201, response_model=ImageOut,
              summary="Publish a file that is already in the image store (path relative to the store)")
-def register(body: RegisterIn, p: Principal = Depends(image_writer), s: Session = Depends(get_session)) -> ImageOut:
+def register(body: RegisterIn, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> ImageOut:
     settings = get_settings()
     path = resolve_in_store(settings, body.path)
     rel = str(path.relative_to(store_dir(settings).resolve()))
@@ -227,9 +227,10 @@ def register(body: RegisterIn, p: Principal = Depends(image_writer), s: Session 
 
 
 @router.get("", response_model=Page[ImageOut], summary="List images (customers see stable images only)")
-def list_images(channel: str | None = Query(None, max_length=16), name: str | None = Query(None, max_length=64),
-                pg: PageParams = Depends(page_params), p: Principal = Depends(image_reader),
-                s: Session = Depends(get_session)) -> dict:
+def list_images(*, channel: Annotated[str | None, Query(max_length=16)] = None,
+                name: Annotated[str | None, Query(max_length=64)] = None,
+                pg: Paging, p: Annotated[Principal, Depends(image_reader)],
+                s: DbSession) -> dict:
     if channel is not None and channel not in CHANNELS:
         raise Problem(422, "image.unknown_channel", f"unknown channel {channel!r}",
                       hint=f"channels: {', '.join(CHANNELS)}")
@@ -245,14 +246,14 @@ def list_images(channel: str | None = Query(None, max_length=16), name: str | No
 
 
 @router.get("/{image_id}", response_model=ImageOut, summary="Show an image")
-def get_image(image_id: int, p: Principal = Depends(image_reader), s: Session = Depends(get_session)) -> ImageOut:
+def get_image(image_id: int, p: Annotated[Principal, Depends(image_reader)], s: DbSession) -> ImageOut:
     return image_out(visible_image(s, p, image_id))
 
 
 @router.post("/{image_id}/promote", response_model=PromoteOut,
              summary="Move an image: candidate→stable (needs a passed canary), stable→deprecated, deprecated→retired")
-def promote(image_id: int, body: PromoteIn, p: Principal = Depends(image_writer),
-            s: Session = Depends(get_session)) -> PromoteOut:
+def promote(image_id: int, body: PromoteIn, p: Annotated[Principal, Depends(image_writer)],
+            s: DbSession) -> PromoteOut:
     settings = get_settings()
     img = visible_image(s, p, image_id)
     check_promotion(img, body.to)
@@ -272,7 +273,7 @@ def promote(image_id: int, body: PromoteIn, p: Principal = Depends(image_writer)
 
 @router.post("/{image_id}/purge", response_model=PromoteOut,
              summary="Remove a retired image's bytes once no active or provisioning host uses it")
-def purge(image_id: int, p: Principal = Depends(image_writer), s: Session = Depends(get_session)) -> PromoteOut:
+def purge(image_id: int, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> PromoteOut:
     img = visible_image(s, p, image_id)
     if img.channel != "retired":
         raise Problem(409, "image.not_retired", f"image {img.name} is {img.channel}",
@@ -290,8 +291,8 @@ def purge(image_id: int, p: Principal = Depends(image_writer), s: Session = Depe
 
 @router.post("/{image_id}/canary", status_code=202, response_model=CanaryOut,
              summary="Install a candidate image on one lab host through the normal provisioning pipeline")
-def canary(image_id: int, body: CanaryIn | None = None, p: Principal = Depends(image_writer),
-           s: Session = Depends(get_session)) -> CanaryOut:
+def canary(*, image_id: int, body: CanaryIn | None = None, p: Annotated[Principal, Depends(image_writer)],
+           s: DbSession) -> CanaryOut:
     body = body or CanaryIn()
     settings = get_settings()
     img = visible_image(s, p, image_id)
@@ -337,8 +338,8 @@ def canary(image_id: int, body: CanaryIn | None = None, p: Principal = Depends(i
 
 @router.post("/{image_id}/flag", response_model=ImageOut,
              summary="Flag an image as corrupt: it can't be requested until re-verified")
-def flag(image_id: int, body: FlagIn, p: Principal = Depends(image_writer),
-         s: Session = Depends(get_session)) -> ImageOut:
+def flag(image_id: int, body: FlagIn, p: Annotated[Principal, Depends(image_writer)],
+         s: DbSession) -> ImageOut:
     img = visible_image(s, p, image_id)
     flag_image(s, img.id or 0, body.reason, actor=p.name, actor_id=p.user_id, request_id=p.request_id)
     s.commit()
@@ -357,7 +358,7 @@ def _recompute(settings: Settings, img: Image) -> dict[str, Any]:
 
 @router.post("/{image_id}/verify", response_model=VerifyOut,
              summary="Re-hash the stored bytes against the catalogue; clears the flag when they match")
-def verify(image_id: int, p: Principal = Depends(image_writer), s: Session = Depends(get_session)) -> VerifyOut:
+def verify(image_id: int, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> VerifyOut:
     settings = get_settings()
     img = visible_image(s, p, image_id)
     before = snapshot(img)
@@ -477,19 +478,20 @@ CONTENT_DOC: _RouteDoc = {
 
 
 @router.get("/{image_id}/content", **CONTENT_DOC)
-def content(image_id: int, request: Request, token: str | None = Query(None, max_length=2048),
-            authorization: str | None = Header(None), s: Session = Depends(get_session)) -> Response:
+def content(*, image_id: int, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
+            authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.head("/{image_id}/content", **CONTENT_DOC)
-def content_head(image_id: int, request: Request, token: str | None = Query(None, max_length=2048),
-                 authorization: str | None = Header(None), s: Session = Depends(get_session)) -> Response:
+def content_head(*, image_id: int, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
+                 authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.get("/{image_id}/bmap", summary="The image's block map (JSON); needs the job's image token")
-def bmap(image_id: int, token: str | None = Query(None, max_length=2048), authorization: str | None = Header(None),
-         s: Session = Depends(get_session)) -> dict:
+def bmap(*, image_id: int, token: Annotated[str | None, Query(max_length=2048)] = None,
+         authorization: Annotated[str | None, Header()] = None,
+         s: DbSession) -> dict:
     img = _token_image(s, get_settings(), image_id, authorization, token)
     return dict(img.bmap)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.deps import DbSession, Principal, require
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import EventOut, JobOut, Page
 from provisioner.core.job_states import JobStatus, is_terminal
+from provisioner.core.pipeline import JobKind
 from provisioner.services import audit
 from provisioner.services.settle import settle
 from provisioner.store.models import Job, JobEvent
@@ -26,10 +29,10 @@ def visible_job(s: Session, p: Principal, job_id: int) -> Job:
 
 
 @router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
-def list_jobs(status: JobStatus | None = None, kind: str | None = Query(None, max_length=16),
-              host_id: int | None = Query(None, ge=1), request_id: int | None = Query(None, ge=1),
-              pg: PageParams = Depends(page_params), p: Principal = Depends(require("jobs:read")),
-              s: Session = Depends(get_session)) -> dict:
+def list_jobs(*, status: JobStatus | None = None, kind: JobKind | None = None,
+              host_id: Annotated[int | None, Query(ge=1)] = None, request_id: Annotated[int | None, Query(ge=1)] = None,
+              pg: Paging, p: Annotated[Principal, Depends(require("jobs:read"))],
+              s: DbSession) -> dict:
     q = select(Job)
     if p.scoped:
         q = q.where(Job.tenant_id == p.tenant_id)
@@ -41,14 +44,15 @@ def list_jobs(status: JobStatus | None = None, kind: str | None = Query(None, ma
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Show a job with its phases and SLIs")
-def get_job(job_id: int, p: Principal = Depends(require("jobs:read")), s: Session = Depends(get_session)) -> Job:
+def get_job(job_id: int, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> Job:
     return visible_job(s, p, job_id)
 
 
 @router.get("/{job_id}/events", response_model=Page[EventOut],
             summary="A job's events in order; poll with after_seq to follow a running job")
-def job_events(job_id: int, after_seq: int = Query(0, ge=0), limit: int = Query(200, ge=1, le=1000),
-               p: Principal = Depends(require("jobs:read")), s: Session = Depends(get_session)) -> dict:
+def job_events(*, job_id: int, after_seq: Annotated[int, Query(ge=0)] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+               p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> dict:
     j = visible_job(s, p, job_id)
     items = s.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
                    .order_by(col(JobEvent.seq)).limit(limit)).all()
@@ -57,8 +61,8 @@ def job_events(job_id: int, after_seq: int = Query(0, ge=0), limit: int = Query(
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
              summary="Cancel a job: a running ansible process group is stopped within seconds")
-def cancel_job(job_id: int, p: Principal = Depends(require("jobs:cancel")),
-               s: Session = Depends(get_session)) -> Job:
+def cancel_job(job_id: int, p: Annotated[Principal, Depends(require("jobs:cancel"))],
+               s: DbSession) -> Job:
     j = visible_job(s, p, job_id)
     if is_terminal(j.status):
         raise Problem(409, "job.finished", f"job {j.id} already ended ({j.status})",

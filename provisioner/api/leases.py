@@ -12,12 +12,13 @@ count as one.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import ExtendIn, LeaseOut
 from provisioner.api.problems import Problem
 from provisioner.api.requests import visible_request
@@ -40,8 +41,8 @@ def extensions_used(s: Session, request_id: int) -> int:
 
 @router.post("/{request_id}/extend", response_model=LeaseOut,
              summary="Extend a request's lease by some hours (bounded by the lease policy)")
-def extend_lease(request_id: int, body: ExtendIn, p: Principal = Depends(require("requests:release")),
-                 s: Session = Depends(get_session)) -> LeaseOut:
+def extend_lease(request_id: int, body: ExtendIn, p: Annotated[Principal, Depends(require("requests:release"))],
+                 s: DbSession) -> LeaseOut:
     now = utcnow()
     req = visible_request(s, p, request_id)
     if req.lease_expires_at is None:

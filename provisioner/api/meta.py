@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, text
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.store.models import Host, Job
 
 router = APIRouter(tags=["meta"])
 
 
 @router.get("/healthz", summary="Liveness and database reachability")
-def healthz(s: Session = Depends(get_session)) -> dict:
+def healthz(s: DbSession) -> dict:
     s.execute(text("SELECT 1"))
     return {"status": "ok"}
 
 
 @router.get("/v1/me", summary="Who am I")
-def me(p: Principal = Depends(require("me:read"))) -> dict:
+def me(p: Annotated[Principal, Depends(require("me:read"))]) -> dict:
     return {"id": p.user_id, "name": p.name, "role": p.role, "tenant_id": p.tenant_id}
 
 
 @router.get("/metrics", response_class=Response,
             summary="Prometheus metrics (Prometheus sends a token of an operator, auditor or admin as bearer)")
-def metrics(_: Principal = Depends(require("metrics:read")), s: Session = Depends(get_session)) -> Response:
+def metrics(_: Annotated[Principal, Depends(require("metrics:read"))], s: DbSession) -> Response:
     # A fresh registry per scrape: values come from the database, the one source of truth,
     # so every API process reports the same numbers.
     reg = CollectorRegistry()

@@ -8,9 +8,9 @@ fleet-wide numbers are on /metrics and /v1/compliance."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Depends, Query
 from sqlalchemy import func, literal
 from sqlmodel import Session, select
 
@@ -25,8 +25,8 @@ class PageParams:
 
 async def page_params(  # async: a sync dependency costs a thread-pool hop per request
 
-    limit: int = Query(50, ge=1, le=500, description="items per page (1-500)"),
-    offset: int = Query(0, ge=0, le=10_000_000, description="items to skip"),
+    limit: Annotated[int, Query(ge=1, le=500, description="items per page (1-500)")] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit, offset)
 
@@ -36,3 +36,7 @@ def page_meta(session: Session, query: Any, pg: PageParams) -> dict[str, Any]:
     probe = query.with_only_columns(literal(1), maintain_column_froms=True).limit(COUNT_CAP + 1).subquery()
     n = session.exec(select(func.count()).select_from(probe)).one()
     return {"total": min(n, COUNT_CAP), "total_exact": n <= COUNT_CAP, "limit": pg.limit, "offset": pg.offset}
+
+
+# Paging of a list route, as a parameter type: `pg: Paging`.
+Paging = Annotated[PageParams, Depends(page_params)]

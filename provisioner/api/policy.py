@@ -7,13 +7,13 @@ validated as a whole by `guardrails.Policy.from_dict`, and every bad field is re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import PolicyOut
 from provisioner.api.problems import Problem
 from provisioner.core import guardrails
@@ -46,14 +46,14 @@ def _error_items(errors: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 @router.get("", response_model=PolicyOut, summary="The current guardrail policy and every guardrail code")
-def get_policy(_: Principal = Depends(require("policy:read")), s: Session = Depends(get_session)) -> PolicyOut:
+def get_policy(_: Annotated[Principal, Depends(require("policy:read"))], s: DbSession) -> PolicyOut:
     return policy_out(s.get(PolicyDoc, POLICY_DOC_ID))
 
 
 @router.put("", response_model=PolicyOut,
             summary="Change the policy: the fields given replace the current ones, the rest stay as they are")
-def put_policy(body: dict[str, Any] = Body(..., description="policy fields, as returned in GET's `policy`"),
-               p: Principal = Depends(require("policy:write")), s: Session = Depends(get_session)) -> PolicyOut:
+def put_policy(body: Annotated[dict[str, Any], Body(description="policy fields, as returned in GET's `policy`")],
+               p: Annotated[Principal, Depends(require("policy:write"))], s: DbSession) -> PolicyOut:
     doc = s.exec(select(PolicyDoc).where(PolicyDoc.id == POLICY_DOC_ID).with_for_update()).first()
     current = policy_from_doc(doc)
     before = current.to_dict()

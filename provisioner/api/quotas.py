@@ -7,10 +7,12 @@ refuses new requests until the tenant is back under it.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from sqlmodel import Session, select
+from typing import Annotated
 
-from provisioner.api.deps import Principal, get_session, require
+from fastapi import APIRouter, Depends
+from sqlmodel import select
+
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import QuotaIn
 from provisioner.api.problems import not_found
 from provisioner.api.schemas import TenantOut
@@ -22,8 +24,8 @@ router = APIRouter(prefix="/v1/tenants", tags=["admin"])
 
 @router.put("/{tenant_id}/quota", response_model=TenantOut,
             summary="Replace a tenant's quota ({pool: max hosts}; {} = unlimited, unlisted pools = 0)")
-def put_quota(tenant_id: int, body: QuotaIn, p: Principal = Depends(require("tenants:write")),
-              s: Session = Depends(get_session)) -> Tenant:
+def put_quota(tenant_id: int, body: QuotaIn, p: Annotated[Principal, Depends(require("tenants:write"))],
+              s: DbSession) -> Tenant:
     t = s.exec(select(Tenant).where(Tenant.id == tenant_id).with_for_update()).first()
     if t is None:
         raise not_found("tenant", tenant_id)

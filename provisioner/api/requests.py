@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
 from sqlmodel import Session, col, select
 
-from provisioner.api.deps import Principal, get_session, require
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.deps import DbSession, Principal, require
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.core import guardrails
@@ -64,8 +64,8 @@ def phase_params(body: RequestIn) -> dict[str, Any]:
 
 @router.post("", status_code=202, response_model=RequestOut,
              summary="Request hosts: allocates matching available hosts and queues one provision job each")
-def create_request(body: RequestIn, p: Principal = Depends(require("requests:create")),
-                   s: Session = Depends(get_session)) -> RequestOut:
+def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("requests:create"))],
+                   s: DbSession) -> RequestOut:
     if p.tenant_id is None:
         raise Problem(422, "request.no_tenant", "your user belongs to no tenant", hint="ask an admin")
     now = utcnow()
@@ -86,8 +86,8 @@ def create_request(body: RequestIn, p: Principal = Depends(require("requests:cre
 
 
 @router.get("", response_model=Page[RequestOut], summary="List requests (customers see their tenant's)")
-def list_requests(status: str | None = Query(None, max_length=16), pg: PageParams = Depends(page_params),
-                  p: Principal = Depends(require("requests:read")), s: Session = Depends(get_session)) -> dict:
+def list_requests(*, status: Annotated[str | None, Query(max_length=16)] = None, pg: Paging,
+                  p: Annotated[Principal, Depends(require("requests:read"))], s: DbSession) -> dict:
     q = select(HostRequest)
     if p.scoped:
         q = q.where(HostRequest.tenant_id == p.tenant_id)
@@ -98,15 +98,15 @@ def list_requests(status: str | None = Query(None, max_length=16), pg: PageParam
 
 
 @router.get("/{request_id}", response_model=RequestOut, summary="Show a request")
-def get_request(request_id: int, p: Principal = Depends(require("requests:read")),
-                s: Session = Depends(get_session)) -> RequestOut:
+def get_request(request_id: int, p: Annotated[Principal, Depends(require("requests:read"))],
+                s: DbSession) -> RequestOut:
     return request_out(s, visible_request(s, p, request_id))
 
 
 @router.post("/{request_id}/release", status_code=202, response_model=RequestOut,
              summary="Release a request's hosts: wipes them and returns them to the pool")
-def release_request(request_id: int, p: Principal = Depends(require("requests:release")),
-                    s: Session = Depends(get_session)) -> RequestOut:
+def release_request(request_id: int, p: Annotated[Principal, Depends(require("requests:release"))],
+                    s: DbSession) -> RequestOut:
     req = visible_request(s, p, request_id)
     release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
     s.commit()

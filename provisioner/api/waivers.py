@@ -21,15 +21,15 @@ Rules
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from provisioner.api.deps import Principal, get_session, require
+from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import WaiverDecisionIn, WaiverIn, WaiverNoteIn, WaiverOut
-from provisioner.api.pagination import PageParams, page_meta, page_params
+from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page
 from provisioner.core import guardrails
@@ -93,8 +93,8 @@ def resolve_scope(s: Session, p: Principal, scope: str) -> int | None:
 
 @router.post("", status_code=201, response_model=WaiverOut,
              summary="Ask for a waiver of one guardrail code for a scope (tenant:<name>, host:<id>, request:<id>)")
-def request_waiver(body: WaiverIn, p: Principal = Depends(require("waivers:request")),
-                   s: Session = Depends(get_session)) -> WaiverOut:
+def request_waiver(body: WaiverIn, p: Annotated[Principal, Depends(require("waivers:request"))],
+                   s: DbSession) -> WaiverOut:
     now = utcnow()
     policy = load_policy(s)
     problems = [v for v in guardrails.validate_waiver_request(
@@ -117,10 +117,11 @@ def request_waiver(body: WaiverIn, p: Principal = Depends(require("waivers:reque
 
 
 @router.get("", response_model=Page[WaiverOut], summary="List waivers (tenant roles see their tenant's)")
-def list_waivers(status: Literal["requested", "approved", "rejected", "revoked"] | None = None,
-                 code: str | None = Query(None, max_length=64), scope: str | None = Query(None, max_length=96),
-                 pg: PageParams = Depends(page_params), p: Principal = Depends(require("waivers:read")),
-                 s: Session = Depends(get_session)) -> dict:
+def list_waivers(*, status: Literal["requested", "approved", "rejected", "revoked"] | None = None,
+                 code: Annotated[str | None, Query(max_length=64)] = None,
+                 scope: Annotated[str | None, Query(max_length=96)] = None,
+                 pg: Paging, p: Annotated[Principal, Depends(require("waivers:read"))],
+                 s: DbSession) -> dict:
     q = select(Waiver)
     if p.scoped:
         q = q.where(Waiver.tenant_id == p.tenant_id)
@@ -133,8 +134,8 @@ def list_waivers(status: Literal["requested", "approved", "rejected", "revoked"]
 
 
 @router.get("/{waiver_id}", response_model=WaiverOut, summary="Show a waiver")
-def get_waiver(waiver_id: int, p: Principal = Depends(require("waivers:read")),
-               s: Session = Depends(get_session)) -> WaiverOut:
+def get_waiver(waiver_id: int, p: Annotated[Principal, Depends(require("waivers:read"))],
+               s: DbSession) -> WaiverOut:
     return waiver_out(visible_waiver(s, p, waiver_id))
 
 
@@ -169,8 +170,8 @@ def _require_status(w: Waiver, expected: str, verb: str) -> None:
 
 @router.post("/{waiver_id}/approve", response_model=WaiverOut,
              summary="Approve a requested waiver until expires_at (not your own; expiry bounded by the policy)")
-def approve_waiver(waiver_id: int, body: WaiverDecisionIn, p: Principal = Depends(require("waivers:decide")),
-                   s: Session = Depends(get_session)) -> WaiverOut:
+def approve_waiver(waiver_id: int, body: WaiverDecisionIn, p: Annotated[Principal, Depends(require("waivers:decide"))],
+                   s: DbSession) -> WaiverOut:
     now = utcnow()
     w = visible_waiver(s, p, waiver_id)
     _require_status(w, "requested", "approved")
@@ -197,8 +198,9 @@ def approve_waiver(waiver_id: int, body: WaiverDecisionIn, p: Principal = Depend
 
 
 @router.post("/{waiver_id}/reject", response_model=WaiverOut, summary="Reject a requested waiver")
-def reject_waiver(waiver_id: int, body: WaiverNoteIn | None = None, p: Principal = Depends(require("waivers:decide")),
-                  s: Session = Depends(get_session)) -> WaiverOut:
+def reject_waiver(*, waiver_id: int, body: WaiverNoteIn | None = None,
+                  p: Annotated[Principal, Depends(require("waivers:decide"))],
+                  s: DbSession) -> WaiverOut:
     w = visible_waiver(s, p, waiver_id)
     _require_status(w, "requested", "rejected")
     return _decide(s, p, w, expected="requested", status="rejected", note=body.note if body else "",
@@ -207,8 +209,9 @@ def reject_waiver(waiver_id: int, body: WaiverNoteIn | None = None, p: Principal
 
 @router.post("/{waiver_id}/revoke", response_model=WaiverOut,
              summary="Revoke an approved waiver: it stops counting at once")
-def revoke_waiver(waiver_id: int, body: WaiverNoteIn | None = None, p: Principal = Depends(require("waivers:decide")),
-                  s: Session = Depends(get_session)) -> WaiverOut:
+def revoke_waiver(*, waiver_id: int, body: WaiverNoteIn | None = None,
+                  p: Annotated[Principal, Depends(require("waivers:decide"))],
+                  s: DbSession) -> WaiverOut:
     w = visible_waiver(s, p, waiver_id)
     _require_status(w, "approved", "revoked")
     return _decide(s, p, w, expected="approved", status="revoked", note=body.note if body else "",

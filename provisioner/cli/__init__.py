@@ -3,6 +3,8 @@ the HTTP API, with tables for people and `--output json` for scripts. One module
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from provisioner.cli import admin, audit, guardrails, hosts, images, jobs, requests, service
@@ -14,9 +16,10 @@ app = typer.Typer(help="Self-service host provisioning with guardrails and insta
 
 @app.callback()
 def _global(
-    output: str = typer.Option("table", "--output", "-o", help="table or json"),
-    url: str = typer.Option(None, envvar="PROVISIONER_URL", help="API base URL (default http://127.0.0.1:8080)"),
-    token: str = typer.Option(None, envvar="PROVISIONER_TOKEN", help="API token (prov_...)"),
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    url: Annotated[str | None,
+                   typer.Option(envvar="PROVISIONER_URL", help="API base URL (default http://127.0.0.1:8080)")] = None,
+    token: Annotated[str | None, typer.Option(envvar="PROVISIONER_TOKEN", help="API token (prov_...)")] = None,
 ) -> None:
     if output not in ("table", "json"):
         raise typer.BadParameter("--output must be table or json")

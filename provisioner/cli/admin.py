@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
 
@@ -15,7 +16,7 @@ tokens_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
 
 
 @admin_app.command("init")
-def admin_init(name: str = typer.Option("admin", help="name of the first admin")) -> None:
+def admin_init(name: Annotated[str, typer.Option(help="name of the first admin")] = "admin") -> None:
     """Create the first admin and print its token once (talks to the database directly)."""
     from provisioner.services.bootstrap import AlreadyInitialised, init_admin
     from provisioner.store.db import session_scope
@@ -62,9 +63,10 @@ def admin_migrate() -> None:
 # --- admin objects ----------------------------------------------------------------------------------
 
 @tenants_app.command("create")
-def tenants_create(name: str, quota: list[str] = typer.Option([], help="POOL=N, repeatable")) -> None:
+def tenants_create(name: str,
+                   quota: Annotated[list[str] | None, typer.Option(help="POOL=N, repeatable")] = None) -> None:
     q = {}
-    for item in quota:
+    for item in quota or []:
         pool, _, n = item.partition("=")
         if not n.isdigit():
             raise typer.BadParameter(f"--quota {item!r}: expected POOL=N")
@@ -78,8 +80,9 @@ def tenants_list(limit: int = 50, offset: int = 0) -> None:
 
 
 @users_app.command("create")
-def users_create(name: str, role: str = typer.Option(..., help="customer, imager, operator, auditor, admin"),
-                 tenant_id: int = typer.Option(None, help="required for customer and imager")) -> None:
+def users_create(name: str, role: Annotated[str, typer.Option(help="customer, imager, operator, auditor, admin")],
+                 tenant_id: Annotated[int | None,
+                                      typer.Option(help="required for customer and imager")] = None) -> None:
     show(call(client().post, "/v1/users", {"name": name, "role": role, "tenant_id": tenant_id}))
 
 
@@ -89,7 +92,7 @@ def users_list(limit: int = 50, offset: int = 0) -> None:
 
 
 @tokens_app.command("create")
-def tokens_create(user_id: int, name: str = "", expires_in_days: int = typer.Option(None)) -> None:
+def tokens_create(user_id: int, name: str = "", expires_in_days: Annotated[int | None, typer.Option()] = None) -> None:
     """Create a token for a user; it is printed once."""
     show(call(client().post, f"/v1/users/{user_id}/tokens", {"name": name, "expires_in_days": expires_in_days}))
 

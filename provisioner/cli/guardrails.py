@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -32,20 +32,20 @@ def compliance_summary() -> None:
 
 
 @waivers_app.command("request")
-def waivers_request(code: str = typer.Option(..., help="the guardrail code, e.g. backup.required"),
-                    scope: str = typer.Option(..., help="tenant:NAME, host:ID or request:ID"),
-                    justification: str = typer.Option(..., help="why the rule can't be met now")) -> None:
+def waivers_request(code: Annotated[str, typer.Option(help="the guardrail code, e.g. backup.required")],
+                    scope: Annotated[str, typer.Option(help="tenant:NAME, host:ID or request:ID")],
+                    justification: Annotated[str, typer.Option(help="why the rule can't be met now")]) -> None:
     show(call(client().post, "/v1/waivers", {"code": code, "scope": scope, "justification": justification}))
 
 
 @waivers_app.command("list")
-def waivers_list(status: str = typer.Option(None), limit: int = 50, offset: int = 0) -> None:
+def waivers_list(status: Annotated[str | None, typer.Option()] = None, limit: int = 50, offset: int = 0) -> None:
     show(call(client().get, "/v1/waivers", status=status, limit=limit, offset=offset),
          ["id", "code", "scope", "status", "requested_by", "decided_by", "expires_at"])
 
 
 @waivers_app.command("approve")
-def waivers_approve(waiver_id: int, expires_at: str = typer.Option(..., help="ISO date/time, bounded by policy"),
+def waivers_approve(waiver_id: int, expires_at: Annotated[str, typer.Option(help="ISO date/time, bounded by policy")],
                     note: str = "") -> None:
     show(call(client().post, f"/v1/waivers/{waiver_id}/approve", {"expires_at": expires_at, "note": note}))
 
@@ -66,7 +66,7 @@ def policy_show() -> None:
 
 
 @policy_app.command("set")
-def policy_set(changes: list[str] = typer.Argument(..., help="FIELD=JSON_VALUE, e.g. max_open_ports=8")) -> None:
+def policy_set(changes: Annotated[list[str], typer.Argument(help="FIELD=JSON_VALUE, e.g. max_open_ports=8")]) -> None:
     body: dict[str, Any] = {}
     for item in changes:
         key, _, raw = item.partition("=")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -19,14 +19,16 @@ HOST_COLS = ["id", "name", "address", "pool", "state", "tenant_id", "request_id"
 
 @hosts_app.command("enroll")
 def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
-                 key_file: Path = typer.Option(None, help="private key to store encrypted in the service"),
-                 key_path: str = typer.Option(None, help="key path on the worker machines instead"),
-                 pool: str = "default", label: list[str] = typer.Option([], help="KEY=VALUE, repeatable"),
-                 commission: bool = typer.Option(True, "--commission/--no-commission"),
-                 connection: str = typer.Option("ssh", help="ssh, or local (engine tests only; the service "
-                                                "must allow it)")) -> None:
+                 key_file: Annotated[Path | None,
+                                     typer.Option(help="private key to store encrypted in the service")] = None,
+                 key_path: Annotated[str | None, typer.Option(help="key path on the worker machines instead")] = None,
+                 pool: str = "default",
+                 label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+                 commission: Annotated[bool, typer.Option("--commission/--no-commission")] = True,
+                 connection: Annotated[str, typer.Option(help="ssh, or local (engine tests only; the service "
+                                                "must allow it)")] = "ssh") -> None:
     """Enroll a host (operator); it is commissioned right away unless --no-commission."""
-    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    labels = dict(item.split("=", 1) for item in label or [] if "=" in item)
     body: dict[str, Any] = {"name": name, "address": address, "port": port, "ssh_user": user, "pool": pool,
                             "labels": labels, "commission": commission, "connection": connection}
     if key_file:
@@ -37,7 +39,8 @@ def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
 
 
 @hosts_app.command("list")
-def hosts_list(state: str = typer.Option(None), pool: str = typer.Option(None), limit: int = 50,
+def hosts_list(state: Annotated[str | None, typer.Option()] = None,
+               pool: Annotated[str | None, typer.Option()] = None, limit: int = 50,
                offset: int = 0) -> None:
     show(call(client().get, "/v1/hosts", state=state, pool=pool, limit=limit, offset=offset), HOST_COLS)
 
@@ -53,7 +56,7 @@ def hosts_commission(host_id: int) -> None:
 
 
 @hosts_app.command("state")
-def hosts_state(host_id: int, state: str = typer.Argument(..., help="maintenance, available or retired"),
+def hosts_state(host_id: int, state: Annotated[str, typer.Argument(help="maintenance, available or retired")],
                 reason: str = "") -> None:
     show(call(client().post, f"/v1/hosts/{host_id}/state", {"state": state, "reason": reason}))
 

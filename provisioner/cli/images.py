@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -28,10 +29,12 @@ def images_show(image_id: int) -> None:
 
 
 @images_app.command("publish")
-def images_publish(path: Path, name: str = typer.Option(...), version: str = typer.Option(...),
-                   os_name: str = typer.Option(...), os_version: str = typer.Option(...),
-                   fmt: str = typer.Option(None, "--format", help="raw, raw.zst or qcow2 (default: from the name)"),
-                   sha256: str = typer.Option(None, help="expected sha256 of the raw content")) -> None:
+def images_publish(path: Path, name: Annotated[str, typer.Option()], version: Annotated[str, typer.Option()],
+                   os_name: Annotated[str, typer.Option()], os_version: Annotated[str, typer.Option()],
+                   fmt: Annotated[str | None, typer.Option(
+                       "--format", help="raw, raw.zst or qcow2 (default: from the name)")] = None,
+                   sha256: Annotated[str | None,
+                                     typer.Option(help="expected sha256 of the raw content")] = None) -> None:
     """Upload an image (streamed); the service computes its sha256 and block map."""
     fmt = fmt or ("raw.zst" if path.name.endswith(".zst") else "qcow2" if path.suffix == ".qcow2" else "raw")
     params = {"name": name, "version": version, "os_name": os_name, "os_version": os_version, "format": fmt}
@@ -49,7 +52,7 @@ def images_publish(path: Path, name: str = typer.Option(...), version: str = typ
 
 
 @images_app.command("canary")
-def images_canary(image_id: int, pool: str = "lab", watch: bool = typer.Option(False, "--watch")) -> None:
+def images_canary(image_id: int, pool: str = "lab", watch: Annotated[bool, typer.Option("--watch")] = False) -> None:
     """Install the image on a lab host through the normal pipeline (needed before promotion)."""
     out = call(client().post, f"/v1/images/{image_id}/canary", {"pool": pool})
     show(out)
@@ -58,6 +61,6 @@ def images_canary(image_id: int, pool: str = "lab", watch: bool = typer.Option(F
 
 
 @images_app.command("promote")
-def images_promote(image_id: int, to: str = typer.Argument(..., help="stable, deprecated or retired")) -> None:
+def images_promote(image_id: int, to: Annotated[str, typer.Argument(help="stable, deprecated or retired")]) -> None:
     show(call(client().post, f"/v1/images/{image_id}/promote", {"to": to}))
 

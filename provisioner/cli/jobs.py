@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -22,8 +22,9 @@ JOB_COLS = ["id", "kind", "host_id", "request_id", "status", "current_phase", "a
 
 
 @jobs_app.command("list")
-def jobs_list(status: str = typer.Option(None), kind: str = typer.Option(None), host_id: int = typer.Option(None),
-              request_id: int = typer.Option(None), limit: int = 50, offset: int = 0) -> None:
+def jobs_list(status: Annotated[str | None, typer.Option()] = None,
+              kind: Annotated[str | None, typer.Option()] = None, host_id: Annotated[int | None, typer.Option()] = None,
+              request_id: Annotated[int | None, typer.Option()] = None, limit: int = 50, offset: int = 0) -> None:
     show(call(client().get, "/v1/jobs", status=status, kind=kind, host_id=host_id, request_id=request_id,
               limit=limit, offset=offset), JOB_COLS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -19,16 +19,16 @@ requests_app = typer.Typer(help="Host requests: ask for hosts, watch, release.",
 @requests_app.command("create")
 def requests_create(
     image: str,
-    ssh_key: Path = typer.Option(..., help="public key file installed for the customer user"),
-    count: int = 1, pool: str = "default", raid_level: str = typer.Option(None),
-    port: list[str] = typer.Option([], help="PORT[/PROTO][@CIDR,...] to open, repeatable"),
-    label: list[str] = typer.Option([], help="KEY=VALUE constraint, repeatable"),
+    ssh_key: Annotated[Path, typer.Option(help="public key file installed for the customer user")],
+    count: int = 1, pool: str = "default", raid_level: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[list[str] | None, typer.Option(help="PORT[/PROTO][@CIDR,...] to open, repeatable")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE constraint, repeatable")] = None,
     min_cpus: int = 0, min_memory_mb: int = 0, min_disks: int = 0,
-    lease_hours: int = typer.Option(None),
-    watch: bool = typer.Option(False, "--watch", help="follow the jobs until they end"),
+    lease_hours: Annotated[int | None, typer.Option()] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the jobs until they end")] = False,
 ) -> None:
     ports = []
-    for p in port:
+    for p in port or []:
         spec, _, cidrs = p.partition("@")
         num, _, proto = spec.partition("/")
         if not num.isdigit():
@@ -39,7 +39,7 @@ def requests_create(
         ports.append(entry)
     body = {"image": image, "count": count, "pool": pool, "raid_level": raid_level, "firewall_ports": ports,
             "ssh_public_key": ssh_key.read_text().strip(), "lease_hours": lease_hours,
-            "constraints": {"labels": dict(x.split("=", 1) for x in label if "=" in x), "min_cpus": min_cpus,
+            "constraints": {"labels": dict(x.split("=", 1) for x in label or [] if "=" in x), "min_cpus": min_cpus,
                             "min_memory_mb": min_memory_mb, "min_disks": min_disks}}
     req = call(client().post, "/v1/requests", body)
     _show_and_watch(req, req["job_ids"] if watch else [])
@@ -60,7 +60,7 @@ def _show_and_watch(req: dict[str, Any], job_ids: list[int]) -> None:
 
 
 @requests_app.command("list")
-def requests_list(status: str = typer.Option(None), limit: int = 50, offset: int = 0) -> None:
+def requests_list(status: Annotated[str | None, typer.Option()] = None, limit: int = 50, offset: int = 0) -> None:
     show(call(client().get, "/v1/requests", status=status, limit=limit, offset=offset),
          ["id", "tenant_id", "image", "count", "pool", "status", "accepted_at", "ready_at", "host_ids"])
 
@@ -71,7 +71,7 @@ def requests_show(request_id: int) -> None:
 
 
 @requests_app.command("release")
-def requests_release(request_id: int, watch: bool = typer.Option(False, "--watch")) -> None:
+def requests_release(request_id: int, watch: Annotated[bool, typer.Option("--watch")] = False) -> None:
     req = call(client().post, f"/v1/requests/{request_id}/release")
     release_jobs = [j["id"] for j in call(client().get, "/v1/jobs", request_id=request_id, kind="release",
                                           limit=500)["items"] if j["status"] in ("queued", "running")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from fastapi import FastAPI
@@ -68,10 +69,11 @@ def app_from_env() -> FastAPI:
     return build_app(get_settings(), embedded_worker=os.environ.get("PROVISIONER_EMBEDDED_WORKER") == "1")
 
 
-def serve(host: str = typer.Option(None, help="bind address (default PROVISIONER_HOST or 127.0.0.1)"),
-          port: int = typer.Option(None, help="port (default PROVISIONER_PORT or 8080)"),
-          worker: bool = typer.Option(True, "--worker/--no-worker",
-                                      help="run worker threads in this process (default with the in-process broker)")
+def serve(host: Annotated[str | None, typer.Option(help="bind address (default PROVISIONER_HOST or 127.0.0.1)")] = None,
+          port: Annotated[int | None, typer.Option(help="port (default PROVISIONER_PORT or 8080)")] = None,
+          worker: Annotated[bool, typer.Option(
+              "--worker/--no-worker",
+              help="run worker threads in this process (default with the in-process broker)")] = True
           ) -> None:
     """Run the API (and, embedded, the worker threads and the reconciler)."""
     import uvicorn
@@ -92,9 +94,9 @@ def serve(host: str = typer.Option(None, help="bind address (default PROVISIONER
                 log_level="info", access_log=s.access_log)
 
 
-def worker_cmd(processes: int = typer.Option(2, help="worker processes"),
-               threads: int = typer.Option(4, help="threads per process"),
-               poll_ms: int = typer.Option(50, help="max idle wait between broker polls (ms)")) -> None:
+def worker_cmd(processes: Annotated[int, typer.Option(help="worker processes")] = 2,
+               threads: Annotated[int, typer.Option(help="threads per process")] = 4,
+               poll_ms: Annotated[int, typer.Option(help="max idle wait between broker polls (ms)")] = 50) -> None:
     """Run Dramatiq worker processes (needs PROVISIONER_BROKER_URL=redis://...)."""
     if get_settings().embedded_broker:
         err.print("[red]error[/red] `provisioner worker` needs a shared broker: set PROVISIONER_BROKER_URL=redis://...")

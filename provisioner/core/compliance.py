@@ -39,7 +39,7 @@ def evaluate(check: dict[str, Any], *, applied: dict[str, Any], last_restore_at:
     repo = check.get("repository") or {}
     passed = bool(restore.get("passed")) and repo.get("ok", True) is not False
     restore_at = parse_iso(restore.get("verified_at")) if passed and restore.get("verified_at") else None
-    state = guardrails.HostState(
+    state = guardrails.HostFacts(
         data_disk_count=int(check.get("data_disk_count") or 0),
         raid=raid_state(check.get("raid") or {}),
         firewall=guardrails.FirewallState(

@@ -272,7 +272,7 @@ class FirewallState:
 
 
 @dataclass(frozen=True)
-class HostState:
+class HostFacts:
     """A host's observed state for continuous compliance. `last_restore_passed=None` = never tested."""
 
     data_disk_count: int
@@ -484,7 +484,7 @@ def _single_disk(disks: int, pool: str, policy: Policy, field_name: str) -> Viol
               f"a lab pool ({', '.join(sorted(policy.lab_pools))}) for throwaway hosts.", field_name)
 
 
-def _restore_violations(state: HostState, policy: Policy, *, handover: bool) -> list[Violation]:
+def _restore_violations(state: HostFacts, policy: Policy, *, handover: bool) -> list[Violation]:
     if not state.backup_configured:
         return []  # nothing to restore; backup.required covers the policy side
     waivable = None if not handover else False
@@ -624,17 +624,17 @@ def _check_request_backup(backup: BackupSpec, policy: Policy) -> list[Violation]
     return out
 
 
-def check_host(state: HostState, policy: Policy, pool: str) -> list[Violation]:
+def check_host(state: HostFacts, policy: Policy, pool: str) -> list[Violation]:
     """Continuous compliance of a running host: raid, firewall, backup, restore."""
     return _check_host(state, policy, pool, handover=False)
 
 
-def check_handover(state: HostState, policy: Policy, pool: str) -> list[Violation]:
+def check_handover(state: HostFacts, policy: Policy, pool: str) -> list[Violation]:
     """Like check_host, but restore violations are never waivable: no handover with unverified restores."""
     return _check_host(state, policy, pool, handover=True)
 
 
-def _check_host(state: HostState, policy: Policy, pool: str, *, handover: bool) -> list[Violation]:
+def _check_host(state: HostFacts, policy: Policy, pool: str, *, handover: bool) -> list[Violation]:
     out: list[Violation] = []
     raid = state.raid
     if raid.level is not None and raid.level not in RAID_LEVELS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,16 @@ PIPELINES: dict[str, tuple[Phase, ...]] = {
 }
 
 JOB_KINDS = frozenset(PIPELINES)
+
+
+class JobKind(StrEnum):
+    commission = "commission"
+    provision = "provision"
+    release = "release"
+    compliance = "compliance"
+
+
+assert set(JobKind) == JOB_KINDS, "every pipeline is a job kind"
 
 # Hosts of the `vagrant` driver are created for a request and destroyed at release: their
 # provision job starts by creating the VM (its own phase in the SLIs) and commissioning it.

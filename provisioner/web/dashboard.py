@@ -10,15 +10,15 @@ change anything, so a forged cross-site link can do no harm.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from provisioner.api import compliance, hosts, jobs
-from provisioner.api.deps import Principal, get_session, principal_for_token
+from provisioner.api.deps import DbSession, Principal, principal_for_token
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem
 from provisioner.core.job_states import is_terminal
@@ -74,7 +74,7 @@ def login_form(request: Request, reason: str = "") -> HTMLResponse:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, token: str = Form("", max_length=512)) -> Response:
+async def login(request: Request, token: Annotated[str, Form(max_length=512)] = "") -> Response:
     try:
         await principal_for_token(request, token)
     except Problem as exc:
@@ -93,10 +93,10 @@ def logout() -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-def overview(request: Request, p: Principal = Depends(ui_principal), s: Session = Depends(get_session)) -> Response:
+def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s: DbSession) -> Response:
     ctx: dict[str, Any] = {}
     if allowed(p.role, "jobs:read"):
-        ctx["recent"] = jobs.list_jobs(None, None, None, None, PageParams(25, 0), p, s)
+        ctx["recent"] = jobs.list_jobs(pg=PageParams(25, 0), p=p, s=s)
         q = select(Job.sli, Job.slo_met).where(Job.kind == "provision", col(Job.slo_met).is_not(None))
         if p.scoped:
             q = q.where(Job.tenant_id == p.tenant_id)
@@ -108,16 +108,16 @@ def overview(request: Request, p: Principal = Depends(ui_principal), s: Session 
 
 
 @router.get("/hosts", response_class=HTMLResponse)
-def host_list(request: Request, p: Principal = Depends(ui_principal), s: Session = Depends(get_session)) -> Response:
+def host_list(request: Request, p: Annotated[Principal, Depends(ui_principal)], s: DbSession) -> Response:
     if not allowed(p.role, "hosts:read"):
         return page(request, "error.html", p, status=403, message="Your role may not read hosts.")
-    listing = hosts.list_hosts(None, None, None, PageParams(500, 0), p, s)
+    listing = hosts.list_hosts(pg=PageParams(500, 0), p=p, s=s)
     return page(request, "hosts.html", p, listing=listing)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_detail(request: Request, job_id: int, p: Principal = Depends(ui_principal),
-               s: Session = Depends(get_session)) -> Response:
+def job_detail(request: Request, job_id: int, p: Annotated[Principal, Depends(ui_principal)],
+               s: DbSession) -> Response:
     try:
         if not allowed(p.role, "jobs:read"):
             raise Problem(403, "auth.forbidden", "Your role may not read jobs.")

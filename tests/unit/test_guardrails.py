@@ -16,7 +16,7 @@ from provisioner.core.guardrails import (
     Actor,
     BackupSpec,
     FirewallState,
-    HostState,
+    HostFacts,
     ImageRef,
     Policy,
     PolicyError,
@@ -51,7 +51,7 @@ BASE_REQUEST = RequestSpec(
     open_ports=(rule(443, "0.0.0.0/0"), rule(22, "10.0.0.0/8")),
 )
 
-BASE_HOST = HostState(
+BASE_HOST = HostFacts(
     data_disk_count=2,
     raid=RaidState("1", "clean", ("sda", "sdb")),
     firewall=FirewallState("drop", (rule(443, "0.0.0.0/0"), rule(22, "10.0.0.0/8"))),
@@ -66,7 +66,7 @@ def req(**changes: Any) -> RequestSpec:
     return replace(BASE_REQUEST, **changes)
 
 
-def host(**changes: Any) -> HostState:
+def host(**changes: Any) -> HostFacts:
     return replace(BASE_HOST, **changes)
 
 
