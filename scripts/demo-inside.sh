@@ -27,7 +27,7 @@ CU_TOKEN=$(provisioner -o json tokens create "$CU_ID" | json '["token"]')
 
 say "operator enrolls the lab VM (commissioning gathers its hardware)"
 read -r NAME ADDR PORT USER KEY < <(python3 -c "import json; h=json.load(open('$STATE/hosts.json'))[0]; print(h['name'], h['address'], h['port'], h['user'], h['private_key'])")
-HOST_ID=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json hosts enroll "$NAME" "$ADDR" --port "$PORT" --user "$USER" --key-path "$KEY" | json '["id"]')
+HOST_ID=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json hosts enroll "$NAME" "$ADDR" --port "$PORT" --user "$USER" --key-file "$KEY" | json '["id"]')
 CJOB=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json jobs list --host-id "$HOST_ID" --kind commission | json '["items"][0]["id"]')
 PROVISIONER_TOKEN=$OP_TOKEN provisioner jobs watch "$CJOB"
 PROVISIONER_TOKEN=$OP_TOKEN provisioner hosts show "$HOST_ID"
