@@ -9,16 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROVISIONER_E2E_EXTRA=${PROVISIONER_E2E_EXTRA:-1}
 report=$(mktemp --suffix=.xml)
-# ssh control masters that Ansible left behind for the tests' connections (ControlPersist): they
-# belong to this run, so they are stopped here before the lab goes down (which stops only its own).
-stop_ssh_muxes() {
-  local pid
-  for pid in $(ip netns pids "${PROVISIONER_LAB_NETNS:-provlab}" 2>/dev/null); do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^ssh: .*\[mux\]'; then kill "$pid" 2>/dev/null || true; fi
-  done
-}
 vagrant/lab up --hosts "${PROVISIONER_LAB_HOSTS:-2}"
-trap 'stop_ssh_muxes; vagrant/lab down || true; rm -f "$report"' EXIT
+trap 'vagrant/lab down || true; rm -f "$report"' EXIT
 set +e
 vagrant/lab exec -- .venv/bin/pytest -q -rs --durations=15 -m e2e --junitxml="$report" tests/e2e "$@"
 rc=$?
