@@ -1,6 +1,6 @@
 """The reconciler: the database is the truth, the broker only a doorbell.
 
-Periodically: re-send queued jobs whose message may be lost; settle running jobs whose lease
+Periodically: re-send queued jobs whose message may be lost; settle running jobs whose claim
 expired (their worker died): retry when the interrupted phase is idempotent and attempts remain,
 otherwise fail with the reason.
 """

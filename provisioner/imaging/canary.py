@@ -1,7 +1,7 @@
 """Canary installs: a candidate image proves itself on a real host through the normal pipeline.
 
-``start_canary`` creates an ordinary host request for the image (one host of a lab pool, allocated
-with ``allocator.allocate``, one provision job) in the caller's transaction, so the canary runs every
+``start_canary`` opens an ordinary host request for the image (``services.requests.open_request``:
+one host of a lab pool, one provision job) in the caller's transaction, so the canary runs every
 phase a customer's host would run, with the image phase writing this image. The request belongs to
 the caller's tenant (admins name one); the host stays allocated after the canary so the imaging team
 can look at it, and is given back with ``POST /v1/requests/{request_id}/release``.

@@ -4,6 +4,7 @@ job whose message could not be sent is handed to the reconciler (enqueued_at NUL
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -17,14 +18,13 @@ from provisioner.store.models import Host, Job
 
 
 class Bell:
-    def __init__(self, fail: set[int] | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.rung: list[list[int]] = []
-        self.fail = fail or set()
+        self.fail: set[int] = set()
         self.seen_committed: list[bool] = []
-        self.engine: Engine | None = None
+        self.engine = engine
 
     def __call__(self, ids: list[int]) -> list[int]:
-        assert self.engine is not None
         # What the worker will see: the job must already be committed when the bell rings.
         with Session(self.engine) as other:
             self.seen_committed.append(all(other.get(Job, i) is not None for i in ids))
@@ -39,6 +39,19 @@ def engine(bare_engine: Engine) -> Iterator[Engine]:
     doorbell.install(None)
 
 
+@pytest.fixture
+def bell(engine: Engine) -> Bell:
+    """A recording bell, installed for the test (the engine fixture unplugs it afterwards)."""
+    b = Bell(engine)
+    doorbell.install(b)
+    return b
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path)
+
+
 def _host(s: Session, name: str) -> Host:
     h = Host(name=name, address="192.0.2.1")
     s.add(h)
@@ -46,11 +59,7 @@ def _host(s: Session, name: str) -> Host:
     return h
 
 
-def test_rings_after_commit_with_the_committed_jobs(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    bell = Bell()
-    bell.engine = engine
-    doorbell.install(bell)
-    settings = Settings(data_dir=tmp_path)
+def test_rings_after_commit_with_the_committed_jobs(engine: Engine, bell: Bell, settings: Settings) -> None:
     with Session(engine) as s:
         h = _host(s, "a")
         ids = [new_job(s, "provision", h, settings=settings).id, new_job(s, "commission", h, settings=settings).id]
@@ -59,11 +68,7 @@ def test_rings_after_commit_with_the_committed_jobs(engine: Engine, tmp_path) ->
     assert bell.rung == [ids] and bell.seen_committed == [True]
 
 
-def test_rollback_rings_nothing_and_forgets(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    bell = Bell()
-    bell.engine = engine
-    doorbell.install(bell)
-    settings = Settings(data_dir=tmp_path)
+def test_rollback_rings_nothing_and_forgets(engine: Engine, bell: Bell, settings: Settings) -> None:
     with Session(engine) as s:
         h = _host(s, "b")
         new_job(s, "provision", h, settings=settings)
@@ -74,16 +79,12 @@ def test_rollback_rings_nothing_and_forgets(engine: Engine, tmp_path) -> None:  
     assert bell.rung == []
 
 
-def test_unsent_jobs_are_left_to_the_reconciler(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=tmp_path)
-    bell = Bell()
-    bell.engine = engine
+def test_unsent_jobs_are_left_to_the_reconciler(engine: Engine, bell: Bell, settings: Settings) -> None:
     with Session(engine) as s:
         h = _host(s, "d")
         first = new_job(s, "provision", h, settings=settings).id or 0
         second = new_job(s, "commission", h, settings=settings).id or 0
         bell.fail = {second}
-        doorbell.install(bell)
         s.commit()
     with Session(engine) as s:
         got = {j.id: j.enqueued_at for j in (s.get(Job, first), s.get(Job, second)) if j is not None}
