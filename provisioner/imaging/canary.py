@@ -91,7 +91,7 @@ def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
         return False, "the image phase did not run"
     if not isinstance(writer, dict) or writer.get("skipped"):
         return False, ("the image phase skipped the write (the job got no image spec: "
-                       "is the engine's image_spec_for hook wired?)")
+                       "does services.phase_inputs.image_params reach imaging.serving.image_spec_for?)")
     if writer.get("os_release") == []:
         return False, "the image was written but its root shows no os-release"
     return True, "the job succeeded and the image phase wrote the image"

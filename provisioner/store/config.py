@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     event_stdout_max: int = 4000
     # Per-phase timeout overrides in seconds, e.g. {"backup": 3600} (JSON in the environment).
     phase_timeouts: dict[str, float] = Field(default_factory=dict)
-    # Only for tests and the engine's local demos: hosts with connection=local run on this machine.
+    # Only for tests and local demos of the job runner: hosts with connection=local run on this machine.
     allow_local_connection: bool = False
     run_reconciler: bool = True
     # How often every active host gets a compliance check (restore test, RAID, firewall); 0 = never.
