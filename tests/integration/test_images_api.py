@@ -497,6 +497,7 @@ def test_content_range_and_token_scoping(sqlite_world: World, fs_image: Path) ->
     assert data[0:2] in r.content and data[5:10] in r.content
     # If-Range with the current ETag resumes; with another one the whole (changed) content comes back.
     etag = w.client.head(url, headers=auth).headers["etag"]
+    assert etag == f'"{img["sha256"]}-none"'  # names the content, not the file's mtime
     r = w.client.get(url, headers=auth | {"Range": "bytes=10-19", "If-Range": etag})
     assert r.status_code == 206 and r.content == data[10:20]
     r = w.client.get(url, headers=auth | {"Range": "bytes=10-19", "If-Range": '"something-else"'})
