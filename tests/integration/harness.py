@@ -116,6 +116,37 @@ def populate(client: TestClient) -> World:
     return w
 
 
+def stop_unfinished_jobs() -> None:
+    """Teardown: ask every job still queued or running to stop. Its worker thread then ends at the
+    next heartbeat (stopping ansible's process tree) instead of playing the remaining phases while
+    the app shuts down, up to the worker's 10 s stop timeout and then on in the background of the
+    next test. The test has asserted all it wanted by then."""
+    from sqlalchemy import update
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlmodel import col
+
+    from provisioner.store.models import Job
+
+    try:
+        with session_scope() as s:
+            s.execute(update(Job).where(col(Job.status).in_(("queued", "running"))).values(cancel_requested=True))
+            s.commit()
+    except SQLAlchemyError:
+        pass  # a test that took the database away: the worker's stop timeout still bounds the wait
+
+
+def forget_queued_messages() -> None:
+    """The in-process broker lives as long as the test process: messages the stopped worker had not
+    taken yet would otherwise be delivered to the next test's worker, with ids of another database."""
+    from dramatiq.brokers.stub import StubBroker
+
+    from workers.broker import get_broker
+
+    broker = get_broker()
+    if isinstance(broker, StubBroker):
+        broker.flush_all()
+
+
 @contextmanager
 def running_app(env: dict[str, str]) -> Iterator[World]:
     configure(env)
@@ -123,5 +154,9 @@ def running_app(env: dict[str, str]) -> Iterator[World]:
 
     app = build_app(get_settings())
     with TestClient(app) as client:
-        yield populate(client)
+        try:
+            yield populate(client)
+        finally:
+            stop_unfinished_jobs()
+    forget_queued_messages()
     reset_engines()

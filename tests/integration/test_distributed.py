@@ -76,7 +76,8 @@ def test_worker_killed_mid_job_is_retried_by_the_reconciler(tmp_path: Path, pg_u
     svc = Service(env, tmp_path / "api.log")
     worker = Worker(env, tmp_path / "worker1.log")
     try:
-        admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "3"}})
+        # Only raid works long enough to be caught in; the other phases need not wait.
+        admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "3", "sleep_phase": "raid"}})
         job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=90)
         worker.kill9()  # no goodbye: the lease simply stops being renewed

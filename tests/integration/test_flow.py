@@ -105,7 +105,7 @@ def test_cancel_queued_job_frees_host(tmp_path) -> None:  # type: ignore[no-unty
 
     # One worker thread: the second job has to wait in the queue, where we cancel it.
     with running_app(base_env(tmp_path, PROVISIONER_WORKER_THREADS="1")) as w:
-        w.enroll("busy", labels={"sleep": "2"}, pool="p1")
+        w.enroll("busy", labels={"sleep": "2", "sleep_phase": "wipe"}, pool="p1")
         idle = w.enroll("idle", pool="p2")
         first = w.request(pool="p1").json()
         second = w.request(pool="p2").json()
