@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from fastapi import FastAPI
 
 from provisioner.cli.output import err
-from provisioner.store.config import Settings, get_settings
+
+if TYPE_CHECKING:  # the web stack and the settings load only where used: client commands start sooner
+    from fastapi import FastAPI
+
+    from provisioner.store.config import Settings
 
 
 def install_doorbell() -> None:
@@ -33,6 +36,7 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
     """The API with the doorbell installed and, unless told otherwise, worker threads (in-process
     broker) and the reconciler running for as long as the app runs."""
     from provisioner.api.app import create_app
+    from provisioner.store.config import get_settings
     from provisioner.web import dashboard
 
     settings = settings or get_settings()
@@ -66,6 +70,8 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
 
 def app_from_env() -> FastAPI:
     """Factory for multi-process uvicorn (`PROVISIONER_API_WORKERS` > 1)."""
+    from provisioner.store.config import get_settings
+
     return build_app(get_settings(), embedded_worker=os.environ.get("PROVISIONER_EMBEDDED_WORKER") == "1")
 
 
@@ -77,6 +83,8 @@ def serve(host: Annotated[str | None, typer.Option(help="bind address (default P
           ) -> None:
     """Run the API (and, embedded, the worker threads and the reconciler)."""
     import uvicorn
+
+    from provisioner.store.config import get_settings
 
     s = get_settings()
     if s.embedded_broker and not worker:
@@ -98,6 +106,8 @@ def worker_cmd(processes: Annotated[int, typer.Option(help="worker processes")] 
                threads: Annotated[int, typer.Option(help="threads per process")] = 4,
                poll_ms: Annotated[int, typer.Option(help="max idle wait between broker polls (ms)")] = 50) -> None:
     """Run Dramatiq worker processes (needs PROVISIONER_BROKER_URL=redis://...)."""
+    from provisioner.store.config import get_settings
+
     if get_settings().embedded_broker:
         err.print("[red]error[/red] `provisioner worker` needs a shared broker: set PROVISIONER_BROKER_URL=redis://...")
         raise typer.Exit(2)
