@@ -91,9 +91,10 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
             end = _run_phases(session, engine, settings, job, hb, worker_id)
         except Exception as exc:
             log.exception("job %s crashed", job_id)
-            # A refusal with a code (e.g. secrets.undecryptable: this worker lacks a key) keeps it.
-            code = exc.code if isinstance(exc, DomainError) else "worker_error"
-            end = JobEnd("failed", f"internal error in the worker: {exc}", code)
+            if isinstance(exc, DomainError):  # e.g. secrets.undecryptable: this worker lacks a key
+                end = JobEnd("failed", f"{exc.detail}; {exc.hint}" if exc.hint else exc.detail, exc.code)
+            else:
+                end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
         finally:
             hb.stop()
         if hb.lost.is_set():
