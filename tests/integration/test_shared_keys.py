@@ -182,3 +182,22 @@ def test_rotation_reports_what_no_key_opens(tmp_path: Path, pg_url: str) -> None
     with psycopg.connect(pg_url) as c:
         rows = dict(c.execute("SELECT name, credential_ciphertext FROM host").fetchall())
     assert rows["a"] == foreign and under(NEW, rows["b"])
+
+
+def test_processes_refuse_unusable_keys(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    keyfile = tmp_path / "keys"
+    keyfile.write_bytes(NEW + b"\r\n")  # an editor's CRLF: refused, not silently fixed
+    for args, env in (
+        (["serve", "--port", "1"], {"PROVISIONER_SECRET_KEY": "not-a-key"}),
+        (["worker", "--processes", "1"], {"PROVISIONER_SECRET_KEY_FILE": str(keyfile),
+                                          "PROVISIONER_BROKER_URL": "redis://127.0.0.1:1/0"}),
+    ):
+        out = subprocess.run([str(BIN / "provisioner"), *args], capture_output=True, text=True, timeout=60,
+                             env=base | env | {"PROVISIONER_DATA_DIR": str(tmp_path)})
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert "is not a Fernet key" in out.stderr and "PROVISIONER_SECRET_KEY" in out.stderr
+        assert NEW.decode() not in out.stderr + out.stdout
+    fresh = subprocess.run([str(BIN / "provisioner"), "admin", "new-secret-key"], env=base, capture_output=True,
+                           timeout=60, check=True).stdout
+    assert len(fresh) == 45 and fresh.endswith(b"\n") and Fernet(fresh.strip())
