@@ -55,12 +55,15 @@ def owner_dir(settings: Settings) -> Path:
             return _owned[key]
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
-        path = root / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-        path.mkdir(mode=0o700)
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        # Made under a dot name and renamed once locked: a sweep never sees it unlocked.
+        making, path = root / f".{name}", root / name
+        making.mkdir(mode=0o700)
+        fd = os.open(making / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if not _try_lock(fd):  # a fresh random name: nobody else can hold it
             os.close(fd)
-            raise RuntimeError(f"cannot lock {path / LOCK}")
+            raise RuntimeError(f"cannot lock {making / LOCK}")
+        os.rename(making, path)  # the lock is on the file, not its name: it stays held
         _lock_fds.append(fd)
         _owned[key] = path
         return path
@@ -75,14 +78,12 @@ def sweep_stale(settings: Settings) -> list[Path]:
         return []
     removed = []
     for path in entries:
-        if not path.is_dir() or path.is_symlink():
-            continue
+        if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+            continue  # being made (not locked yet); one left half-made holds no secret
         try:
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            # Made but not yet locked by a starting worker, or left half-made by one that died in
-            # between: only the latter is old enough to matter, and its dir holds no secret yet.
-            continue
+            continue  # not ours
         try:
             if not _try_lock(fd):
                 continue  # its owner is alive (possibly this very process)
