@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Text, select, update, values
+from sqlalchemy import column as sa_column
 from sqlmodel import Session, SQLModel
 
 from provisioner.services import audit
@@ -46,6 +47,20 @@ class RotationReport:
                 "per_column": self.per_column}
 
 
+def _compare_and_set(session: Session, table: Any, name: str, changes: list[tuple[int, str, str]]) -> int:
+    """Writes each new ciphertext where the old one is still stored; returns how many were written."""
+    pk, column = table.c.id, table.c[name]
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement per batch: a round trip per row made rotation 4x slower on PostgreSQL.
+        # SQLite has no VALUES list with column names to join; it is local, so rows are cheap there.
+        v = values(sa_column("vid", Integer), sa_column("vold", Text), sa_column("vnew", Text),
+                   name="rotated").data(changes)
+        stmt = update(table).where(pk == v.c.vid, column == v.c.vold).values({name: v.c.vnew}).returning(pk)
+        return len(session.execute(stmt).all())
+    return sum(session.execute(update(table).where(pk == row_id, column == old).values({name: new}))
+               .rowcount for row_id, old, new in changes)  # type: ignore[attr-defined]
+
+
 def _rotate_column(session: Session, settings: Settings, model: type[SQLModel], name: str,
                    report: RotationReport) -> None:
     table = model.__table__  # type: ignore[attr-defined]
@@ -58,19 +73,19 @@ def _rotate_column(session: Session, settings: Settings, model: type[SQLModel], 
         if not rows:
             break
         last_id = rows[-1][0]
+        changes: list[tuple[int, str, str]] = []
         for row_id, ciphertext in rows:
             if secrets.is_current(settings, ciphertext):
                 counts["already_current"] += 1
                 continue
             try:
-                fresh = secrets.reencrypt(settings, ciphertext)
+                changes.append((row_id, ciphertext, secrets.reencrypt(settings, ciphertext)))
             except secrets.SecretUndecryptable:
                 counts["undecryptable"] += 1
                 report.undecryptable.append(f"{table.name}.{name} id={row_id}")
-                continue
-            done = session.execute(update(table).where(pk == row_id, column == ciphertext)
-                                   .values({name: fresh})).rowcount  # type: ignore[attr-defined]
-            counts["reencrypted" if done else "changed_meanwhile"] += 1
+        done = _compare_and_set(session, table, name, changes) if changes else 0
+        counts["reencrypted"] += done
+        counts["changed_meanwhile"] += len(changes) - done
         session.commit()
     report.per_column[f"{table.name}.{name}"] = counts
     report.reencrypted += counts["reencrypted"]
