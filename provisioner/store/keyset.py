@@ -20,7 +20,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, MultiFernet
@@ -58,11 +58,21 @@ class KeySet:
     def by_kid(self, kid: str) -> SecretKey | None:
         return next((k for k in self.keys if k.kid == kid), None)
 
-    def fernet(self) -> MultiFernet:
+    # Cached: key sets are cached per configuration, and a hot path (rotation, image Range
+    # requests) should not rebuild ciphers on every call.
+    @cached_property
+    def _multi(self) -> MultiFernet:
         return MultiFernet([Fernet(k.material) for k in self.keys])
 
-    def newest_fernet(self) -> Fernet:
+    @cached_property
+    def _newest(self) -> Fernet:
         return Fernet(self.newest.material)
+
+    def fernet(self) -> MultiFernet:
+        return self._multi
+
+    def newest_fernet(self) -> Fernet:
+        return self._newest
 
 
 def kid_for(material: bytes) -> str:
@@ -91,6 +101,11 @@ def parse_keys(raw: bytes, separator: bytes, source: str, *, terminated: bool = 
     if len({k.kid for k in keys}) != len(keys):
         raise KeyConfigError(f"{source} names the same key twice")
     return KeySet(tuple(keys), source)
+
+
+@lru_cache(maxsize=16)
+def _from_env(value: str) -> KeySet:
+    return parse_keys(value.encode(), b",", "PROVISIONER_SECRET_KEY")
 
 
 @lru_cache(maxsize=16)
@@ -130,7 +145,7 @@ def key_set(settings: Settings) -> KeySet:
         raise KeyConfigError("both PROVISIONER_SECRET_KEY and PROVISIONER_SECRET_KEY_FILE are set; "
                              "keep one, so every process reads the same keys")
     if settings.secret_key:
-        return parse_keys(settings.secret_key.encode(), b",", "PROVISIONER_SECRET_KEY")
+        return _from_env(settings.secret_key)
     if settings.secret_key_file:
         return _load_file(Path(settings.secret_key_file), f"PROVISIONER_SECRET_KEY_FILE ({settings.secret_key_file})")
     path = settings.data_dir / "secret.key"
