@@ -3,7 +3,8 @@
 Cancellation and timeouts go through ansible-runner's cancel callback, which first stops the whole
 process tree (workers/process_tree.py: ansible's workers live in their own sessions), so nothing is
 orphaned. The SSH key reaches ssh-agent through ansible-runner's FIFO and the data dir is removed
-when the phase ends: no key outlives the job on disk.
+when the phase ends; the runner puts it under this worker's owner dir (`workers/private_dirs.py`),
+so the dir of a worker killed mid-phase is removed by the next worker start or reconciler pass.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Periodically: re-send queued jobs whose message may be lost; settle running jobs whose claim
 expired (their worker died): retry when the interrupted phase is idempotent and attempts remain,
-otherwise fail with the reason.
+otherwise fail with the reason. Remove the private data dirs (with the secrets a phase was given)
+that workers on this machine left behind when they died (`workers/private_dirs.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from provisioner.services.settle import settle
 from provisioner.store.config import Settings
 from provisioner.store.db import get_engine
 from provisioner.store.models import Job
+from workers import private_dirs
 from workers.leases import expire_leases
 
 log = logging.getLogger("provisioner.reconciler")
@@ -82,6 +84,9 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
         due = schedule_due(session, settings, now)  # committed there; the doorbell announces them
         if due:
             counts["compliance_checks"] = len(due)
+    swept = private_dirs.sweep_stale(settings)
+    if swept:
+        counts["stale_private_dirs"] = len(swept)
     if any(counts.values()):
         log.info("reconciled: %s", counts)
     return counts

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col
 
+from provisioner.core.errors import DomainError
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
@@ -30,6 +31,7 @@ from provisioner.services.settle import settle
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import get_engine
 from provisioner.store.models import Host, HostRequest, Job
+from workers import private_dirs
 from workers.ansible_bridge import PhaseOutcome, run_playbook
 from workers.claim import Heartbeat, claim
 from workers.event_sink import EventSink, event_row
@@ -89,13 +91,18 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
             end = _run_phases(session, engine, settings, job, hb, worker_id)
         except Exception as exc:
             log.exception("job %s crashed", job_id)
-            end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
+            if isinstance(exc, DomainError):  # e.g. secrets.undecryptable: this worker lacks a key
+                end = JobEnd("failed", f"{exc.detail}; {exc.hint}" if exc.hint else exc.detail, exc.code)
+            else:
+                end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
         finally:
             hb.stop()
         if hb.lost.is_set():
             return "lost"
         session.refresh(job, attribute_names=["status"])
-        settle(session, job, end.status, end.error, error_code=end.error_code, expect_worker=worker_id,
+        # Users read job errors; the worker's private paths are neither theirs nor useful to them.
+        error = private_dirs.scrub(end.error, settings) if end.error else None
+        settle(session, job, end.status, error, error_code=end.error_code, expect_worker=worker_id,
                actor=worker_id)
         return end.status
 
@@ -181,6 +188,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     timeout_s=phase.timeout_s,
                     should_cancel=hb.should_stop,
                     on_event=on_event,
+                    work_root=private_dirs.owner_dir(settings),
                 )
         finally:
             sink.close()

@@ -16,15 +16,23 @@ import threading
 def run_one(threads: int, poll_ms: int) -> None:
     import dramatiq
 
+    from provisioner.store.config import get_settings
     from workers import actors  # noqa: F401  (declares the actors on the broker)
     from workers.broker import get_broker
+    from workers.private_dirs import owner_dir, sweep_stale
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    settings = get_settings()
+    owner_dir(settings)  # locked before the sweep, so a sibling starting alongside leaves it alone
+    stale = sweep_stale(settings)
     worker = dramatiq.Worker(get_broker(), worker_threads=threads, worker_timeout=poll_ms)
     worker.start()
+    if stale:
+        logging.getLogger("provisioner.worker").info("removed private data dirs of dead workers: %s",
+                                                     ", ".join(p.name for p in stale))
     logging.getLogger("provisioner.worker").info("worker up: %d threads, poll %d ms", threads, poll_ms)
     stop.wait()
     worker.stop(timeout=30_000)

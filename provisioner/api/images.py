@@ -3,7 +3,8 @@ channels, canary installs, flag / re-verify, and serving the bytes to hosts (Ran
 
 Who: imagers and admins publish, promote, canary, flag and verify; every role reads the catalogue
 (customers only see stable images); image content and block maps are read with a per-job image
-token, not an API token (``provisioner/imaging/tokens.py``).
+token sent in the Authorization header (never the query string), not an API token
+(``provisioner/imaging/tokens.py``).
 """
 
 from __future__ import annotations
@@ -461,6 +462,11 @@ def _serve(image_id: int, request: Request, token: str | None, authorization: st
                                       "Cache-Control": "no-store"})
 
 
+# Declared only to refuse it with a clear problem (image.token_in_query) instead of ignoring it.
+QueryToken = Annotated[str | None, Query(deprecated=True, description="refused (401 image.token_in_query): "
+                                         "send the image token as Authorization: Bearer pimg_...")]
+
+
 class _RouteDoc(TypedDict):
     """Route options shared by GET and HEAD of the content (a TypedDict keeps `**` type-checked)."""
 
@@ -478,19 +484,19 @@ CONTENT_DOC: _RouteDoc = {
 
 
 @router.get("/{image_id}/content", **CONTENT_DOC)
-def content(*, image_id: int, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
+def content(*, image_id: int, request: Request, token: QueryToken = None,
             authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.head("/{image_id}/content", **CONTENT_DOC)
-def content_head(*, image_id: int, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
+def content_head(*, image_id: int, request: Request, token: QueryToken = None,
                  authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.get("/{image_id}/bmap", summary="The image's block map (JSON); needs the job's image token")
-def bmap(*, image_id: int, token: Annotated[str | None, Query(max_length=2048)] = None,
+def bmap(*, image_id: int, token: QueryToken = None,
          authorization: Annotated[str | None, Header()] = None,
          s: DbSession) -> dict:
     img = _token_image(s, get_settings(), image_id, authorization, token)

@@ -1,4 +1,4 @@
-"""Bootstrap and admin objects: `admin init|migrate`, tenants, users, tokens."""
+"""Bootstrap and admin objects: `admin init|migrate|new-secret-key|rotate-secrets`, tenants, users, tokens."""
 
 from __future__ import annotations
 
@@ -58,6 +58,40 @@ def admin_migrate() -> None:
         print(json.dumps({"before": before, "after": after, "head": head()}))
     else:
         console.print(f"schema revision {before or '(none)'} -> [bold]{after}[/bold] (newest: {head()})")
+
+
+@admin_app.command("new-secret-key")
+def admin_new_secret_key() -> None:
+    """Print a fresh Fernet key for PROVISIONER_SECRET_KEY / PROVISIONER_SECRET_KEY_FILE (put it first)."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
+@admin_app.command("rotate-secrets")
+def admin_rotate_secrets() -> None:
+    """Re-encrypt every stored secret with the newest key of the key set (talks to the database directly).
+
+    Rotation: give every API and worker process the new key after the old one, then first, then run
+    this; when it reports 0 undecryptable, the old key can be dropped everywhere. Exits 1 when a
+    secret could not be decrypted with any key (those rows are listed and left unchanged)."""
+    from provisioner.services.secret_rotation import rotate_secrets
+    from provisioner.store.config import get_settings
+    from provisioner.store.db import session_scope
+
+    settings = get_settings()
+    with session_scope(settings) as s:
+        report = rotate_secrets(s, settings)
+    if STATE["output"] == "json":
+        print(json.dumps(report.as_dict()))
+    else:
+        console.print(f"key {report.key_id} (newest of {report.keys_in_set}): re-encrypted {report.reencrypted}, "
+                      f"already current {report.already_current}, changed meanwhile {report.changed_meanwhile}, "
+                      f"undecryptable {len(report.undecryptable)}")
+        for row in report.undecryptable:
+            err.print(f"[red]undecryptable[/red] {row}")
+    if report.undecryptable:
+        raise typer.Exit(1)
 
 
 # --- admin objects ----------------------------------------------------------------------------------

@@ -24,6 +24,21 @@ if TYPE_CHECKING:  # the web stack and the settings load only where used: client
     from provisioner.store.config import Settings
 
 
+def check_keys(s: Settings) -> None:
+    """Refuse to start with an unusable key set; warn when a distributed setup uses a per-machine key."""
+    from provisioner.store.keyset import KeyConfigError, key_set
+
+    try:
+        key_set(s)
+    except KeyConfigError as exc:
+        err.print(f"[red]error[/red] {exc.detail}\nhint: {exc.hint}")
+        raise typer.Exit(2) from None
+    if not s.embedded_broker and not (s.secret_key or s.secret_key_file):
+        err.print(f"[yellow]the key set is this machine's {s.data_dir / 'secret.key'}: processes on other machines "
+                  "cannot decrypt what it encrypts nor check its image tokens; set PROVISIONER_SECRET_KEY or "
+                  "PROVISIONER_SECRET_KEY_FILE to the same keys everywhere[/yellow]")
+
+
 def install_doorbell() -> None:
     """Jobs committed by this process are announced through Dramatiq (Redis or in-process)."""
     from provisioner.services import doorbell
@@ -46,11 +61,15 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
     @contextmanager
     def background() -> Iterator[None]:
         from workers.broker import get_broker
+        from workers.private_dirs import owner_dir, sweep_stale
         from workers.reconciler import Reconciler
 
         worker = None
         if run_worker:
             import dramatiq
+
+            owner_dir(settings)
+            sweep_stale(settings)  # private data dirs (with secrets) of a worker that died here
 
             worker = dramatiq.Worker(get_broker(), worker_threads=settings.worker_threads, worker_timeout=100)
             worker.start()
@@ -87,6 +106,7 @@ def serve(host: Annotated[str | None, typer.Option(help="bind address (default P
     from provisioner.store.config import get_settings
 
     s = get_settings()
+    check_keys(s)
     if s.embedded_broker and not worker:
         err.print("[yellow]--no-worker with the in-process broker: nothing will run jobs[/yellow]")
     if s.api_workers > 1:
@@ -108,6 +128,7 @@ def worker_cmd(processes: Annotated[int, typer.Option(help="worker processes")] 
     """Run Dramatiq worker processes (needs PROVISIONER_BROKER_URL=redis://...)."""
     from provisioner.store.config import get_settings
 
+    check_keys(get_settings())
     if get_settings().embedded_broker:
         err.print("[red]error[/red] `provisioner worker` needs a shared broker: set PROVISIONER_BROKER_URL=redis://...")
         raise typer.Exit(2)

@@ -2,9 +2,10 @@
 
 A token is ``pimg_`` + a JWT (HS256, PyJWT) whose claims bind a job id and an image id, with the
 expiry (``exp``) and the audience (``aud``: image content of this service) checked by the library.
-The key is derived from the service secret (the Fernet key: ``PROVISIONER_SECRET_KEY`` or the key
-file in the data dir). Every API process and worker already shares that secret, so any of them can
-issue or check tokens; nothing is stored.
+The signing key is derived from the newest key of the service's key set (``store/keyset.py``) and
+named in the JWT header (``kid``); a token is checked with the key its ``kid`` names, so tokens
+issued before a rotation stay valid while their key is still in the set. Every API process and
+worker shares the key set, so any of them can issue or check tokens; nothing is stored.
 
 Checks, in order (each a domain error): missing → ``image.token_required``; malformed, another
 audience or a bad signature → ``image.token_invalid``; expired → ``image.token_expired`` (all
@@ -25,6 +26,7 @@ import jwt
 
 from provisioner.core.errors import Forbidden, Unauthenticated
 from provisioner.store.config import Settings
+from provisioner.store.keyset import key_set
 
 PREFIX = "pimg_"
 AUDIENCE = "provisioner:image-content"
@@ -32,7 +34,7 @@ ALGORITHM = "HS256"
 DEFAULT_TTL_S = 3 * 3600  # an image phase may run 1 h and be retried once; the job binding is the real bound
 _KEY_CONTEXT = b"provisioner image token v1"
 TOKEN_HINT = ("image content is fetched by the image phase of a job with the token it was given "
-              "(Authorization: Bearer pimg_... or ?token=); it is not an API token")
+              "(Authorization: Bearer pimg_...); it is not an API token")
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,27 @@ def _derive(material: bytes) -> bytes:
     return hmac.new(material, _KEY_CONTEXT, hashlib.sha256).digest()
 
 
-def _key(settings: Settings) -> bytes:
-    if settings.secret_key:
-        return _derive(settings.secret_key.encode())
-    from provisioner.store.secrets import _fernet  # creates the key file (O_EXCL) when it is missing
-
-    _fernet(settings)
-    return _derive((settings.data_dir / "secret.key").read_bytes().strip())
-
-
 def issue(settings: Settings, *, job_id: int, image_id: int, ttl_s: float = DEFAULT_TTL_S,
           now: float | None = None) -> str:
     exp = int((time.time() if now is None else now) + ttl_s)
     claims = {"job": job_id, "img": image_id, "exp": exp, "aud": AUDIENCE}
-    return PREFIX + jwt.encode(claims, _key(settings), algorithm=ALGORITHM)
+    newest = key_set(settings).newest
+    return PREFIX + jwt.encode(claims, _derive(newest.material), algorithm=ALGORITHM,
+                               headers={"kid": newest.kid})
+
+
+def _verification_key(settings: Settings, token: str) -> bytes:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
+    key = key_set(settings).by_kid(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise Unauthenticated("image.token_invalid", "the image token was signed with a key this service does "
+                              "not have", hint=TOKEN_HINT + "; every API and worker process must share the "
+                              "key set (PROVISIONER_SECRET_KEY or PROVISIONER_SECRET_KEY_FILE), and a key "
+                              "removed after a rotation no longer verifies its tokens")
+    return _derive(key.material)
 
 
 def verify(settings: Settings, token: str | None, image_id: int, *, now: float | None = None) -> ImageClaims:
@@ -70,15 +79,16 @@ def verify(settings: Settings, token: str | None, image_id: int, *, now: float |
     if not token.startswith(PREFIX):
         raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT)
     at = time.time() if now is None else now
+    jwt_text = token[len(PREFIX):]
+    key = _verification_key(settings, jwt_text)
     try:
         # Expiry is judged against `at` below (tests pass a clock); everything else by the library.
-        data = jwt.decode(token[len(PREFIX):], _key(settings), algorithms=[ALGORITHM], audience=AUDIENCE,
+        data = jwt.decode(jwt_text, key, algorithms=[ALGORITHM], audience=AUDIENCE,
                           options={"verify_exp": False, "require": ["exp", "aud", "job", "img"]})
         claims = ImageClaims(int(data["job"]), int(data["img"]), float(data["exp"]))
     except jwt.InvalidSignatureError:
         raise Unauthenticated("image.token_invalid", "the image token's signature does not verify",
-                              hint=TOKEN_HINT + "; tokens are only valid with the secret of the service that "
-                              "issued them") from None
+                              hint=TOKEN_HINT) from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
         raise Unauthenticated("image.token_invalid", "the image token is malformed", hint=TOKEN_HINT) from None
     if claims.expires_at <= at:
@@ -92,9 +102,11 @@ def verify(settings: Settings, token: str | None, image_id: int, *, now: float |
 
 
 def from_request(authorization: str | None, query_token: str | None) -> str | None:
-    """The token from ``Authorization: Bearer`` or the ``token`` query parameter."""
-    if query_token:
-        return query_token
+    """The token from ``Authorization: Bearer``. A token in the query string is refused: URLs end up
+    in access logs, proxies and shell histories, where a token outlives its purpose."""
+    if query_token is not None:
+        raise Unauthenticated("image.token_in_query", "image tokens are not accepted in the query string",
+                              hint="send the token as an Authorization: Bearer pimg_... header")
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()

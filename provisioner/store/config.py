@@ -30,8 +30,10 @@ class Settings(BaseSettings):
     # API processes remember token lookups this long; a revocation reaches other processes within it.
     auth_cache_seconds: float = 5.0
     playbook_dir: Path = REPO_ROOT / "playbooks"
-    # Secret used to encrypt SSH private keys at rest (Fernet). Default: a key file in data_dir.
-    secret_key: str | None = None
+    # The key set that encrypts stored secrets and signs image tokens (provisioner/store/keyset.py):
+    # Fernet keys, newest first, the same on every API and worker machine. Default: data_dir/secret.key.
+    secret_key: str | None = Field(default=None, description="comma-separated Fernet keys, newest first")
+    secret_key_file: Path | None = Field(default=None, description="file with one Fernet key per line, newest first")
     max_body_bytes: int = 1_048_576
     claim_seconds: float = 30.0
     heartbeat_seconds: float = 5.0

@@ -1,43 +1,55 @@
-"""Encryption at rest for host credentials (Fernet), and hashing of API tokens."""
+"""Encryption at rest for stored secrets (the key set's MultiFernet), and hashing of API tokens."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 
+from provisioner.core.errors import Unavailable
 from provisioner.store.config import Settings
+from provisioner.store.keyset import HINT, key_set
 
 
-def _fernet(settings: Settings) -> Fernet:
-    if settings.secret_key:
-        return Fernet(settings.secret_key.encode())
-    path = settings.data_dir / "secret.key"
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting together must not write two different keys.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(Fernet.generate_key())
-        except FileExistsError:
-            pass
-    return Fernet(Path(path).read_bytes().strip())
+class SecretUndecryptable(Unavailable):
+    """A stored secret was encrypted with a key this process does not have."""
+
+    def __init__(self) -> None:
+        super().__init__("secrets.undecryptable",
+                         "a stored secret cannot be decrypted with this process's key set",
+                         hint="the key that encrypted it is missing here: " + HINT)
 
 
 def encrypt(settings: Settings, plaintext: str) -> str:
-    return _fernet(settings).encrypt(plaintext.encode()).decode()
+    """Encrypted with the newest key."""
+    return key_set(settings).fernet().encrypt(plaintext.encode()).decode()
 
 
 def decrypt(settings: Settings, ciphertext: str) -> str:
+    """Decrypted with whichever key of the set encrypted it."""
     try:
-        return _fernet(settings).decrypt(ciphertext.encode()).decode()
-    except InvalidToken as exc:
-        raise ValueError("stored credential cannot be decrypted with this service's secret key") from exc
+        return key_set(settings).fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise SecretUndecryptable() from None
+
+
+def is_current(settings: Settings, ciphertext: str) -> bool:
+    """True when the newest key decrypts it (nothing to re-encrypt)."""
+    try:
+        key_set(settings).newest_fernet().decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def reencrypt(settings: Settings, ciphertext: str) -> str:
+    """The same plaintext under the newest key; raises SecretUndecryptable when no key opens it."""
+    try:
+        return key_set(settings).fernet().rotate(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise SecretUndecryptable() from None
 
 
 def new_token() -> tuple[str, str, str]:

@@ -690,3 +690,27 @@ def test_module_bmap_rules_are_the_services(images: dict[str, Image]) -> None:
     bad = {**good, "ranges": list(reversed(good["ranges"]))}
     assert prov_bmap.validate_bmap(good) == validate_bmap(good) == []
     assert prov_bmap.validate_bmap(bad) == validate_bmap(bad) != []
+
+
+@pytest.mark.skipif(shutil.which("ansible", path=str(Path(sys.executable).parent)) is None, reason="no ansible")
+def test_image_playbook_passes_the_device_to_the_shell_as_data(tmp_path: Path, server: ImageServer,
+                                                               images: dict[str, Image]) -> None:
+    """The os-release check gets the target through the environment: a device name holding shell
+    syntax is a name, not a command (templated into the script, this one would run `echo`)."""
+    from workers.ansible_bridge import run_playbook
+
+    image = images["sparse"]
+    target = tmp_path / 'disk";echo INJECTED=1;"'
+    target.write_bytes(random.Random(7).randbytes(len(image.content)))
+    spec = {k: v for k, v in base_args(server, image, target).items()
+            if k in ("url", "token", "bmap", "sha256", "target")} | {"verify_os_release": True}
+    outcome = run_playbook(
+        playbook=MODULE.parent.parent / "image.yml",
+        inventory={"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        extravars={"prov_hosts": "localhost", "provisioner_allow_local": True,
+                   "ansible_python_interpreter": sys.executable, "provisioner_image": spec},
+        ssh_key=None, timeout_s=240, should_cancel=lambda: False, on_event=lambda ev: None, work_root=tmp_path,
+    )
+    assert outcome.ok, (outcome.failures, outcome.tail)
+    assert target.read_bytes() == image.content
+    assert "INJECTED=1" not in outcome.result["image"]["os_release"], outcome.result["image"]

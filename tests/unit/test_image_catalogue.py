@@ -19,6 +19,7 @@ from provisioner.imaging.ingest import check_zstd_frames
 from provisioner.imaging.serving import image_target_for
 from provisioner.store.config import Settings
 from provisioner.store.image_models import Image
+from provisioner.store.keyset import key_set
 from provisioner.store.models import Host
 
 
@@ -39,8 +40,13 @@ def test_token_round_trip_and_scoping(settings: Settings) -> None:
         (lambda: tokens.verify(settings, tok.replace(".", ".x"), 3, now=1030.0), 401, "image.token_invalid"),
         # Signed with the right key for another audience (an API-token look-alike): refused.
         (lambda: tokens.verify(settings, tokens.PREFIX + jwt.encode(
-            {"job": 7, "img": 3, "exp": 2000, "aud": "elsewhere"}, tokens._key(settings), algorithm="HS256"),
+            {"job": 7, "img": 3, "exp": 2000, "aud": "elsewhere"}, tokens._derive(key_set(settings).newest.material),
+            algorithm="HS256", headers={"kid": key_set(settings).newest.kid}),
             3, now=1030.0), 401, "image.token_invalid"),
+        # The right key and kid but no signature check possible without the algorithm we sign with.
+        (lambda: tokens.verify(settings, tokens.PREFIX + jwt.encode(
+            {"job": 7, "img": 3, "exp": 2000, "aud": tokens.AUDIENCE}, None, algorithm="none",
+            headers={"kid": key_set(settings).newest.kid}), 3, now=1030.0), 401, "image.token_invalid"),
     ]
     for call, status, code in cases:
         with pytest.raises(DomainError) as exc:
@@ -56,14 +62,19 @@ def test_token_round_trip_and_scoping(settings: Settings) -> None:
 def test_token_needs_the_same_secret(settings: Settings, tmp_path: Path) -> None:
     tok = tokens.issue(settings, job_id=1, image_id=1)
     other = Settings(data_dir=tmp_path / "other", secret_key=Fernet.generate_key().decode())
-    with pytest.raises(DomainError, match="signature"):
+    with pytest.raises(DomainError, match="signed with a key this service does not have") as exc:
         tokens.verify(other, tok, 1)
+    assert exc.value.code == "image.token_invalid" and "PROVISIONER_SECRET_KEY" in (exc.value.hint or "")
     # Without a configured secret the key file in the data dir is used (created once, shared).
     keyfile = Settings(data_dir=tmp_path / "kf")
     assert tokens.verify(keyfile, tokens.issue(keyfile, job_id=2, image_id=5), 5).job_id == 2
     assert tokens.from_request("Bearer abc", None) == "abc"
-    assert tokens.from_request("Basic abc", "q") == "q"
+    assert tokens.from_request("Basic abc", None) is None
     assert tokens.from_request(None, None) is None
+    for query in ("q", ""):  # the query-string form is refused, not ignored
+        with pytest.raises(DomainError) as qexc:
+            tokens.from_request("Bearer abc", query)
+        assert qexc.value.code == "image.token_in_query" and status_for(qexc.value) == 401
 
 
 def test_zstd_frame_walk_catches_truncation(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ from ansible.module_utils.prov_block import (
     write_atomic,
 )
 from ansible.module_utils.prov_nft import open_ports, summarize
-from ansible.module_utils.prov_restore import TAG, compare_restored, safe_job, snapshot_of, write_markers
+from ansible.module_utils.prov_restore import TAG, compare_restored, make_scratch, safe_job, snapshot_of, write_markers
 
 MGMT_COMMENT = "prov: ssh from management"
 BACKUP_DIR = "/etc/provisioner/backup"
@@ -431,7 +431,7 @@ def restore_test(restic, p, host):
     """prov_restore_verify's round trip, reporting instead of failing."""
     job = safe_job(p["job_id"])
     marker = os.path.normpath(p["marker_dir"])
-    scratch = "/var/tmp/prov-restore-compliance-%s" % job
+    scratch = None
     started = time.time()
     res = {"passed": False, "error": "", "seconds": None, "verified_at": None, "checksum": None,
            "snapshot_id": None, "files": p["restore_files"], "bytes": p["restore_files"] * p["restore_size_kib"] * 1024}
@@ -442,8 +442,7 @@ def restore_test(restic, p, host):
         if rc != 0 or not snapshot:
             raise Failed("restic backup failed (rc=%d): %s" % (rc, tail(err) or "no snapshot id"))
         res["snapshot_id"] = snapshot
-        shutil.rmtree(scratch, ignore_errors=True)
-        os.makedirs(scratch, 0o700)
+        scratch = make_scratch("compliance-%s" % job)
         rc, out, err = restic(["restore", snapshot, "--target", scratch])
         if rc != 0:
             raise Failed("restic restore of %s failed (rc=%d): %s" % (snapshot[:8], rc, tail(err)))
@@ -461,7 +460,8 @@ def restore_test(restic, p, host):
     except OSError as exc:
         res["error"] = "restore test failed on the host: %s" % exc
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     res["seconds"] = round(time.time() - started, 1)
     res["verified_at"] = utc_now()
     return res

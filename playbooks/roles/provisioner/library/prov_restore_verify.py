@@ -20,7 +20,7 @@ options:
     type: str
     default: /srv/data/.provisioner-restore-test
   scratch_dir:
-    description: Restore target; empty = /var/tmp/prov-restore-<job_id>.
+    description: Restore target; empty = a fresh directory from mkdtemp, /var/tmp/prov-restore-<job_id>-XXXXXXXX.
     type: str
     default: ""
   files:
@@ -131,7 +131,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prov_block import run, write_atomic
-from ansible.module_utils.prov_restore import TAG, compare_restored, safe_job, snapshot_of, write_markers
+from ansible.module_utils.prov_restore import TAG, compare_restored, make_scratch, safe_job, snapshot_of, write_markers
 
 
 def main():
@@ -150,7 +150,7 @@ def main():
     if not os.access(p["restic"], os.X_OK):
         module.fail_json(msg="%s missing: run the backup phase (or pass provisioner_backup) first" % p["restic"])
     job = safe_job(p["job_id"])
-    scratch = p["scratch_dir"] or "/var/tmp/prov-restore-%s" % job
+    scratch = p["scratch_dir"]
     marker = os.path.normpath(p["marker_dir"])
     host = p["host"] or socket.gethostname()
     started = time.time()
@@ -161,8 +161,11 @@ def main():
     if not snapshot:
         module.fail_json(msg="restic backup reported no snapshot id", stderr=err)
 
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(scratch, 0o700)
+    if scratch:  # the caller's own directory, made afresh
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(scratch, 0o700)
+    else:
+        scratch = make_scratch(job)
     run(module, [p["restic"], "restore", snapshot, "--target", scratch])
     details, extra = compare_restored(os.path.join(scratch, marker.lstrip("/")), expected)
     passed = all(d["ok"] for d in details) and not extra

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 
 TAG = "provisioner-restore-test"
 MANIFEST = "SHA256SUMS"
@@ -24,6 +25,13 @@ def sha256(path):
 
 def safe_job(job_id):
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id) or "manual"
+
+
+def make_scratch(label):
+    """A fresh 0700 restore target with an unpredictable name (mkdtemp): a fixed name such as
+    /var/tmp/prov-restore-<job> could be made (or symlinked) beforehand by any local user."""
+    base = "/var/tmp" if os.path.isdir("/var/tmp") else None
+    return tempfile.mkdtemp(prefix="prov-restore-%s-" % label, dir=base)
 
 
 def write_markers(marker, files, size_kib):
