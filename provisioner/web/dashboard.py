@@ -9,22 +9,26 @@ change anything, so a forged cross-site link can do no harm.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
 from provisioner.api import compliance, hosts, jobs
 from provisioner.api.deps import DbSession, Principal, principal_for_token
+from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem
 from provisioner.core.job_states import is_terminal
 from provisioner.core.permissions import allowed
 from provisioner.core.sli import slo_summary
 from provisioner.core.timeutil import iso
+from provisioner.store.config import get_settings
 from provisioner.store.models import Job, JobEvent
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -127,4 +131,23 @@ def job_detail(request: Request, job_id: int, p: Annotated[Principal, Depends(ui
     events = list(reversed(s.exec(select(JobEvent).where(JobEvent.job_id == job_id)
                                   .order_by(col(JobEvent.seq).desc()).limit(50)).all()))
     longest = max([ph.get("duration_s") or 0 for ph in job.phases or []] + [1])
-    return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status))
+    return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status),
+                last_seq=events[-1].seq if events else 0)
+
+
+async def ui_stream_start(job_id: int, request: Request, s: DbSession,
+                          after_seq: Annotated[int, Query(ge=0)] = 0,
+                          last_event_id: Annotated[str | None, Header()] = None) -> int:
+    p = await ui_principal(request)
+    if not allowed(p.role, "jobs:read"):
+        raise Problem(403, "auth.forbidden", "Your role may not read jobs.", hint="ask an admin")
+    jobs.visible_job(s, p, job_id)
+    return resume_point(last_event_id, after_seq)
+
+
+@router.get("/jobs/{job_id}/stream", response_class=EventSourceResponse)
+async def job_stream(job_id: int, after: Annotated[int, Depends(ui_stream_start)]) -> AsyncIterator[ServerSentEvent]:
+    """The job page's live feed: the API's job stream, signed in with the dashboard cookie (EventSource
+    sends cookies, not an Authorization header)."""
+    async for ev in stream_events(job_id, after, get_settings().sse_poll_seconds):
+        yield ev
