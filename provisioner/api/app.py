@@ -21,6 +21,7 @@ from provisioner.api import (
     meta,
     policy,
     quotas,
+    ratings,
     requests,
     waivers,
     webhooks,
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
               audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router,
-              webhooks.router):
+              webhooks.router, ratings.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

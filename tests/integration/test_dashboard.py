@@ -109,3 +109,28 @@ def test_running_job_page_follows_the_job_stream(sqlite_world: World) -> None:
     assert r.status_code == 404 and r.json()["code"] == "job.not_found"
     r = TestClient(w.client.app).get(f"/ui/jobs/{job_id}/stream", follow_redirects=False)
     assert r.status_code == 303
+
+
+def test_customer_rates_from_the_job_page_and_operators_see_the_escalation(sqlite_world: World) -> None:
+    w = sqlite_world
+    w.enroll("node1")
+    req = w.request().json()
+    job_id = req["job_ids"][0]
+    assert w.wait_job(job_id)["status"] == "succeeded"
+    a = signed_in(w, "cust_a")
+    assert 'id="rate"' in a.get(f"/ui/jobs/{job_id}").text
+    b = signed_in(w, "cust_b")
+    r = b.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 1}, follow_redirects=False)
+    assert r.status_code == 303 and "note=" in r.headers["location"]  # not theirs: refused, nothing written
+    assert w.get("cust_a", f"/v1/requests/{req['id']}/rating").status_code == 404
+    r = a.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 2, "comment": "<b>slow</b>"},
+               follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/jobs/{job_id}"
+    page = a.get(f"/ui/jobs/{job_id}").text
+    assert 'id="rate"' not in page and "Rated 2/5" in page and "&lt;b&gt;slow&lt;/b&gt;" in page
+    op = signed_in(w, "operator")
+    assert 'id="escalations"' in op.get("/ui").text and "&lt;b&gt;slow&lt;/b&gt;" in op.get("/ui").text
+    assert 'id="escalations"' not in a.get("/ui").text
+    rating = w.get("cust_a", f"/v1/requests/{req['id']}/rating").json()
+    assert w.post("operator", f"/v1/escalations/{rating['id']}/answer", {"answer": "sorry"}).status_code == 200
+    assert 'id="escalations"' not in op.get("/ui").text
