@@ -155,3 +155,34 @@ def test_removing_a_webhook_ends_its_pending_deliveries_and_keeps_the_log(quiet_
     assert d["status"] == "failed" and d["last_error"] == "webhook removed"
     assert json.loads(d["body"])["type"] == "image.promoted"
     assert w.get("cust_a", "/v1/webhooks").json()["items"] == []
+
+
+def test_lease_warning_and_image_deprecation_write_outbox_rows_with_their_event(quiet_world: World) -> None:
+    from datetime import timedelta
+
+    from provisioner.core.timeutil import utcnow
+    from provisioner.store.image_models import Image
+    from provisioner.store.models import HostRequest
+    from workers.leases import expire_leases
+
+    w = quiet_world
+    a = w.post("cust_a", "/v1/webhooks", {"url": "https://a.invalid/h", "events": ["lease.warning",
+                                                                                 "image.deprecated"]}).json()
+    b = w.post("cust_b", "/v1/webhooks", {"url": "https://b.invalid/h", "events": ["image.deprecated"]}).json()
+    with Session(get_engine()) as s:
+        req = HostRequest(tenant_id=w.ids["acme"], requested_by=w.ids["cust_a"], image="debian-12", count=1,
+                          status="ready", lease_expires_at=utcnow() + timedelta(minutes=10))
+        img = Image(name="deb", version="1", os_name="debian", os_version="12", format_in="raw", channel="stable",
+                    size=1, sha256="0" * 64, published_by="imager")
+        s.add(req)
+        s.add(img)
+        s.commit()
+        req_id, img_id = req.id, img.id
+    assert expire_leases(get_settings())["warned"] == 1
+    r = w.post("imager", f"/v1/images/{img_id}/promote", {"to": "deprecated", "reason": "successor out"})
+    assert r.status_code == 200, r.text
+    got_a = {d["event_type"]: json.loads(d["body"])["data"] for d in _deliveries(w, "cust_a", a["id"])}
+    assert got_a["lease.warning"]["request_id"] == req_id and got_a["lease.warning"]["minutes_left"] <= 10
+    assert got_a["image.deprecated"]["image_id"] == img_id
+    [to_b] = _deliveries(w, "cust_b", b["id"])
+    assert to_b["event_type"] == "image.deprecated"  # catalogue events reach every tenant's subscribers
