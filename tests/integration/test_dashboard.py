@@ -116,7 +116,7 @@ def test_customer_rates_from_the_job_page_and_operators_see_the_escalation(sqlit
     w.enroll("node1")
     req = w.request().json()
     job_id = req["job_ids"][0]
-    assert w.wait_job(job_id)["status"] == "succeeded"
+    assert w.wait_job(job_id, timeout=400)["status"] == "succeeded"
     a = signed_in(w, "cust_a")
     assert 'id="rate"' in a.get(f"/ui/jobs/{job_id}").text
     b = signed_in(w, "cust_b")

@@ -16,7 +16,7 @@ def test_low_rating_is_an_escalation_until_answered(world: World) -> None:
     w = world
     w.enroll("node1")
     req = w.request().json()
-    w.wait_job(req["job_ids"][0])
+    w.wait_job(req["job_ids"][0], timeout=400)
     rid = req["id"]
     assert w.get("cust_a", f"/v1/requests/{rid}").json()["status"] == "ready"
 

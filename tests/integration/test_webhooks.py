@@ -69,7 +69,7 @@ def test_job_end_is_delivered_signed_after_the_receiver_comes_back(hooks_world: 
         assert stored is not None and hook["secret"] not in stored.secret_ciphertext
 
     w.enroll("node1")
-    job = w.wait_job(w.request().json()["job_ids"][0])
+    job = w.wait_job(w.request().json()["job_ids"][0], timeout=400)
     assert job["status"] == "succeeded"
     # The receiver is down: attempts fail and are logged, the delivery stays pending.
     _wait(lambda: any(d["attempts"] >= 2 for d in _deliveries(w, "cust_a", hook["id"])))
