@@ -15,7 +15,7 @@ from tests.integration.harness import World, base_env, running_app
 def provision(w: World, name: str, **labels: str) -> dict:
     host = w.enroll(name, labels=labels)
     req = w.request().json()
-    assert w.wait_job(req["job_ids"][0])["status"] == "succeeded"
+    assert w.wait_job(req["job_ids"][0], timeout=400)["status"] == "succeeded"
     return w.get("operator", f"/v1/hosts/{host['id']}").json()
 
 
