@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 READ_RETRIES = 3
+# A job stream that drops is resumed this many times in a row (Last-Event-ID), a second apart.
+STREAM_RECONNECTS = 30
 MAX_RETRY_WAIT_S = 5.0
 
 
@@ -68,3 +73,41 @@ class Client:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body or {})
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def stream_job(self, job_id: int, after_seq: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event name, data) from GET /v1/jobs/{id}/stream until its `end` event. A dropped
+        connection is resumed from the last event seen (Last-Event-ID): no event is lost or repeated."""
+        last = after_seq
+        drops = 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                # No read timeout: between events the server sends only keep-alive comments.
+                with connect_sse(self.http, "GET", f"/v1/jobs/{job_id}/stream", headers=headers,
+                                 timeout=httpx.Timeout(30.0, read=None)) as src:
+                    if src.response.status_code >= 400:
+                        src.response.read()
+                        try:
+                            body = src.response.json()
+                        except ValueError:
+                            body = {"code": f"http.{src.response.status_code}", "detail": src.response.text[:500]}
+                        raise ApiError(src.response.status_code, body)
+                    for sse in src.iter_sse():
+                        drops = 0
+                        if sse.id:
+                            last = int(sse.id)
+                        if sse.event in ("event", "job", "end"):
+                            yield sse.event, json.loads(sse.data)
+                        if sse.event == "end":
+                            return
+            except (httpx.HTTPError, SSEError) as exc:
+                drops += 1
+                if drops > STREAM_RECONNECTS:
+                    raise ApiError(0, {"code": "client.stream_lost",
+                                       "detail": f"the job stream of {self.url} dropped {drops} times: {exc}",
+                                       "hint": "is the service running? `provisioner jobs events` pages instead"}
+                                   ) from exc
+            time.sleep(1.0)

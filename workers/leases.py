@@ -23,7 +23,7 @@ from typing import cast
 from sqlmodel import Session, col, select
 
 from provisioner.core.timeutil import as_utc, iso, utcnow
-from provisioner.services import audit
+from provisioner.services import audit, webhooks
 from provisioner.services.release import RELEASABLE, NotReleasable, release_request_hosts
 from provisioner.store.config import Settings
 from provisioner.store.db import get_engine
@@ -107,6 +107,10 @@ def expire_leases(settings: Settings, *, now: datetime | None = None) -> dict[st
                              after={"lease_expires_at": iso(lease.expires_at),
                                     "minutes_left": round(left.total_seconds() / 60, 1),
                                     "hint": f"extend with POST /v1/requests/{rid}/extend or release it"})
+                if req is not None:
+                    webhooks.emit(s, "lease.warning", {
+                        "request_id": rid, "lease_expires_at": iso(lease.expires_at),
+                        "minutes_left": round(left.total_seconds() / 60, 1)}, tenant_id=req.tenant_id)
                 log.warning("lease of request %s ends at %s (in %.0f min)", rid, iso(lease.expires_at),
                             left.total_seconds() / 60)
             s.commit()
@@ -126,6 +130,8 @@ def expire_leases(settings: Settings, *, now: datetime | None = None) -> dict[st
             except NotReleasable:
                 s.rollback()
                 continue
+            webhooks.emit(s, "lease.expired", {"request_id": rid, "lease_expires_at": expired_at,
+                                               "release_job_ids": job_ids}, tenant_id=req.tenant_id)
             s.commit()
             counts["released"] += 1
             log.info("lease of request %s expired at %s: releasing (jobs %s)", rid, expired_at, job_ids)

@@ -21,8 +21,10 @@ from provisioner.api import (
     meta,
     policy,
     quotas,
+    ratings,
     requests,
     waivers,
+    webhooks,
 )
 from provisioner.api.limits import RequestLimits
 from provisioner.api.problems import install_handlers
@@ -52,7 +54,8 @@ def create_app(settings: Settings | None = None, *,
 
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
-              audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router):
+              audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router,
+              webhooks.router, ratings.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     return app

@@ -53,7 +53,7 @@ from provisioner.imaging.catalogue import (
     stored_file,
     visible_to,
 )
-from provisioner.services import audit
+from provisioner.services import audit, webhooks
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import session_scope
 from provisioner.store.image_models import CHANNELS, Image
@@ -267,6 +267,11 @@ def promote(image_id: int, body: PromoteIn, p: Annotated[Principal, Depends(imag
                  object_id=img.id, before=before,
                  after=snapshot(img) | {"reason": body.reason} | ({"purge": report} if report else {}),
                  request_id=p.request_id)
+    event = {"stable": "image.promoted", "deprecated": "image.deprecated"}.get(body.to)
+    if event is not None:
+        # The catalogue is shared: every tenant subscribed to the event hears of it.
+        webhooks.emit(s, event, {"image_id": img.id, "name": img.name, "version": img.version,
+                                 "channel": img.channel, "reason": body.reason}, tenant_id=None)
     s.commit()
     out = PromoteOut.model_validate(image_out(img).model_dump() | {"purge": report})
     return out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from provisioner.api.deps import DbSession, Principal, require
+from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import EventOut, JobOut, Page
@@ -16,6 +19,7 @@ from provisioner.core.job_states import JobStatus, is_terminal
 from provisioner.core.pipeline import JobKind
 from provisioner.services import audit
 from provisioner.services.settle import settle
+from provisioner.store.config import get_settings
 from provisioner.store.models import Job, JobEvent
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -49,7 +53,7 @@ def get_job(job_id: int, p: Annotated[Principal, Depends(require("jobs:read"))],
 
 
 @router.get("/{job_id}/events", response_model=Page[EventOut],
-            summary="A job's events in order; poll with after_seq to follow a running job")
+            summary="A job's events in order (page with after_seq; GET /v1/jobs/{id}/stream follows a running job)")
 def job_events(*, job_id: int, after_seq: Annotated[int, Query(ge=0)] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> dict:
@@ -57,6 +61,25 @@ def job_events(*, job_id: int, after_seq: Annotated[int, Query(ge=0)] = 0,
     items = s.exec(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
                    .order_by(col(JobEvent.seq)).limit(limit)).all()
     return {"items": items, "total": j.event_count, "limit": limit, "offset": after_seq}
+
+
+async def stream_start(job_id: int, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession,
+                       after_seq: Annotated[int, Query(ge=0, description="start after this event (first connect)")] = 0,
+                       last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
+                       ) -> int:
+    # Checked before the stream starts: a refusal is still a problem document, not a broken stream.
+    visible_job(s, p, job_id)
+    return resume_point(last_event_id, after_seq)
+
+
+@router.get("/{job_id}/stream", response_class=EventSourceResponse,
+            summary="Follow a job live (Server-Sent Events); reconnect with Last-Event-ID to resume",
+            description="`event: event` (id = the event's seq) for each stored event in order, `event: job` "
+                        "when the job's status or phase changes, `event: end` with the final job, then the "
+                        "stream closes. Resuming with `Last-Event-ID` (or `after_seq`) loses no event.")
+async def stream_job(job_id: int, after: Annotated[int, Depends(stream_start)]) -> AsyncIterator[ServerSentEvent]:
+    async for ev in stream_events(job_id, after, get_settings().sse_poll_seconds):
+        yield ev
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 
 import typer
@@ -51,7 +50,7 @@ def jobs_cancel(job_id: int) -> None:
 
 @jobs_app.command("watch")
 def jobs_watch(job_id: int) -> None:
-    """Live progress of a job: phases and tasks as they run, SLIs at the end."""
+    """Live progress of a job over Server-Sent Events: phases and tasks as they run, SLIs at the end."""
     watch_job(job_id)
 
 
@@ -85,31 +84,33 @@ def _job_view(job: dict[str, Any], tasks: list[dict[str, Any]]) -> Group:
     return Group(*parts)
 
 
-def watch_job(job_id: int, poll: float = 1.0, *, emit: bool = True, fail: bool = True) -> dict[str, Any]:
+def watch_job(job_id: int, *, emit: bool = True, fail: bool = True) -> dict[str, Any]:
+    """Follow the job's Server-Sent Events stream (resumed by the client if the connection drops)."""
     c = client()
     tasks: list[dict[str, Any]] = []
-    after = 0
     json_out = STATE["output"] == "json"
     # Without a terminal (CI logs, pipes) a live view cannot redraw: print the final view once.
     live_view = not json_out and console.is_terminal
-    with Live(console=console, refresh_per_second=4, transient=False) if live_view else _Null() as live:
-        while True:
-            job = call(c.get, f"/v1/jobs/{job_id}")
-            page = call(c.get, f"/v1/jobs/{job_id}/events", after_seq=after, limit=1000)
-            for e in page["items"]:
-                after = e["seq"]
-                if e.get("status"):
-                    tasks.append(e)
-            if live_view:
+    job: dict[str, Any] = {}
+
+    def follow(live: Any) -> None:
+        nonlocal job
+        for kind, data in c.stream_job(job_id):
+            if kind == "event":
+                if data.get("status"):
+                    tasks.append(data)
+            else:
+                job = data
+            if live_view and job:
                 live.update(_job_view(job, tasks))
-            if job["status"] in ("succeeded", "failed", "cancelled") and after >= job["event_count"]:
-                break
-            time.sleep(poll)
+
+    with Live(console=console, refresh_per_second=4, transient=False) if live_view else _Null() as live:
+        call(follow, live)
     if not json_out and not live_view:
         console.print(_job_view(job, tasks))
     if json_out and emit:
         print(json.dumps(job, indent=2))
-    if fail and job["status"] != "succeeded":
+    if fail and job.get("status") != "succeeded":
         raise typer.Exit(1)
     return job
 

@@ -82,3 +82,13 @@ def requests_release(request_id: int, watch: Annotated[bool, typer.Option("--wat
 def requests_extend(request_id: int, hours: int) -> None:
     """Extend a request's lease (within policy)."""
     show(call(client().post, f"/v1/requests/{request_id}/extend", {"hours": hours}))
+
+
+@requests_app.command("rate")
+def requests_rate(
+    request_id: int,
+    score: Annotated[int, typer.Argument(min=1, max=5, help="1 (bad) to 5 (excellent); 2 or less escalates")],
+    comment: Annotated[str, typer.Option(help="what went well or wrong")] = "",
+) -> None:
+    """Rate a delivered request, once. A score of 2 or less is an escalation the operators answer."""
+    show(call(client().post, f"/v1/requests/{request_id}/rating", {"score": score, "comment": comment}), None)

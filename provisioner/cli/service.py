@@ -63,6 +63,7 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
         from workers.broker import get_broker
         from workers.private_dirs import owner_dir, sweep_stale
         from workers.reconciler import Reconciler
+        from workers.webhook_dispatch import WebhookDispatcher
 
         worker = None
         if run_worker:
@@ -74,9 +75,13 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
             worker = dramatiq.Worker(get_broker(), worker_threads=settings.worker_threads, worker_timeout=100)
             worker.start()
         rec = Reconciler(settings).start() if settings.run_reconciler else None
+        # The dispatcher claims each delivery with a compare-and-set: any number of API processes may run it.
+        hooks = WebhookDispatcher(settings).start() if settings.run_reconciler else None
         try:
             yield
         finally:
+            if hooks:
+                hooks.stop()
             if rec:
                 rec.stop()
             if worker:

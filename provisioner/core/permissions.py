@@ -45,6 +45,14 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "images:write": frozenset({R.imager, R.admin}),
     # Prometheus scrapes with a token of such a role (`authorization: credentials_file` in its job).
     "metrics:read": frozenset({R.operator, R.admin, R.auditor}),
+    # Tenant members manage their tenant's webhooks and read its delivery log; admins any tenant's.
+    "webhooks:read": frozenset({R.customer, R.imager, R.admin}),
+    "webhooks:write": frozenset({R.customer, R.imager, R.admin}),
+    # A customer rates a delivered request of their tenant; a low rating is an escalation operators answer.
+    "ratings:write": frozenset({R.customer, R.imager}),
+    "ratings:read": ALL,
+    "escalations:read": frozenset({R.operator, R.admin, R.auditor}),
+    "escalations:answer": frozenset({R.operator, R.admin}),
 }
 
 

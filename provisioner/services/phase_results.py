@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from provisioner.core.compliance import evaluate
 from provisioner.core.timeutil import parse_iso, utcnow
-from provisioner.services import audit
+from provisioner.services import audit, webhooks
 from provisioner.services.admission import active_waivers, load_policy
 from provisioner.store.models import Host, Tenant
 
@@ -73,3 +73,8 @@ def record_compliance(session: Session, host: Host, check: dict[str, Any], *, jo
                      tenant_id=host.tenant_id, before={"compliant": before},
                      after={"compliant": verdict["compliant"], "codes": [v["code"] for v in verdict["violations"]],
                             "job_id": job_id})
+        if not verdict["compliant"] and host.tenant_id is not None:
+            webhooks.emit(session, "compliance.drift", {
+                "host_id": host.id, "host": host.name, "request_id": host.request_id, "job_id": job_id,
+                "violations": [{"code": v["code"], "message": v.get("message")} for v in verdict["violations"]]},
+                tenant_id=host.tenant_id)

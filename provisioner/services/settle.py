@@ -14,7 +14,7 @@ from provisioner.core.lifecycle import can_transition, host_after_job
 from provisioner.core.sli import PhaseTiming, compute_slis
 from provisioner.core.timeutil import parse_iso, utcnow
 from provisioner.imaging.canary import record_canary_outcome
-from provisioner.services import audit
+from provisioner.services import audit, webhooks
 from provisioner.services.host_transitions import cas_state
 from provisioner.store.models import Host, HostRequest, Job
 
@@ -57,6 +57,11 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
         _move_host(session, job, host, status, started, error, actor)
     audit.record(session, actor_id=None, actor_name=actor, action=f"job.{status}", object_type="job",
                  object_id=job.id, tenant_id=job.tenant_id, after={"error": error, "slo_met": sli["slo_met"]})
+    if status in ("succeeded", "failed") and job.tenant_id is not None:
+        webhooks.emit(session, f"job.{status}", {
+            "job_id": job.id, "kind": job.kind, "status": status, "host_id": job.host_id,
+            "request_id": job.request_id, "error": error, "error_code": error_code, "slo_met": sli["slo_met"],
+            "total_s": sli.get("total_s")}, tenant_id=job.tenant_id)
     if job.request_id is not None:
         _settle_request(session, job.request_id, now)
     record_canary_outcome(session, job)  # no-op unless the job was an image canary (or a corrupt image)

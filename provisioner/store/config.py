@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     compliance_interval_seconds: float = 86_400
     # A lease's owner is warned this long before the lease expires and its hosts are released.
     lease_warning_minutes: float = 60
+    # Webhooks: how often the dispatcher looks for due deliveries, the first retry's wait (doubling
+    # up to the cap), the attempts before a delivery is given up, and one attempt's timeout.
+    webhook_poll_seconds: float = 1.0
+    webhook_backoff_seconds: float = 10.0
+    webhook_backoff_cap_seconds: float = 3600.0
+    webhook_max_attempts: int = 8
+    webhook_timeout_seconds: float = 10.0
+    # Server-Sent Events: how often an open job stream looks for new event rows (the database is
+    # what every API process shares; bench/bench_sse.py measures the delay this gives).
+    sse_poll_seconds: float = 0.05
     lab_cmd: Path = REPO_ROOT / "vagrant" / "lab"
     # Requests for this pool get VMs created on demand by the vagrant driver (CI users).
     vagrant_pool: str = "vagrant"

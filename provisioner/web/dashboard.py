@@ -3,29 +3,38 @@ SLIs, SLO attainment, hosts and compliance), for customers and operators in a br
 
 Sign-in is the user's API token, pasted once and kept in an HttpOnly, SameSite=Strict cookie scoped
 to /ui; every page resolves it exactly like the API's bearer header (same cache, same checks) and
-reads through the API's own functions, so tenant scoping and permissions are the API's. Pages never
-change anything, so a forged cross-site link can do no harm.
+reads through the API's own functions, so tenant scoping and permissions are the API's. Pages change
+nothing but a customer's rating of a delivered request (a form; the SameSite=Strict cookie is not sent
+with a cross-site post), so a forged cross-site link can do no harm.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
-from provisioner.api import compliance, hosts, jobs
+from provisioner.api import compliance, hosts, jobs, requests
 from provisioner.api.deps import DbSession, Principal, principal_for_token
+from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem
+from provisioner.core.errors import DomainError
 from provisioner.core.job_states import is_terminal
 from provisioner.core.permissions import allowed
 from provisioner.core.sli import slo_summary
 from provisioner.core.timeutil import iso
-from provisioner.store.models import Job, JobEvent
+from provisioner.services import ratings
+from provisioner.store.config import get_settings
+from provisioner.store.models import HostRequest, Job, JobEvent
+from provisioner.store.notify_models import Rating
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -104,6 +113,10 @@ def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s
         ctx["slo"] = slo_summary(((sli or {}).get("total_s"), met) for sli, met in rows)
     if allowed(p.role, "hosts:read"):
         ctx["compliance"] = compliance.summary(p, s)
+    if allowed(p.role, "escalations:read"):
+        # Open until answered: operators see them here on every visit.
+        ctx["escalations"] = s.exec(select(Rating).where(Rating.escalation == "open")
+                                    .order_by(col(Rating.id)).limit(100)).all()
     return page(request, "overview.html", p, **ctx)
 
 
@@ -127,4 +140,46 @@ def job_detail(request: Request, job_id: int, p: Annotated[Principal, Depends(ui
     events = list(reversed(s.exec(select(JobEvent).where(JobEvent.job_id == job_id)
                                   .order_by(col(JobEvent.seq).desc()).limit(50)).all()))
     longest = max([ph.get("duration_s") or 0 for ph in job.phases or []] + [1])
-    return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status))
+    rating = ratings.for_request(s, job.request_id) if job.request_id else None
+    req = s.get(HostRequest, job.request_id) if job.request_id else None
+    rateable = (req is not None and rating is None and allowed(p.role, "ratings:write") and job.kind == "provision"
+                and req.status in ratings.RATEABLE and req.ready_at is not None)
+    return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status),
+                last_seq=events[-1].seq if events else 0, rating=rating, rateable=rateable,
+                note=request.query_params.get("note", "")[:200])
+
+
+@router.post("/requests/{request_id}/rate")
+def rate_request(request: Request, request_id: int, p: Annotated[Principal, Depends(ui_principal)], s: DbSession,
+                 job_id: Annotated[int, Form(ge=1)], score: Annotated[int, Form(ge=1, le=5)],
+                 comment: Annotated[str, Form(max_length=ratings.MAX_COMMENT)] = "") -> Response:
+    """The job page's rating form (the only write the dashboard makes: SameSite=Strict keeps the
+    cookie off cross-site posts). Refusals come back as a note on the job page."""
+    back = f"/ui/jobs/{job_id}"
+    try:
+        if not allowed(p.role, "ratings:write"):
+            raise Problem(403, "auth.forbidden", "Your role may not rate requests.")
+        req = requests.visible_request(s, p, request_id)
+        ratings.rate(s, req, score=score, comment=comment, user_id=p.user_id, actor_name=p.name,
+                     request_id=p.request_id)
+    except (Problem, DomainError) as exc:
+        return RedirectResponse(back + "?" + urlencode({"note": exc.detail}), status_code=303)
+    return RedirectResponse(back, status_code=303)
+
+
+async def ui_stream_start(job_id: int, request: Request, s: DbSession,
+                          after_seq: Annotated[int, Query(ge=0)] = 0,
+                          last_event_id: Annotated[str | None, Header()] = None) -> int:
+    p = await ui_principal(request)
+    if not allowed(p.role, "jobs:read"):
+        raise Problem(403, "auth.forbidden", "Your role may not read jobs.", hint="ask an admin")
+    jobs.visible_job(s, p, job_id)
+    return resume_point(last_event_id, after_seq)
+
+
+@router.get("/jobs/{job_id}/stream", response_class=EventSourceResponse)
+async def job_stream(job_id: int, after: Annotated[int, Depends(ui_stream_start)]) -> AsyncIterator[ServerSentEvent]:
+    """The job page's live feed: the API's job stream, signed in with the dashboard cookie (EventSource
+    sends cookies, not an Authorization header)."""
+    async for ev in stream_events(job_id, after, get_settings().sse_poll_seconds):
+        yield ev

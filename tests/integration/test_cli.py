@@ -93,9 +93,22 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         assert denied.returncode == 1 and json.loads(denied.stderr)["code"] == "auth.forbidden"
         audit = cli(env, "audit", "list", "--action", "request.create", token=admin)
         assert audit["items"][0]["actor_name"] == "cu"
+        # The customers' voice: a low rating is an escalation an operator answers.
+        rating = cli(env, "requests", "rate", str(req["id"]), "1", "--comment", "slow handover", token=cu_tok)
+        assert rating["escalation"] == "open" and rating["comment"] == "slow handover"
+        assert [e["id"] for e in cli(env, "escalations", "list", token=op_tok)["items"]] == [rating["id"]]
+        answered = cli(env, "escalations", "answer", str(rating["id"]), "called them; disk swapped", token=op_tok)
+        assert answered["escalation"] == "answered" and cli(env, "escalations", "list", token=op_tok)["items"] == []
+        hook = cli(env, "webhooks", "add", "https://hooks.invalid/provisioner", "-e", "job.succeeded", token=cu_tok)
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["job.succeeded"]
+        assert "secret" not in cli(env, "webhooks", "list", token=cu_tok)["items"][0]
         rel = cli(env, "requests", "release", str(req["id"]), "--watch", token=cu_tok)
         assert rel["request"]["status"] == "releasing" and rel["jobs"][0]["kind"] == "release"
         assert rel["jobs"][0]["status"] == "succeeded"
+        [delivery] = cli(env, "webhooks", "deliveries", str(hook["id"]), token=cu_tok)["items"]
+        assert delivery["event_type"] == "job.succeeded" and json.loads(delivery["body"])["data"]["kind"] == "release"
+        cli(env, "webhooks", "rm", str(hook["id"]), token=cu_tok)
+        assert cli(env, "webhooks", "list", token=cu_tok)["items"] == []
         # Guardrail and catalogue commands.
         assert cli(env, "policy", "show", token=cu_tok)["policy"]["max_open_ports"] >= 1
         w = cli(env, "waivers", "request", "--code", "backup.required", "--scope", "tenant:acme",

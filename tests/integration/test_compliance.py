@@ -3,6 +3,7 @@ reasons per host, per tenant and fleet-wide, audit entries when a host turns non
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.integration.harness import World, base_env, running_app
 def provision(w: World, name: str, **labels: str) -> dict:
     host = w.enroll(name, labels=labels)
     req = w.request().json()
-    assert w.wait_job(req["job_ids"][0])["status"] == "succeeded"
+    assert w.wait_job(req["job_ids"][0], timeout=400)["status"] == "succeeded"
     return w.get("operator", f"/v1/hosts/{host['id']}").json()
 
 
@@ -25,6 +26,7 @@ def provision(w: World, name: str, **labels: str) -> dict:
 ])
 def test_check_on_demand_finds_drift(sqlite_world: World, labels: dict, code: str) -> None:
     w = sqlite_world
+    hook = w.post("cust_a", "/v1/webhooks", {"url": "https://drift.invalid/h", "events": ["compliance.drift"]}).json()
     host = provision(w, "node1", **labels)
     r = w.post("operator", f"/v1/hosts/{host['id']}/compliance-check")
     assert r.status_code == 202, r.text
@@ -40,6 +42,11 @@ def test_check_on_demand_finds_drift(sqlite_world: World, labels: dict, code: st
     assert w.get("cust_b", "/v1/compliance").json()["fleet"]["active"] == 0
     audit = w.get("auditor", "/v1/audit", params={"action": "host.noncompliant"}).json()["items"]
     assert audit and code in audit[0]["after"]["codes"]
+    # The drift is announced to the tenant's webhook, from the transaction that stored the verdict.
+    [drift] = w.get("cust_a", f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    data = json.loads(drift["body"])["data"]
+    assert drift["event_type"] == "compliance.drift" and data["host_id"] == host["id"]
+    assert code in {v["code"] for v in data["violations"]}
 
 
 def test_healthy_host_stays_compliant_and_restore_date_moves(sqlite_world: World) -> None:

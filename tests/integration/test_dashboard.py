@@ -79,3 +79,58 @@ def test_sign_out_clears_the_cookie(sqlite_world: World) -> None:
     r = c.post("/ui/logout", follow_redirects=False)
     assert r.status_code == 303 and 'prov_token=""' in r.headers["set-cookie"]
     assert c.get("/ui", follow_redirects=False).status_code == 303
+
+
+def test_running_job_page_follows_the_job_stream(sqlite_world: World) -> None:
+    w = sqlite_world
+    w.enroll("node1", labels={"sleep": "3"})
+    job_id = w.request().json()["job_ids"][0]
+    w.wait_host(w.get("operator", f"/v1/jobs/{job_id}").json()["host_id"], lambda h: h["state"] == "provisioning")
+    a = signed_in(w, "cust_a")
+    page = a.get(f"/ui/jobs/{job_id}").text
+    assert f'new EventSource("/ui/jobs/{job_id}/stream?after_seq=' in page
+    seqs: list[int] = []
+    kinds: list[str] = []
+    with a.stream("GET", f"/ui/jobs/{job_id}/stream") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+            elif line.startswith("id: "):
+                seqs.append(int(line[4:]))
+            if kinds and kinds[-1] == "end" and line == "":
+                break
+    job = w.get("cust_a", f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and kinds[-1] == "end" and "job" in kinds
+    assert seqs == list(range(1, job["event_count"] + 1))
+    assert "EventSource" not in a.get(f"/ui/jobs/{job_id}").text  # finished: nothing to follow
+    b = signed_in(w, "cust_b")
+    r = b.get(f"/ui/jobs/{job_id}/stream")
+    assert r.status_code == 404 and r.json()["code"] == "job.not_found"
+    r = TestClient(w.client.app).get(f"/ui/jobs/{job_id}/stream", follow_redirects=False)
+    assert r.status_code == 303
+
+
+def test_customer_rates_from_the_job_page_and_operators_see_the_escalation(sqlite_world: World) -> None:
+    w = sqlite_world
+    w.enroll("node1")
+    req = w.request().json()
+    job_id = req["job_ids"][0]
+    assert w.wait_job(job_id, timeout=400)["status"] == "succeeded"
+    a = signed_in(w, "cust_a")
+    assert 'id="rate"' in a.get(f"/ui/jobs/{job_id}").text
+    b = signed_in(w, "cust_b")
+    r = b.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 1}, follow_redirects=False)
+    assert r.status_code == 303 and "note=" in r.headers["location"]  # not theirs: refused, nothing written
+    assert w.get("cust_a", f"/v1/requests/{req['id']}/rating").status_code == 404
+    r = a.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 2, "comment": "<b>slow</b>"},
+               follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/jobs/{job_id}"
+    page = a.get(f"/ui/jobs/{job_id}").text
+    assert 'id="rate"' not in page and "Rated 2/5" in page and "&lt;b&gt;slow&lt;/b&gt;" in page
+    op = signed_in(w, "operator")
+    assert 'id="escalations"' in op.get("/ui").text and "&lt;b&gt;slow&lt;/b&gt;" in op.get("/ui").text
+    assert 'id="escalations"' not in a.get("/ui").text
+    rating = w.get("cust_a", f"/v1/requests/{req['id']}/rating").json()
+    assert w.post("operator", f"/v1/escalations/{rating['id']}/answer", {"answer": "sorry"}).status_code == 200
+    assert 'id="escalations"' not in op.get("/ui").text

@@ -18,6 +18,9 @@ EXPECTED = {
     "waivers:decide": {R.operator, R.admin},
     "images:read": set(R), "images:write": {R.imager, R.admin},
     "metrics:read": {R.operator, R.admin, R.auditor},
+    "webhooks:read": {R.customer, R.imager, R.admin}, "webhooks:write": {R.customer, R.imager, R.admin},
+    "ratings:write": {R.customer, R.imager}, "ratings:read": set(R),
+    "escalations:read": {R.operator, R.admin, R.auditor}, "escalations:answer": {R.operator, R.admin},
 }
 
 
