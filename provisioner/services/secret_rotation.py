@@ -20,12 +20,14 @@ from provisioner.store import secrets
 from provisioner.store.config import Settings
 from provisioner.store.keyset import key_set
 from provisioner.store.models import Host
+from provisioner.store.notify_models import Webhook
 
 # Every column that holds a key-set ciphertext. A new encrypted column belongs here, or rotation
 # would leave it behind and dropping the old key would lose it.
 ENCRYPTED_COLUMNS: tuple[tuple[type[SQLModel], str], ...] = (
     (Host, "credential_ciphertext"),
     (Host, "backup_secret_ciphertext"),
+    (Webhook, "secret_ciphertext"),
 )
 BATCH = 200
 

@@ -74,3 +74,17 @@ def test_a_secret_changed_meanwhile_is_not_overwritten(pg_url: str, tmp_path: Pa
         rows = {h.name: h.credential_ciphertext for h in s.exec(select(Host)).all()}
     assert rows["a"] == newer and secrets.decrypt(during, rows["b"] or "") == "b"
     eng.dispose()
+
+
+def test_every_ciphertext_column_is_rotated() -> None:
+    """A column holding a key-set ciphertext that rotation does not know would be lost with the old key."""
+    import provisioner.store.db  # noqa: F401  (registers every table on the metadata)
+    from sqlmodel import SQLModel
+
+    from provisioner.services.secret_rotation import ENCRYPTED_COLUMNS
+
+    stored = {(t.name, c.name) for t in SQLModel.metadata.tables.values() for c in t.columns
+              if "ciphertext" in c.name}
+    rotated = {(m.__table__.name, name) for m, name in ENCRYPTED_COLUMNS}  # type: ignore[attr-defined]
+    assert stored, "no ciphertext column found: the metadata was not loaded"
+    assert stored <= rotated, f"not rotated: {sorted(stored - rotated)}"
