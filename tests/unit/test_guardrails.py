@@ -86,7 +86,7 @@ def test_docstring_documents_every_code_with_its_waivability() -> None:
 # stops being) must change this list on purpose. Never waivable: anything that exposes the
 # management port, breaks default-deny, a failed restore, quotas, channels and waiver rules.
 EXPECTED_WAIVABLE = {
-    "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted", "firewall.too_many_ports",
+    "backup.config_drifted", "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted", "firewall.too_many_ports",
     "image.deprecated", "raid.degraded", "raid.level_too_low", "raid.required",
     "raid.single_disk_in_redundant_pool", "restore.missing", "restore.stale",
 }
@@ -127,6 +127,7 @@ def _every_violation() -> list[Violation]:
                                  backup=BackupSpec(True, ())), P),
             *g.check_request(req(pool="db", raid_level="1", data_disks=4), DB_POLICY),
             *g.check_host(host(last_restore_ok_at=None), P, "default"),
+            *g.check_host(host(backup_drift=("retention is 7 days, the request asked for 14",)), P, "default"),
             *g.validate_waiver_request(code=MGMT, justification="", expires_at=NOW, now=NOW,
                                        asker=ASKER, policy=P),
             *g.validate_waiver_request(code=MGMT, justification="", expires_at=NOW + 99 * DAY,
