@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisioner.core.policy import NAMED_SCHEDULES
 from provisioner.core.guardrails import interval_hours
+from provisioner.core.policy import NAMED_SCHEDULES
 
 
 def on_calendar(schedule: str) -> str:

@@ -36,14 +36,18 @@ def _ports(items: Any) -> tuple[guardrails.PortRule, ...]:
 
 def _data_disk_count(host: Host) -> int:
     hw = host.hardware or {}
-    disks = hw.get("data_disks") if isinstance(hw.get("data_disks"), list) else hw.get("disks") or []
-    return len(disks)
+    disks = hw.get("data_disks")
+    return len(disks) if isinstance(disks, list) else len(hw.get("disks") or [])
+
+
+def _section(results: dict[str, Any], name: str) -> dict[str, Any]:
+    value = results.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def facts(host: Host, job: Job) -> guardrails.HostFacts:
     results = host.results or {}
-    fw = results.get("firewall") if isinstance(results.get("firewall"), dict) else {}
-    raid = results.get("raid") if isinstance(results.get("raid"), dict) else {}
+    fw, raid = _section(results, "firewall"), _section(results, "raid")
     backup_ran = any(p.get("name") == "backup" and p.get("status") == "succeeded" for p in job.phases or [])
     return guardrails.HostFacts(
         data_disk_count=_data_disk_count(host),

@@ -86,7 +86,8 @@ def test_docstring_documents_every_code_with_its_waivability() -> None:
 # stops being) must change this list on purpose. Never waivable: anything that exposes the
 # management port, breaks default-deny, a failed restore, quotas, channels and waiver rules.
 EXPECTED_WAIVABLE = {
-    "backup.config_drifted", "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted", "firewall.too_many_ports",
+    "backup.config_drifted", "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted",
+    "firewall.too_many_ports",
     "image.deprecated", "raid.degraded", "raid.level_too_low", "raid.required",
     "raid.single_disk_in_redundant_pool", "restore.missing", "restore.stale",
 }
