@@ -21,7 +21,8 @@ from tests.integration.harness import World, base_env, running_app
 from tests.integration.test_guardrails_api import ask_waiver, audit, in_days, put
 
 PROVISION = ["wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
-SFTP_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWJhY2t1cC1rZXktZm9yLXRlc3Rz\n-----END OPENSSH PRIVATE KEY-----\n"
+SFTP_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWJhY2t1cC1rZXktZm9yLXRlc3Rz\n"
+            "-----END OPENSSH PRIVATE KEY-----\n")
 
 
 @pytest.fixture
