@@ -139,6 +139,9 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             try:
                 handover_gate.check(session, host, job)
             except handover_gate.HandoverRefused as exc:
+                now = iso(utcnow())
+                rec.update(status="failed", reason=exc.detail, started_at=now, ended_at=now, duration_s=0.0)
+                _save_progress(session, job, worker_id)
                 return JobEnd("failed", exc.detail, exc.code)
         phase_params = params
         if phase.name == "image":

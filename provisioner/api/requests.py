@@ -13,7 +13,7 @@ from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.core import guardrails
 from provisioner.core.allocation import Constraints
-from provisioner.core.timeutil import utcnow
+from provisioner.core.timeutil import as_utc, utcnow
 from provisioner.imaging.catalogue import catalogue_image_ref, check_requestable
 from provisioner.services.admission import admit, image_ref, violations_problem
 from provisioner.services.release import release_request_hosts
@@ -81,9 +81,11 @@ def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("req
     image = catalogue_image_ref(s, body.image) or image_ref(body.image)
     policy = admit(s, p, request_spec(body, tenant=tenant.name if tenant else "", role=str(p.role), image=image),
                    now)
-    lease_expires_at, lease_problems = guardrails.lease_expiry(body.lease_hours, now, policy)
+    # No lease asked for: the policy's default_lease_hours (None = the host never expires).
+    lease_end, lease_problems = guardrails.lease_expiry(body.lease_hours, now, policy)
     if lease_problems:
         raise violations_problem(lease_problems, what="the request")
+    lease_expires_at = as_utc(lease_end) if lease_end is not None else None
     c = body.constraints
     req, _, _ = open_request(
         s, get_settings(), p, tenant_id=p.tenant_id, image=body.image, pool=body.pool, count=body.count,

@@ -72,10 +72,6 @@ def test_backup_block_reaches_only_the_backup_phases(world_with_store: World, in
         assert "provisioner_backup" not in got[name], name
         text = json.dumps(got[name])
         assert password not in text and "c2VjcmV0LWJhY2t1cC1rZXk" not in text, name
-    # The commission job before it never saw them either.
-    commission = [p for p in inputs_dir.glob("*-commission.json")]
-    assert commission and all(password not in p.read_text() and "provisioner_backup" not in p.read_text()
-                              for p in commission)
     # What the backup phase reported installing is the request's block, and the host was handed over.
     h = w.get("cust_a", f"/v1/hosts/{host['id']}").json()
     assert h["results"]["backup"] == {"paths": ["/srv/app", "/etc"], "retention_days": 21,
@@ -116,13 +112,16 @@ def test_waived_backup_is_not_installed_and_the_host_shows_the_waiver(world_with
     assert [v["code"] for v in h["compliance"]["waived"]] == ["backup.required"]
 
 
-def test_failed_handover_check_keeps_the_host(sqlite_world: World) -> None:
-    w = sqlite_world
+def test_failed_handover_check_keeps_the_host(world_with_store: World, inputs_dir: Path) -> None:
+    w = world_with_store
     host = w.enroll("node1", labels={"raid_result_state": "degraded"})
     job = w.wait_job(w.request().json()["job_ids"][0], timeout=600)
     assert job["status"] == "failed" and job["error_code"] == "guardrails.handover_refused", job
     assert "not handed over" in job["error"] and "degraded" in job["error"]
-    assert "handover" not in [p["name"] for p in job["phases"]]  # the customer's key was never installed
+    handover = job["phases"][-1]
+    assert handover["name"] == "handover" and handover["status"] == "failed" and handover["reason"] == job["error"]
+    # The handover playbook (the customer's key) never ran.
+    assert set(phase_inputs(inputs_dir, job["id"])) == set(PROVISION) - {"handover"}
     h = w.get("operator", f"/v1/hosts/{host['id']}").json()
     assert h["state"] == "failed"
     assert [v["code"] for v in h["compliance"]["violations"]] == ["raid.degraded"]
