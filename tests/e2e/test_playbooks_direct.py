@@ -174,7 +174,7 @@ def test_backup_applies_the_request_block(lab: Lab):
     assert bk["retention_days"] == 21 and bk["schedule"] == block["schedule"] and bk["paths"] == ["/etc"]
     conf = json.loads(lab.ssh("sudo cat /etc/provisioner/backup/backup.json").stdout)
     assert conf["paths"] == ["/etc"] and conf["retention_days"] == 21
-    timer = lab.ssh("systemctl show -p TimersCalendar --value provisioner-backup.timer").stdout
+    timer = lab.ssh("sudo systemctl show -p TimersCalendar --value provisioner-backup.timer").stdout
     assert "00/6:00:00" in timer, timer
     report = lab.play("compliance", 1, dict(extra, prov_compliance_restore=False))["result"]["compliance"]
     assert report["backup"]["config"] == block, report["backup"]
