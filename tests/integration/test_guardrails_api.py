@@ -82,6 +82,7 @@ def catalogue_image(name: str, channel: str) -> str:
     with session_scope() as s:
         s.add(Image(name=name, version="1", os_name="debian", os_version="13", format_in="raw", channel=channel,
                     size=1, sha256="0" * 64, stored_path=f"{name}.raw", published_by="imager"))
+        s.commit()
     return name
 
 
