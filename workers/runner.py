@@ -25,7 +25,7 @@ from provisioner.core.errors import DomainError
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
-from provisioner.services import phase_inputs
+from provisioner.services import handover_gate, phase_inputs
 from provisioner.services.phase_results import apply_phase_result
 from provisioner.services.settle import settle
 from provisioner.store.config import Settings, get_settings
@@ -133,8 +133,23 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
     key = phase_inputs.ssh_key(settings, host)
     for phase in phases_for(job.kind, host.driver):
         rec = _phase_record(phases, phase.name)
-        if rec["status"] == "succeeded":
+        if rec["status"] in ("succeeded", "skipped"):
             continue  # a retried job resumes after the phases it finished
+        skip = phase_inputs.skip_reason(session, job, host, phase.name)
+        if skip is not None:
+            now = iso(utcnow())
+            rec.update(status="skipped", reason=skip, started_at=now, ended_at=now, duration_s=0.0)
+            _save_progress(session, job, worker_id)
+            continue
+        if phase.name == "handover":
+            session.refresh(host)
+            try:
+                handover_gate.check(session, host, job)
+            except handover_gate.HandoverRefused as exc:
+                now = iso(utcnow())
+                rec.update(status="failed", reason=exc.detail, started_at=now, ended_at=now, duration_s=0.0)
+                _save_progress(session, job, worker_id)
+                return JobEnd("failed", exc.detail, exc.code)
         phase_params = params
         if phase.name == "image":
             try:
@@ -183,7 +198,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
                     inventory=inventory_for(host_d, host.credential_path),
                     extravars=extravars_for(job_d, host_d, params,
-                                            phase_inputs.backup_config(settings, job, host)),
+                                            phase_inputs.backup_inputs(session, settings, job, host, phase.name)),
                     ssh_key=key,
                     timeout_s=phase.timeout_s,
                     should_cancel=hb.should_stop,

@@ -13,7 +13,8 @@ from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
 from provisioner.core.lifecycle import HostState, manual_transition
-from provisioner.services import audit
+from provisioner.core.timeutil import utcnow
+from provisioner.services import audit, host_waivers
 from provisioner.services.compliance_schedule import queue_check
 from provisioner.services.host_transitions import move_host
 from provisioner.services.jobs import new_job
@@ -100,7 +101,10 @@ def list_hosts(*, state: HostState | None = None, pool: Annotated[str | None, Qu
 @router.get("/{host_id}", response_model=HostOut, summary="Show a host")
 def get_host(host_id: int, p: Annotated[Principal, Depends(require("hosts:read"))],
              s: DbSession) -> HostOut:
-    return host_out(visible_host(s, p, host_id))
+    h = visible_host(s, p, host_id)
+    out = host_out(h)
+    out.waivers = [host_waivers.describe(w) for w in host_waivers.active_rows(s, h, utcnow())]
+    return out
 
 
 @router.post("/{host_id}/commission", status_code=202, response_model=JobOut,

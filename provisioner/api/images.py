@@ -54,6 +54,7 @@ from provisioner.imaging.catalogue import (
     visible_to,
 )
 from provisioner.services import audit, webhooks
+from provisioner.services.admission import load_policy
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import session_scope
 from provisioner.store.image_models import CHANNELS, Image
@@ -332,7 +333,7 @@ def canary(*, image_id: int, body: CanaryIn | None = None, p: Annotated[Principa
     defaults = RequestIn(image=img.name, pool=body.pool, customer_user=CANARY_USER,
                          ssh_public_key=body.ssh_public_key or throwaway_public_key())
     req, job, host = start_canary(s, settings, p, img=img, pool=body.pool, tenant_id=tenant_id,
-                                  params=phase_params(defaults))
+                                  params=phase_params(defaults, load_policy(s)))
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="image.canary", object_type="image",
                  object_id=img.id, tenant_id=tenant_id, before=before,
                  after={"job_id": job.id, "request_id": req.id, "host": host.name, "pool": body.pool},

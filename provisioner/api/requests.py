@@ -13,9 +13,9 @@ from provisioner.api.problems import Problem, not_found
 from provisioner.api.schemas import Page, RequestIn, RequestOut
 from provisioner.core import guardrails
 from provisioner.core.allocation import Constraints
-from provisioner.core.timeutil import utcnow
-from provisioner.imaging.catalogue import check_requestable
-from provisioner.services.admission import admit, image_ref
+from provisioner.core.timeutil import as_utc, utcnow
+from provisioner.imaging.catalogue import catalogue_image_ref, check_requestable
+from provisioner.services.admission import admit, image_ref, violations_problem
 from provisioner.services.release import release_request_hosts
 from provisioner.services.requests import open_request
 from provisioner.store.config import get_settings
@@ -39,13 +39,13 @@ def visible_request(s: Session, p: Principal, request_id: int) -> HostRequest:
     return r
 
 
-def request_spec(body: RequestIn, *, tenant: str, role: str) -> guardrails.RequestSpec:
+def request_spec(body: RequestIn, *, tenant: str, role: str, image: guardrails.ImageRef) -> guardrails.RequestSpec:
     """The request body as the guardrails see it."""
     return guardrails.RequestSpec(
         tenant=tenant,
         requester_role=role,
         pool=body.pool,
-        image=image_ref(body.image),
+        image=image,
         backup=guardrails.BackupSpec(enabled=body.backup.enabled, paths=tuple(body.backup.paths),
                                      retention_days=body.backup.retention_days, schedule=body.backup.schedule),
         count=body.count,
@@ -57,9 +57,13 @@ def request_spec(body: RequestIn, *, tenant: str, role: str) -> guardrails.Reque
     )
 
 
-def phase_params(body: RequestIn) -> dict[str, Any]:
-    """What the phases get from a request (keys, backup, firewall, RAID, the customer user)."""
-    return body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
+def phase_params(body: RequestIn, policy: guardrails.Policy) -> dict[str, Any]:
+    """What the phases get from a request (keys, backup, firewall, RAID, the customer user). A request
+    without a RAID level gets its pool's minimum from the policy, the level admission judged."""
+    params = body.model_dump(mode="json", exclude={"count", "pool", "constraints", "image", "lease_hours"})
+    if params.get("raid_level") is None and policy.requires_redundancy(body.pool):
+        params["raid_level"] = policy.min_raid_level(body.pool)
+    return params
 
 
 @router.post("", status_code=202, response_model=RequestOut,
@@ -73,13 +77,21 @@ def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("req
     if refusal is not None:
         raise refusal
     tenant = s.get(Tenant, p.tenant_id)
-    admit(s, p, request_spec(body, tenant=tenant.name if tenant else "", role=str(p.role)), now)
+    # The channel comes from the catalogue record; names outside the catalogue write no image.
+    image = catalogue_image_ref(s, body.image) or image_ref(body.image)
+    policy = admit(s, p, request_spec(body, tenant=tenant.name if tenant else "", role=str(p.role), image=image),
+                   now)
+    # No lease asked for: the policy's default_lease_hours (None = the host never expires).
+    lease_end, lease_problems = guardrails.lease_expiry(body.lease_hours, now, policy)
+    if lease_problems:
+        raise violations_problem(lease_problems, what="the request")
+    lease_expires_at = as_utc(lease_end) if lease_end is not None else None
     c = body.constraints
     req, _, _ = open_request(
         s, get_settings(), p, tenant_id=p.tenant_id, image=body.image, pool=body.pool, count=body.count,
         constraints=Constraints(pool=body.pool, labels=dict(c.labels), min_cpus=c.min_cpus,
                                 min_memory_mb=c.min_memory_mb, min_disks=c.min_disks),
-        params=phase_params(body), accepted_at=now, lease_hours=body.lease_hours,
+        params=phase_params(body, policy), accepted_at=now, lease_expires_at=lease_expires_at,
         audit_after=body.model_dump(mode="json", exclude={"ssh_public_key"}))
     s.commit()
     return request_out(s, req)

@@ -115,6 +115,10 @@ class HostOut(Out):
     compliance: dict
     created_at: Timestamp
     updated_at: Timestamp
+    waivers: list[dict] = Field(
+        default_factory=list,
+        description="approved, unexpired waivers the host runs under (its own, its request's, its tenant's); "
+                    "shown on GET /v1/hosts/{id}")
 
 
 class HostStateIn(Strict):

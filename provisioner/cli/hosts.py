@@ -47,6 +47,8 @@ def hosts_list(state: Annotated[str | None, typer.Option()] = None,
 
 @hosts_app.command("show")
 def hosts_show(host_id: int) -> None:
+    """Show a host: facts, phase results, its last compliance verdict (what was waived) and the
+    approved waivers it runs under."""
     show(call(client().get, f"/v1/hosts/{host_id}"))
 
 
@@ -63,5 +65,6 @@ def hosts_state(host_id: int, state: Annotated[str, typer.Argument(help="mainten
 
 @hosts_app.command("compliance-check")
 def hosts_compliance_check(host_id: int) -> None:
-    """Check an active host's guardrails now: restore test, RAID health, firewall."""
+    """Check an active host's guardrails now: restore test, RAID health, firewall, and that the
+    installed backup (paths, retention, schedule) is what the request asked for."""
     show(call(client().post, f"/v1/hosts/{host_id}/compliance-check"))

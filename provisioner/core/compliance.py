@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from provisioner.core import guardrails
+from provisioner.core import backup_plan, guardrails
 from provisioner.core.timeutil import iso, parse_iso
 
 
@@ -32,11 +32,17 @@ def raid_state(obs: dict[str, Any]) -> guardrails.RaidState:
 
 def evaluate(check: dict[str, Any], *, applied: dict[str, Any], last_restore_at: datetime | None,
              last_restore_passed: bool | None, pool: str, policy: guardrails.Policy,
-             waivers: list[guardrails.Waiver], scopes: list[str], now: datetime) -> dict[str, Any]:
-    """The verdict from one check. `applied` is what the provisioning phases recorded on the host."""
+             waivers: list[guardrails.Waiver], scopes: list[str], now: datetime,
+             expected_backup: dict[str, Any] | None = None, backup_disabled: bool = False) -> dict[str, Any]:
+    """The verdict from one check. `applied` is what the provisioning phases recorded on the host;
+    `expected_backup` is `backup_plan.plan` of the request's backup block, checked against the
+    configuration the check read from the host. `backup_disabled`: the request switched backups off
+    (admitted by policy or waiver), so restore and repository results mean nothing for this host."""
     fw = check.get("firewall") or {}
-    restore = check.get("restore") or {}
-    repo = check.get("repository") or {}
+    restore = {} if backup_disabled else check.get("restore") or {}
+    repo = {} if backup_disabled else check.get("repository") or {}
+    installed = (check.get("backup") or {}).get("config") if isinstance(check.get("backup"), dict) else None
+    drift = backup_plan.drift(expected_backup, installed) if expected_backup is not None else []
     passed = bool(restore.get("passed")) and repo.get("ok", True) is not False
     restore_at = parse_iso(restore.get("verified_at")) if passed and restore.get("verified_at") else None
     state = guardrails.HostFacts(
@@ -49,6 +55,7 @@ def evaluate(check: dict[str, Any], *, applied: dict[str, Any], last_restore_at:
         last_restore_passed=passed if restore else last_restore_passed,
         backup_configured=bool(check.get("backup_configured", True)),
         now=now,
+        backup_drift=tuple(drift),
     )
     violations = guardrails.check_host(state, policy, pool)
     if fw.get("drifted") and not any(v.code.startswith("firewall.") for v in violations):

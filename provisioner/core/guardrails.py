@@ -45,7 +45,7 @@ firewall: firewall.default_deny_required -, firewall.management_port_open_to_wor
           firewall.too_many_ports W, firewall.rules_drifted W, firewall.invalid_port -,
           firewall.invalid_protocol -, firewall.invalid_source -
 backup:   backup.required W, backup.retention_out_of_bounds W, backup.schedule_invalid -,
-          backup.paths_missing -, backup.path_invalid -
+          backup.paths_missing -, backup.path_invalid -, backup.config_drifted W
 restore:  restore.missing W, restore.stale W, restore.failed - (none waivable at handover)
 quota:    quota.exceeded - (ask for a quota increase instead)
 lease:    lease.invalid_hours -, lease.too_long -, lease.expired -, lease.too_many_extensions -
@@ -119,6 +119,7 @@ CODES: Mapping[str, CodeInfo] = MappingProxyType({
     "backup.schedule_invalid": _c("backup", False, "backup schedule not allowed"),
     "backup.paths_missing": _c("backup", False, "backups enabled without paths"),
     "backup.path_invalid": _c("backup", False, "backup path is not absolute"),
+    "backup.config_drifted": _c("backup", True, "installed backup differs from the request's backup block"),
     "restore.missing": _c("restore", True, "no successful restore test recorded"),
     "restore.stale": _c("restore", True, "last successful restore test is too old"),
     "restore.failed": _c("restore", False, "latest restore test failed"),
@@ -282,6 +283,8 @@ class HostFacts:
     last_restore_passed: bool | None
     backup_configured: bool
     now: datetime
+    # How the installed backup differs from the request's block (core.backup_plan.drift); () = as asked.
+    backup_drift: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -378,6 +381,14 @@ def _allowed_channels(role: str, pool: str, policy: Policy) -> frozenset[str]:
     return policy.customer_image_channels
 
 
+def interval_hours(text: str) -> int | None:
+    """Hours of an interval schedule ("6h", "every 2d"), or None when the text is not one."""
+    match = _INTERVAL_RE.match(text.strip().lower())
+    if not match:
+        return None
+    return int(match.group(1)) * (24 if match.group(2) == "d" else 1)
+
+
 def _schedule_hours(schedule: str, policy: Policy) -> tuple[int | None, str]:
     """Interval in hours, or (None, reason)."""
     text = schedule.strip().lower() if isinstance(schedule, str) else ""
@@ -386,11 +397,10 @@ def _schedule_hours(schedule: str, policy: Policy) -> tuple[int | None, str]:
             return None, (f"schedule {schedule!r} is not allowed; allowed: "
                           f"{sorted(policy.backup_schedules_allowed)}")
         return NAMED_SCHEDULES[text], ""
-    match = _INTERVAL_RE.match(text)
-    if not match:
+    hours = interval_hours(text)
+    if hours is None:
         return None, (f"schedule {schedule!r} is neither one of {sorted(policy.backup_schedules_allowed)} "
                       f"nor an interval like '6h' or 'every 2d'")
-    hours = int(match.group(1)) * (24 if match.group(2) == "d" else 1)
     if not policy.backup_interval_min_hours <= hours <= policy.backup_interval_max_hours:
         return None, (f"schedule {schedule!r} is every {hours}h; the interval must be between "
                       f"{policy.backup_interval_min_hours}h and {policy.backup_interval_max_hours}h")
@@ -680,6 +690,11 @@ def _check_host(state: HostFacts, policy: Policy, pool: str, *, handover: bool) 
     if policy.backup_required and not state.backup_configured:
         out.append(_v("backup.required", "backups are not configured on this host",
                       "Release the host and request it again with backups enabled.", "backup_configured"))
+    if state.backup_configured and state.backup_drift:
+        out.append(_v("backup.config_drifted", "installed backup differs from the request: "
+                      + "; ".join(state.backup_drift),
+                      "Re-run the backup phase (`provisioner hosts compliance-check <host-id>` shows the "
+                      "difference) and find out who changed the host's backup configuration.", "backup"))
     out.extend(_restore_violations(state, policy, handover=handover))
     return out
 

@@ -184,8 +184,8 @@ def check_requestable(session: Session, name: str, role: str) -> Invalid | None:
 def catalogue_image_ref(session: Session, name: str) -> guardrails.ImageRef | None:
     """The guardrails' view of a catalogue image (None for names outside the catalogue).
 
-    Meant to replace ``admission.image_ref`` for catalogue names, so the channel policy
-    (customers: stable; imagers: candidates on lab pools) judges the real channel.
+    POST /v1/requests judges the channel policy (customers: stable; imagers: candidates on lab pools)
+    with it, so the record's channel counts, never the name.
     """
     img = image_by_name(session, name)
     if img is None:

@@ -7,9 +7,9 @@ with ONE 422 problem listing every remaining violation. Nothing is written when 
 
 Decisions
 ---------
-* Image channel: there is no image catalogue yet, so every image is channel "stable" unless its
-  name ends with ":candidate" (channel "candidate"). No image is deprecated. Replace
-  `image_ref()` when the catalogue exists.
+* Image channel: judged from the catalogue record (`imaging.catalogue.catalogue_image_ref`), never
+  from the name. A name outside the catalogue gets no image written (the image phase skips itself),
+  so `image_ref()` calls it "stable".
 * Disk count (`data_disks`) is unknown at admission (hosts are chosen afterwards), so the
   disk-count rules are skipped here; the raid phase and continuous compliance catch them.
 * Waivers: only tenant-scoped waivers ("tenant:<name>") can apply at admission. A request-scoped
@@ -57,7 +57,6 @@ class GuardrailViolations(Invalid):
 class PolicyCorrupt(Unavailable):
     """The stored policy does not validate: requests are refused until an operator fixes it."""
 
-CANDIDATE_SUFFIX = ":candidate"
 # Host states that occupy a slot of the tenant's quota.
 QUOTA_STATES = ("provisioning", "active", "releasing", "failed")
 
@@ -88,9 +87,8 @@ def load_policy(session: Session) -> guardrails.Policy:
 
 
 def image_ref(name: str) -> guardrails.ImageRef:
-    """Until an image catalogue exists: ":candidate" images are channel "candidate", all else "stable"."""
-    channel = "candidate" if name.endswith(CANDIDATE_SUFFIX) else "stable"
-    return guardrails.ImageRef(name=name, channel=channel, deprecated=False)
+    """A name outside the catalogue: nothing is written from it, whatever the name says."""
+    return guardrails.ImageRef(name=name, channel="stable", deprecated=False)
 
 
 def hosts_in_use(session: Session, tenant_id: int, pool: str) -> int:
@@ -127,8 +125,8 @@ def violations_problem(violations: list[guardrails.Violation], *, what: str, wai
                    f"{what} violates {len(violations)} guardrail(s): {summary}", hint=hint, **extra)
 
 
-def admit(session: Session, principal: Actor, spec: guardrails.RequestSpec, now: datetime) -> None:
-    """Raise GuardrailViolations listing every violation, or return None.
+def admit(session: Session, principal: Actor, spec: guardrails.RequestSpec, now: datetime) -> guardrails.Policy:
+    """Raise GuardrailViolations listing every violation, or return the policy the request passed.
 
     `spec` is the request as the guardrails see it (its tenant and role are the principal's).
     """
@@ -160,3 +158,4 @@ def admit(session: Session, principal: Actor, spec: guardrails.RequestSpec, now:
                      after={"codes": [v.code for v in waived], "scope": f"tenant:{tenant_name}",
                             "image": spec.image.name, "pool": spec.pool, "count": spec.count},
                      request_id=principal.request_id)
+    return policy

@@ -10,17 +10,27 @@ hosts are claimed in that order:
 * SQLite serialises writers, so a compare-and-set per host in rank order is enough.
 
 Either way a host is never given twice: the state change is a compare-and-set on `available`.
+
+Vagrant VMs are born for a request, so there is no row to lock: the cap on live VMs is counted
+under a transaction-scoped lock. PostgreSQL: `pg_advisory_xact_lock` on a fixed key, held until the
+request's transaction commits or rolls back, so concurrent requests count one after the other and
+each sees the VMs the previous one created. SQLite: the request row is already written (flushed)
+before the count, so the transaction holds SQLite's single write lock and no other writer can
+count at the same time.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.services.allocation_sql import ranked_ids
 from provisioner.services.host_transitions import cas_state
 from provisioner.store.models import Host
+
+# Advisory lock key of the Vagrant VM cap (any constant unique within the database; "VMCAP").
+VAGRANT_CAP_LOCK = 0x564D434150
 
 
 class NotEnoughHosts(Exception):
@@ -63,6 +73,8 @@ def allocate(session: Session, want: Constraints, count: int, *, tenant_id: int,
 def create_vagrant_hosts(session: Session, count: int, *, max_vms: int, tenant_id: int, request_id: int,
                          pool: str) -> list[Host]:
     """On-demand VMs: host rows born in `provisioning`; their job creates, commissions, provisions them."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": VAGRANT_CAP_LOCK})
     live = session.exec(select(Host).where(Host.driver == "vagrant", Host.state != "retired")).all()
     if len(live) + count > max_vms:
         raise NotEnoughHosts(count, max(max_vms - len(live), 0))

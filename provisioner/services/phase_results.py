@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlmodel import Session
 
+from provisioner.core import backup_plan
 from provisioner.core.compliance import evaluate
 from provisioner.core.timeutil import parse_iso, utcnow
 from provisioner.services import audit, webhooks
 from provisioner.services.admission import active_waivers, load_policy
-from provisioner.store.models import Host, Tenant
+from provisioner.store.models import Host, HostRequest, Tenant
 
 
 def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, job_id: int | None) -> None:
@@ -57,9 +58,14 @@ def record_compliance(session: Session, host: Host, check: dict[str, Any], *, jo
     tenant = session.get(Tenant, host.tenant_id) if host.tenant_id else None
     scopes = [f"host:{host.id}"] + ([f"tenant:{tenant.name}"] if tenant else []) + (
         [f"request:{host.request_id}"] if host.request_id else [])
+    req = session.get(HostRequest, host.request_id) if host.request_id else None
+    block = (req.params or {}).get("backup") if req is not None else None
+    expected = backup_plan.plan(block) if isinstance(block, dict) else None
     verdict = evaluate(check, applied=host.results or {}, last_restore_at=host.last_restore_at,
                        last_restore_passed=host.last_restore_passed, pool=host.pool, policy=load_policy(session),
-                       waivers=active_waivers(session, scopes), scopes=scopes, now=utcnow())
+                       waivers=active_waivers(session, scopes), scopes=scopes, now=utcnow(),
+                       expected_backup=expected,
+                       backup_disabled=isinstance(block, dict) and not block.get("enabled", True))
     before = (host.compliance or {}).get("compliant")
     host.compliance = verdict
     if verdict.get("restore_passed") is not None:

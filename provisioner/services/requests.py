@@ -8,7 +8,7 @@ the doorbell announces the jobs after the commit. Guardrails are judged before t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -37,7 +37,7 @@ class CapacityInsufficient(Conflict):
 
 def open_request(session: Session, settings: Settings, actor: Actor, *, tenant_id: int, image: str, pool: str,
                  count: int, constraints: Constraints, params: dict[str, Any], accepted_at: datetime,
-                 lease_hours: int | None = None, job_params: dict[str, Any] | None = None,
+                 lease_expires_at: datetime | None = None, job_params: dict[str, Any] | None = None,
                  audit_after: dict[str, Any] | None = None) -> tuple[HostRequest, list[Job], list[Host]]:
     """Create the request, claim its hosts and queue their provision jobs; raises CapacityInsufficient
     (after rolling back) when the pool cannot serve it. Does not commit."""
@@ -45,7 +45,7 @@ def open_request(session: Session, settings: Settings, actor: Actor, *, tenant_i
                       constraints={"labels": dict(constraints.labels), "min_cpus": constraints.min_cpus,
                                    "min_memory_mb": constraints.min_memory_mb, "min_disks": constraints.min_disks},
                       params=params, accepted_at=accepted_at,
-                      lease_expires_at=accepted_at + timedelta(hours=lease_hours) if lease_hours else None)
+                      lease_expires_at=lease_expires_at)
     session.add(req)
     session.flush()
     try:

@@ -24,7 +24,7 @@ from tests.e2e.direct_lab import ANSIBLE_PLAYBOOK, DATA_DISKS, LAB, PLAYBOOKS, P
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-HOST = os.environ.get("PROVISIONER_E2E_HOST", "lab2")
+HOST = os.environ.get("PROVISIONER_E2E_HOST", os.environ.get("PROVISIONER_E2E_SERVICE_HOST", "lab2"))
 
 TIMINGS: list[dict] = []
 
@@ -162,6 +162,22 @@ def test_backup(lab: Lab):
     assert all(line.startswith("600 root") for line in modes.stdout.splitlines()), modes.stdout
     snaps = lab.ssh("sudo /usr/local/sbin/provisioner-restic snapshots --json --tag provisioner")
     assert bk["snapshot_id"] in {s["short_id"] for s in json.loads(snaps.stdout)}
+
+
+def test_backup_applies_the_request_block(lab: Lab):
+    """What the service sends for a request's backup block (services/phase_inputs.backup_inputs) is what
+    the host runs, and the compliance check reads the same values back."""
+    block = {"paths": ["/etc"], "retention_days": 21, "schedule": "*-*-* 00/6:00:00"}  # "6h" as planned
+    extra = {"provisioner_backup": dict(lab.extravars["provisioner_backup"], **block)}
+    run = lab.play("backup", 3, extra)
+    bk = run["result"]["backup"]
+    assert bk["retention_days"] == 21 and bk["schedule"] == block["schedule"] and bk["paths"] == ["/etc"]
+    conf = json.loads(lab.ssh("sudo cat /etc/provisioner/backup/backup.json").stdout)
+    assert conf["paths"] == ["/etc"] and conf["retention_days"] == 21
+    timer = lab.ssh("sudo systemctl show -p TimersCalendar --value provisioner-backup.timer").stdout
+    assert "00/6:00:00" in timer, timer
+    report = lab.play("compliance", 1, dict(extra, prov_compliance_restore=False))["result"]["compliance"]
+    assert report["backup"]["config"] == block, report["backup"]
 
 
 def test_restore_verify(lab: Lab):

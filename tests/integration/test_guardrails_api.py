@@ -12,6 +12,7 @@ from sqlmodel import select
 from provisioner.core.timeutil import iso, parse_iso, utcnow
 from provisioner.store.db import session_scope
 from provisioner.store.guardrail_models import Waiver
+from provisioner.store.image_models import Image
 from provisioner.store.models import HostRequest, Job
 from tests.integration.harness import World
 
@@ -50,8 +51,8 @@ def test_refused_request_lists_every_violation_and_writes_nothing(world: World) 
     audit_before = len(audit(world, "request.create"))
     ports = [{"port": 22, "sources": ["0.0.0.0/0"]}] + [
         {"port": 8000 + i, "sources": ["10.0.0.0/8"]} for i in range(16)]
-    r = world.request(firewall_ports=ports, backup={"enabled": False}, raid_level="0",
-                      image="debian-13:candidate", lease_hours=1000)
+    r = world.request("imager", firewall_ports=ports, backup={"enabled": False}, raid_level="0",
+                      image=catalogue_image("debian-13", "candidate"), lease_hours=1000)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
@@ -76,16 +77,30 @@ def test_refused_request_lists_every_violation_and_writes_nothing(world: World) 
     assert world.wait_job(ok.json()["job_ids"][0])["status"] == "succeeded"
 
 
+def catalogue_image(name: str, channel: str) -> str:
+    """A catalogue record with stored bytes, so only its channel decides (no upload needed)."""
+    with session_scope() as s:
+        s.add(Image(name=name, version="1", os_name="debian", os_version="13", format_in="raw", channel=channel,
+                    size=1, sha256="0" * 64, stored_path=f"{name}.raw", published_by="imager"))
+        s.commit()
+    return name
+
+
 def test_image_channels_by_role_and_pool(sqlite_world: World) -> None:
     w = sqlite_world
-    r = w.request(image="debian-13:candidate", pool="lab")
-    assert r.status_code == 422 and codes(r) == ["image.channel_not_allowed"], r.text
+    candidate = catalogue_image("debian-13", "candidate")
+    r = w.request(image=candidate, pool="lab")
+    assert r.status_code == 422 and r.json()["code"] == "image.channel_not_allowed", r.text
     # An imager may use candidate images on lab pools: admitted, then refused only for capacity.
-    r = w.request("imager", image="debian-13:candidate", pool="lab")
+    r = w.request("imager", image=candidate, pool="lab")
     assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
-    r = w.request("imager", image="debian-13:candidate")
-    assert r.status_code == 422 and codes(r) == ["image.channel_not_allowed"]
+    # ...but never on a production pool: the catalogue's channel is judged, not the name.
+    r = w.request("imager", image=candidate)
+    assert r.status_code == 422 and codes(r) == ["image.channel_not_allowed"], r.text
     assert "only available on lab pools" in r.json()["violations"][0]["remedy"]
+    # A name that merely looks like a candidate is judged by its record (stable here).
+    r = w.request("imager", image=catalogue_image("debian-12:candidate", "stable"))
+    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
 
 
 def test_waiver_lifecycle(world: World) -> None:

@@ -93,3 +93,29 @@ def test_waiver_for_exactly_that_code_and_scope() -> None:
 def test_raid_state_normalisation(obs: dict, state: tuple) -> None:
     r = raid_state(obs)
     assert (r.level, r.state) == state
+
+
+PLAN = {"paths": ["/srv/app", "/etc"], "retention_days": 21, "schedule": "*-*-* 00/6:00:00"}
+
+
+def test_installed_backup_is_checked_against_the_request() -> None:
+    as_asked = healthy(backup={"config": {"paths": ["/etc", "/srv/app"], "retention_days": 21,
+                                          "schedule": "*-*-* 00/6:00:00"}})
+    assert verdict(as_asked, expected_backup=PLAN)["compliant"] is True
+    # The playbook defaults (7 days, daily, /etc + /srv/data) are not what was promised.
+    defaults = healthy(backup={"config": {"paths": ["/etc", "/srv/data"], "retention_days": 7, "schedule": "daily"}})
+    v = verdict(defaults, expected_backup=PLAN)
+    assert codes(v) == {"backup.config_drifted"}
+    message = v["violations"][0]["message"]
+    assert "retention is 7 days, the request asked for 21" in message and "'daily'" in message
+    unreadable = verdict(healthy(backup={"config": None}), expected_backup=PLAN)
+    assert codes(unreadable) == {"backup.config_drifted"}
+
+
+def test_disabled_backup_ignores_restore_results_and_waiver_covers_it() -> None:
+    off = healthy(backup_configured=False, restore={"passed": False, "error": "not configured"},
+                  repository={"ok": None})
+    assert codes(verdict(off)) == {"backup.required", "restore.failed"}
+    waiver = guardrails.Waiver("backup.required", "host:1", True, NOW + timedelta(days=1))
+    v = verdict(off, [waiver], backup_disabled=True)
+    assert v["compliant"] is True and [x["code"] for x in v["waived"]] == ["backup.required"]

@@ -86,7 +86,8 @@ def test_docstring_documents_every_code_with_its_waivability() -> None:
 # stops being) must change this list on purpose. Never waivable: anything that exposes the
 # management port, breaks default-deny, a failed restore, quotas, channels and waiver rules.
 EXPECTED_WAIVABLE = {
-    "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted", "firewall.too_many_ports",
+    "backup.config_drifted", "backup.required", "backup.retention_out_of_bounds", "firewall.rules_drifted",
+    "firewall.too_many_ports",
     "image.deprecated", "raid.degraded", "raid.level_too_low", "raid.required",
     "raid.single_disk_in_redundant_pool", "restore.missing", "restore.stale",
 }
@@ -127,6 +128,7 @@ def _every_violation() -> list[Violation]:
                                  backup=BackupSpec(True, ())), P),
             *g.check_request(req(pool="db", raid_level="1", data_disks=4), DB_POLICY),
             *g.check_host(host(last_restore_ok_at=None), P, "default"),
+            *g.check_host(host(backup_drift=("retention is 7 days, the request asked for 14",)), P, "default"),
             *g.validate_waiver_request(code=MGMT, justification="", expires_at=NOW, now=NOW,
                                        asker=ASKER, policy=P),
             *g.validate_waiver_request(code=MGMT, justification="", expires_at=NOW + 99 * DAY,
@@ -827,3 +829,38 @@ def test_waiver_expiry_message_names_the_limit() -> None:
     (v,) = g.validate_waiver_request(code="raid.degraded", justification=GOOD_JUSTIFICATION,
                                      expires_at=NOW + 100 * DAY, now=NOW, asker=ASKER, policy=P)
     assert "90 days" in v.message and "2025-04-15T12:00:00Z" in v.remedy
+
+
+# ---------------------------------------------------------------------------- policy bounds
+
+
+def _upper_bound(name: str) -> int | None:
+    for meta in Policy.model_fields[name].metadata:
+        le = getattr(meta, "le", None)
+        if le is not None:
+            return int(le)
+    return None
+
+
+def test_every_policy_number_is_bounded_and_the_maxima_stay_in_the_calendar() -> None:
+    numbers = [n for n, v in Policy().to_dict().items() if type(v) is int]
+    assert "default_lease_hours" not in numbers  # None by default; bounded through its annotation below
+    unbounded = [n for n in numbers if _upper_bound(n) is None]
+    assert unbounded == [], f"policy numbers without an upper bound: {unbounded}"
+    with pytest.raises(PolicyError):
+        Policy(default_lease_hours=87_601, max_lease_hours=87_600)
+    maxima = {n: _upper_bound(n) for n in numbers}
+    maxima["backup_retention_days_min"] = maxima["backup_retention_days_max"] = 3650
+    maxima["backup_interval_min_hours"] = 1
+    policy = Policy(**maxima, default_lease_hours=maxima["max_lease_hours"])
+    # Far in the future, every date the guardrails compute still exists.
+    late = datetime(2999, 12, 31, 23, 59)
+    expires, problems = g.lease_expiry(None, late, policy)
+    assert problems == [] and expires is not None and expires.year < 9999
+    assert codes(g.can_extend(expires, policy.max_lease_hours, 0, late, policy)) == ["lease.too_long"]
+    assert g.validate_waiver_request(code="raid.degraded", now=late,
+                                     justification="the replacement disk arrives monday " * 60,
+                                     expires_at=late + timedelta(days=policy.waiver_max_days), asker=ASKER,
+                                     policy=policy) == []
+    old = host(now=late, last_restore_ok_at=late - timedelta(days=policy.restore_test_max_age_days + 1))
+    assert "restore.stale" in codes(g.check_host(old, policy, "default"))

@@ -146,7 +146,9 @@ compliance:
       returned: always
       type: dict
     backup:
-      description: Backup setup (installed, timer_enabled, repository, source, last backup, ...).
+      description: Backup setup (installed, timer_enabled, repository, source, last backup, ...) and
+        config, what is installed - {paths, retention_days, schedule} from backup.json and the
+        timer's OnCalendar, or null when either cannot be read.
       returned: always
       type: dict
     backup_configured:
@@ -496,6 +498,22 @@ def repository_check(restic, subset, timeout):
     return res
 
 
+def installed_backup_config(conf=os.path.join(BACKUP_DIR, "backup.json"),
+                            timer="/etc/systemd/system/provisioner-backup.timer"):
+    """What the backup phase installed: paths and retention from backup.json, the schedule from the
+    timer unit; None when either is missing or unreadable (the service reports that as drift)."""
+    try:
+        with open(conf) as fh:
+            cfg = json.load(fh)
+        with open(timer) as fh:
+            calendar = [line.split("=", 1)[1].strip() for line in fh if line.strip().startswith("OnCalendar=")]
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict) or len(calendar) != 1:
+        return None
+    return {"paths": cfg.get("paths"), "retention_days": cfg.get("retention_days"), "schedule": calendar[0]}
+
+
 def backup_state(p):
     wrapper = os.access(p["restic"], os.X_OK)
     creds = all(os.path.isfile(os.path.join(BACKUP_DIR, f)) for f in ("repository", "password", "id_backup"))
@@ -537,7 +555,8 @@ def check_all(module, p, restic):
                         "repository": restic.repository, "host_repository": host_repo,
                         "matches_prov_backup": repo_matches, "source": restic.mode,
                         "last_backup_at": last.get("finished_at"), "last_backup_ok": last.get("ok"),
-                        "last_snapshot_id": last.get("snapshot_id"), "last_error": last.get("error")}
+                        "last_snapshot_id": last.get("snapshot_id"), "last_error": last.get("error"),
+                        "config": installed_backup_config()}
     host = p["host"] or socket.gethostname()
     if restic.problem:
         report["restore"] = {"passed": False, "error": restic.problem, "seconds": 0, "verified_at": utc_now(),
