@@ -78,9 +78,9 @@ def test_a_secret_changed_meanwhile_is_not_overwritten(pg_url: str, tmp_path: Pa
 
 def test_every_ciphertext_column_is_rotated() -> None:
     """A column holding a key-set ciphertext that rotation does not know would be lost with the old key."""
-    import provisioner.store.db  # noqa: F401  (registers every table on the metadata)
     from sqlmodel import SQLModel
 
+    import provisioner.store.db  # noqa: F401  (registers every table on the metadata)
     from provisioner.services.secret_rotation import ENCRYPTED_COLUMNS
 
     stored = {(t.name, c.name) for t in SQLModel.metadata.tables.values() for c in t.columns
