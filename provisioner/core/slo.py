@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
+
+from provisioner.core.timeutil import as_utc
 
 
 class SliKind(StrEnum):
@@ -72,6 +75,15 @@ BURN_ALERTS: tuple[BurnAlert, ...] = (
 )
 
 
+def window_label(w: timedelta) -> str:
+    """5m, 6h, 3d, 28d: how the SRE workbook and Prometheus range selectors write windows."""
+    secs = int(w.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if secs % size == 0:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
 def burn_windows(alerts: Sequence[BurnAlert] = BURN_ALERTS) -> tuple[timedelta, ...]:
     return tuple(sorted({w for a in alerts for w in (a.long_window, a.short_window)}))
 
@@ -113,6 +125,20 @@ class JobFacts:
     total_s: float | None
     phases: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
     restore_passed: bool | None = None
+
+
+def job_facts(*, kind: str, status: str, accepted_at: datetime | None, finished_at: datetime | None,
+              phases: Sequence[Mapping[str, Any]] | None, restore_passed: bool | None) -> JobFacts:
+    """From a job row's fields; `phases` is the job's phase records (name, status, duration_s)."""
+    total = (None if accepted_at is None or finished_at is None
+             else (as_utc(finished_at) - as_utc(accepted_at)).total_seconds())
+    ran = {str(p["name"]): (str(p.get("status") or ""), _seconds(p.get("duration_s")))
+           for p in phases or [] if isinstance(p, Mapping) and p.get("name")}
+    return JobFacts(kind, status, total, ran, restore_passed)
+
+
+def _seconds(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def judge(slo: Slo, job: JobFacts) -> bool | None:

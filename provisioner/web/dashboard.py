@@ -25,12 +25,15 @@ from provisioner.core.job_states import is_terminal
 from provisioner.core.permissions import allowed
 from provisioner.core.sli import slo_summary
 from provisioner.core.timeutil import iso
+from provisioner.services.slo_report import slo_report, status_document
 from provisioner.store.models import Job, JobEvent
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["iso"] = iso
 templates.env.filters["secs"] = lambda v: "-" if v is None else f"{v:,.1f} s"
+templates.env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{v * 100:.{d}f}%"
+templates.env.filters["burn"] = lambda v: "-" if v is None else f"{v:.2f}x"
 
 COOKIE = "prov_token"
 # How many of the newest finished provision jobs the SLO card judges.
@@ -102,6 +105,11 @@ def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s
             q = q.where(Job.tenant_id == p.tenant_id)
         rows = s.exec(q.order_by(col(Job.id).desc()).limit(SLO_WINDOW)).all()
         ctx["slo"] = slo_summary(((sli or {}).get("total_s"), met) for sli, met in rows)
+        # The error budget as the API reports it, over the jobs this user may see.
+        report = [status_document(st) for st in slo_report(s, tenant_id=p.tenant_id if p.scoped else None)]
+        ctx["budget"] = next((d for d in report if d["name"] == "provision-handover"), None)
+        if allowed(p.role, "reports:read"):
+            ctx["slos"] = report
     if allowed(p.role, "hosts:read"):
         ctx["compliance"] = compliance.summary(p, s)
     return page(request, "overview.html", p, **ctx)
