@@ -3,6 +3,7 @@ running totals settle() keeps, the per-process HTTP histogram, the API's scoping
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from provisioner.services.slo_report import slo_report
 from provisioner.store.db import session_scope
 from provisioner.store.models import Host, Job
 from tests.integration.harness import World
+from tests.integration.test_dashboard import signed_in
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -106,6 +108,18 @@ def test_a_restore_that_fails_its_check_spends_the_restore_budget(sqlite_world: 
     assert value(m, "provisioner_slo_events_total", slo="restore-test", outcome="bad") == 1
     assert value(m, "provisioner_compliance_hosts", state="noncompliant") == 1
     assert value(m, "provisioner_compliance_violations", code="restore.failed") == 1
+
+    op = signed_in(w, "operator").get("/ui").text
+    table = re.search(r'<table id="slos">.*?</table>', op, re.S)
+    assert table, op
+    row = re.search(r'restore-test</td>.*?</tr>', table.group(0), re.S)
+    assert row and "-99900.0%" in row.group(0) and "fast-1h" in row.group(0), row
+    budget = re.search(r'<div id="budget">.*?</div>\s*</div>', op, re.S)
+    assert budget and "error budget left: 100.0%" in budget.group(0) and "0 bad of 1" in budget.group(0)
+    customer = signed_in(w, "cust_a").get("/ui").text
+    assert 'id="budget"' in customer and 'id="slos"' not in customer  # the fleet table needs reports:read
+    other = signed_in(w, "cust_b").get("/ui").text  # another tenant: none of acme's jobs
+    assert "0 bad of 0" in other and "error budget left: 100.0%" in other
 
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
