@@ -15,6 +15,7 @@ have added for the same jobs (same `observations()`), bulk-inserted. Prints figu
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -37,7 +38,7 @@ from provisioner.core.slo import JobFacts, job_facts
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.services import job_tally
 from provisioner.services.fleet_metrics import DatabaseCollector, state_families, tally_families
-from provisioner.services.slo_report import configured_slos
+from provisioner.services.slo_report import configured_slos, slo_report, status_document
 from provisioner.store.config import Settings
 from provisioner.store.db import make_engine
 from provisioner.store.migrate import upgrade
@@ -189,6 +190,9 @@ def run(url: str, hosts: int, days: int, n: int) -> None:
     for name, fn, reps in (("previous", previous, n), ("tally", tally, n), ("rows", rows, max(3, n // 10))):
         p50, p95, size = measure(eng, fn, reps)
         print(f"{name:<10} {p50:>8.1f} {p95:>8.1f} {size:>8,}")
+    p50, p95, size = measure(eng, lambda s: json.dumps([status_document(st) for st in slo_report(
+        s, slos=SLOS)]).encode(), max(3, n // 4))
+    print(f"{'slo report':<10} {p50:>8.1f} {p95:>8.1f} {size:>8,}   (GET /v1/slo: every SLO over 28 days of job rows)")
     eng.dispose()
 
 

@@ -9,6 +9,7 @@ long and its short window burn at least at its factor, so a burst that has stopp
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -253,15 +254,17 @@ def evaluate(slo: Slo, events: Iterable[Event], *, end: datetime, period: timede
     period = period or slo.period
     windows = sorted(set(burn_windows(alerts)) | {period})
     start = end - period
-    counts = {w: [0, 0] for w in windows}  # window -> [events, bad]
-    for ev in events:
-        if ev.at > end:
-            continue
-        age = end - ev.at
-        for w in windows:
-            if age < w:
-                counts[w][0] += 1
-                counts[w][1] += not ev.good
+    # Sorted once, each window is two binary searches: a 28-day history of a large fleet is tens of
+    # thousands of events, and the report runs on every dashboard view.
+    timeline = sorted((ev.at, not ev.good) for ev in events if ev.at <= end)
+    times = [t for t, _ in timeline]
+    bad_before = [0]
+    for _, is_bad in timeline:
+        bad_before.append(bad_before[-1] + is_bad)
+    counts = {}
+    for w in windows:
+        first = bisect_right(times, end - w)  # an event exactly w old has left the window
+        counts[w] = (len(times) - first, bad_before[-1] - bad_before[first])
     burns = {w: Burn(w, n, bad, burn_rate(n, n - bad, slo.objective)) for w, (n, bad) in counts.items()}
     states = tuple(AlertState(a, burns[a.long_window].rate, burns[a.short_window].rate) for a in alerts)
     n, bad = counts[period]

@@ -55,7 +55,6 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
     if res.rowcount != 1:
         session.rollback()
         return False
-    _tally(session, job, status, now, error_code)
     host = session.get(Host, job.host_id)
     if host is not None:
         _move_host(session, job, host, status, started, error, actor)
@@ -64,6 +63,8 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
     if job.request_id is not None:
         _settle_request(session, job.request_id, now)
     record_canary_outcome(session, job)  # no-op unless the job was an image canary (or a corrupt image)
+    # Last: the totals' rows are shared by every settle, so hold their locks only until the commit.
+    _tally(session, job, status, now, error_code)
     session.commit()
     return True
 

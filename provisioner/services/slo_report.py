@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlmodel import Session, col
 
 from provisioner.core.errors import Invalid
@@ -49,22 +49,30 @@ def slo_report(session: Session, *, end: datetime | None = None, period: timedel
         raise Invalid("slo.bad_period", f"period must be more than 0 and at most {MAX_PERIOD.days} days",
                       hint="Give the period in days, e.g. 28 or 7.")
     longest = max([period or s.period for s in slos] + list(burn_windows()))
-    kinds = sorted({s.job_kind for s in slos})
-    q = select(col(Job.kind), col(Job.status), col(Job.accepted_at), col(Job.finished_at), col(Job.phases),
-               col(Job.restore_passed)).where(
-        col(Job.kind).in_(kinds), col(Job.status).in_(["succeeded", "failed"]),
-        col(Job.finished_at) > end - longest, col(Job.finished_at) <= end)
-    if tenant_id is not None:
-        q = q.where(col(Job.tenant_id) == tenant_id)
+    by_kind: dict[str, list[Slo]] = {}
+    for slo in slos:
+        by_kind.setdefault(slo.job_kind, []).append(slo)
+    # Phase records are JSON documents: read them only for the kinds a phase SLO judges.
+    with_phases = sorted({s.job_kind for s in slos if s.phase is not None})
     events: dict[str, list[Event]] = {s.name: [] for s in slos}
-    for kind, status, accepted, finished, phases, restore in session.execute(q).all():
-        facts = job_facts(kind=kind, status=status, accepted_at=accepted, finished_at=finished, phases=phases,
-                          restore_passed=restore)
-        at = as_utc(finished)
-        for s in slos:
-            verdict = judge(s, facts)
-            if verdict is not None:
-                events[s.name].append(Event(at, verdict))
+    for kinds, phases_col in ((with_phases, col(Job.phases)),
+                              (sorted(set(by_kind) - set(with_phases)), literal(None))):
+        if not kinds:
+            continue
+        q = select(col(Job.kind), col(Job.status), col(Job.accepted_at), col(Job.finished_at), phases_col,
+                   col(Job.restore_passed)).where(
+            col(Job.kind).in_(kinds), col(Job.status).in_(["succeeded", "failed"]),
+            col(Job.finished_at) > end - longest, col(Job.finished_at) <= end)
+        if tenant_id is not None:
+            q = q.where(col(Job.tenant_id) == tenant_id)
+        for kind, status, accepted, finished, phases, restore in session.execute(q).all():
+            facts = job_facts(kind=kind, status=status, accepted_at=accepted, finished_at=finished, phases=phases,
+                              restore_passed=restore)
+            at = as_utc(finished)
+            for s in by_kind[kind]:
+                verdict = judge(s, facts)
+                if verdict is not None:
+                    events[s.name].append(Event(at, verdict))
     return [evaluate(s, events[s.name], end=end, period=period) for s in slos]
 
 
