@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import literal, select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from provisioner.core.errors import Invalid
 from provisioner.core.slo import (
@@ -55,16 +55,16 @@ def slo_report(session: Session, *, end: datetime | None = None, period: timedel
     # Phase records are JSON documents: read them only for the kinds a phase SLO judges.
     with_phases = sorted({s.job_kind for s in slos if s.phase is not None})
     events: dict[str, list[Event]] = {s.name: [] for s in slos}
-    for kinds, phases_col in ((with_phases, col(Job.phases)),
-                              (sorted(set(by_kind) - set(with_phases)), literal(None))):
+    # Table columns, not ORM attributes: the ORM's row loading was a third of the report's time.
+    job = Job.__table__.c  # type: ignore[attr-defined]
+    for kinds, phases_col in ((with_phases, job.phases), (sorted(set(by_kind) - set(with_phases)), literal(None))):
         if not kinds:
             continue
-        q = select(col(Job.kind), col(Job.status), col(Job.accepted_at), col(Job.finished_at), phases_col,
-                   col(Job.restore_passed)).where(
-            col(Job.kind).in_(kinds), col(Job.status).in_(["succeeded", "failed"]),
-            col(Job.finished_at) > end - longest, col(Job.finished_at) <= end)
+        q = select(job.kind, job.status, job.accepted_at, job.finished_at, phases_col, job.restore_passed).where(
+            job.kind.in_(kinds), job.status.in_(["succeeded", "failed"]),
+            job.finished_at > end - longest, job.finished_at <= end)
         if tenant_id is not None:
-            q = q.where(col(Job.tenant_id) == tenant_id)
+            q = q.where(job.tenant_id == tenant_id)
         for kind, status, accepted, finished, phases, restore in session.execute(q).all():
             facts = job_facts(kind=kind, status=status, accepted_at=accepted, finished_at=finished, phases=phases,
                               restore_passed=restore)

@@ -9,9 +9,11 @@ change anything, so a forged cross-site link can do no harm.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -36,6 +38,9 @@ templates.env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{v * 100:.
 templates.env.filters["burn"] = lambda v: "-" if v is None else f"{v:.2f}x"
 
 COOKIE = "prov_token"
+SLO_CACHE_SECONDS = 30
+_slo_cache: TTLCache[tuple[str, int | None], list[dict[str, Any]]] = TTLCache(maxsize=1024, ttl=SLO_CACHE_SECONDS)
+_slo_lock = threading.Lock()
 # How many of the newest finished provision jobs the SLO card judges.
 SLO_WINDOW = 200
 
@@ -105,14 +110,27 @@ def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s
             q = q.where(Job.tenant_id == p.tenant_id)
         rows = s.exec(q.order_by(col(Job.id).desc()).limit(SLO_WINDOW)).all()
         ctx["slo"] = slo_summary(((sli or {}).get("total_s"), met) for sli, met in rows)
-        # The error budget as the API reports it, over the jobs this user may see.
-        report = [status_document(st) for st in slo_report(s, tenant_id=p.tenant_id if p.scoped else None)]
+        report = _slo_documents(s, p.tenant_id if p.scoped else None)
         ctx["budget"] = next((d for d in report if d["name"] == "provision-handover"), None)
         if allowed(p.role, "reports:read"):
             ctx["slos"] = report
     if allowed(p.role, "hosts:read"):
         ctx["compliance"] = compliance.summary(p, s)
     return page(request, "overview.html", p, **ctx)
+
+
+def _slo_documents(s: DbSession, tenant_id: int | None) -> list[dict[str, Any]]:
+    """The error budgets as the API reports them, over the jobs this user may see. Remembered for
+    SLO_CACHE_SECONDS per tenant: 28 days of a large fleet's jobs take a good part of a second to
+    judge, and a 28-day budget does not move within a minute."""
+    key = (str(s.get_bind().engine.url), tenant_id)
+    with _slo_lock:
+        hit = _slo_cache.get(key)
+    if hit is None:
+        hit = [status_document(st) for st in slo_report(s, tenant_id=tenant_id)]
+        with _slo_lock:
+            _slo_cache[key] = hit
+    return hit
 
 
 @router.get("/hosts", response_class=HTMLResponse)
