@@ -22,7 +22,8 @@ def _rate(v: float | None) -> str:
 def slo_status(
     period_days: Annotated[float | None, typer.Option(help="judge this many days (default: each SLO's own, 28)")]
     = None,
-    end: Annotated[datetime | None, typer.Option(help="end of the period, ISO 8601 UTC (default now)")] = None,
+    end: Annotated[datetime | None,
+                   typer.Option(help="end of the period, UTC, e.g. 2026-12-01T00:00:00 (default now)")] = None,
 ) -> None:
     """SLOs over job history: attainment, error budget left, burn rates and the burn alerts firing."""
     params: dict[str, Any] = {"period_days": period_days}
@@ -32,8 +33,8 @@ def slo_status(
     if STATE["output"] == "json":
         show(data)
         return
-    windows = [w for a in data["alert_pairs"] for w in (a["long_window"], a["short_window"])]
-    windows = sorted(set(windows), key=windows.index)
+    # The long window of each alert pair; the short ones are in --output json.
+    windows = [a["long_window"] for a in data["alert_pairs"]]
     t = Table("SLO", "objective", "period", "events", "bad", "attained", "budget left",
               *[f"burn {w}" for w in windows], "firing", title=f"SLOs ending {data['end']}")
     for s in data["slos"]:
