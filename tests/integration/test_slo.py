@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,7 +88,8 @@ def test_slo_report_and_metrics_follow_real_jobs(world: World) -> None:
     assert value(m, "provisioner_pool_hosts", pool="a", state="active") == 1
     assert value(m, "provisioner_pool_hosts", pool="b", state="failed") == 1
     assert value(m, "provisioner_compliance_hosts", state="compliant") == 1
-    assert value(m, "provisioner_jobs", kind="provision", status="failed") == 1
+    # provisioner_jobs counts live jobs: none is left, so no provision series at all.
+    assert not [k for k in m if k[0] == "provisioner_jobs" and dict(k[1])["kind"] == "provision"]
     http = [(k, v) for k, v in m.items() if k[0] == "provisioner_http_request_duration_seconds_count"
             and dict(k[1])["route"] == "/v1/jobs/{job_id}" and dict(k[1])["status"] == "200"]
     assert http and http[0][1] >= 3 and dict(http[0][0][1])["process"].endswith(":" + str(__import__("os").getpid()))
@@ -126,11 +128,12 @@ END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def _job(host_id: int, tenant_id: int | None, status: str, *, ago: timedelta, took: float,
-         kind: str = "provision") -> Job:
-    finished = END - ago
-    return Job(kind=kind, host_id=host_id, tenant_id=tenant_id, status=status, accepted_at=finished - timedelta(
-        seconds=took), queued_at=finished - timedelta(seconds=took), started_at=finished - timedelta(seconds=took),
-        finished_at=finished)
+         kind: str = "provision") -> dict[str, Any]:
+    end = END - ago
+    start = end - timedelta(seconds=took)
+    live = status in ("queued", "running")
+    return dict(kind=kind, host_id=host_id, tenant_id=tenant_id, status=status, accepted_at=start, queued_at=start,
+                started_at=None if status == "queued" else start, finished_at=None if live else end)
 
 
 def test_report_over_a_synthetic_history(sqlite_world: World) -> None:
@@ -142,12 +145,14 @@ def test_report_over_a_synthetic_history(sqlite_world: World) -> None:
         s.add(host)
         s.flush()
         hid = host.id or 0
-        s.add_all([
+        s.add_all(Job(**row) for row in [
             _job(hid, acme, "succeeded", ago=timedelta(minutes=2), took=600),
             _job(hid, acme, "succeeded", ago=timedelta(minutes=3), took=1801),      # too slow: bad
             _job(hid, globex, "failed", ago=2 * day, took=60),                      # failed: bad
             _job(hid, globex, "cancelled", ago=2 * day, took=60),                   # not counted
             _job(hid, acme, "running", ago=day, took=60),                           # not finished
+            {**_job(hid, acme, "running", ago=2 * day, took=60), "claim_until": END},  # its worker is gone
+            _job(hid, acme, "queued", ago=3 * day, took=60, kind="release"),
             *[_job(hid, globex, "succeeded", ago=10 * day, took=900) for _ in range(97)],
             _job(hid, acme, "failed", ago=30 * day, took=60),                       # before the period
             _job(hid, acme, "failed", ago=-timedelta(minutes=1), took=60),          # after END
@@ -166,6 +171,15 @@ def test_report_over_a_synthetic_history(sqlite_world: World) -> None:
         # The service review's question: how did an earlier week do?
         past = {st.slo.name: st for st in slo_report(s, end=END - 7 * day, period=7 * day)}["provision-handover"]
         assert (past.events, past.good, past.budget_remaining) == (97, 97, 1.0)
+
+    m = samples(w.get("operator", "/metrics").text)
+    assert value(m, "provisioner_jobs", kind="provision", status="running") == 2
+    assert value(m, "provisioner_jobs", kind="release", status="queued") == 1
+    assert value(m, "provisioner_jobs_claim_expired", kind="provision") == 1
+    age = (datetime.now(UTC) - (END - 2 * day - timedelta(seconds=60))).total_seconds()
+    assert value(m, "provisioner_job_oldest_seconds", kind="provision", status="running") == pytest.approx(age, abs=60)
+    age = (datetime.now(UTC) - (END - 3 * day - timedelta(seconds=60))).total_seconds()
+    assert value(m, "provisioner_job_oldest_seconds", kind="release", status="queued") == pytest.approx(age, abs=60)
 
     r = w.get("operator", "/v1/slo", params={"end": "2026-06-01T12:00:00Z", "period_days": 7})
     hand_doc = next(d for d in r.json()["slos"] if d["name"] == "provision-handover")
