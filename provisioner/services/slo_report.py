@@ -55,7 +55,7 @@ def slo_report(session: Session, *, end: datetime | None = None, period: timedel
     # Phase records are JSON documents: read them only for the kinds a phase SLO judges.
     with_phases = sorted({s.job_kind for s in slos if s.phase is not None})
     events: dict[str, list[Event]] = {s.name: [] for s in slos}
-    # Table columns, not ORM attributes: the ORM's row loading was a third of the report's time.
+    # Table columns, not ORM attributes: in a profile the ORM's per-row loading was a third of the time.
     job = Job.__table__.c  # type: ignore[attr-defined]
     for kinds, phases_col in ((with_phases, job.phases), (sorted(set(by_kind) - set(with_phases)), literal(None))):
         if not kinds:
