@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf 'install: %s\n' "$*" >&2; }
 
 APT_PACKAGES=(python3 python3-venv python3-dev gcc postgresql redis-server openssh-client openssh-server
-              rsync procps psmisc curl)
+              rsync procps psmisc curl prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, start PostgreSQL/Redis, lint (ruff, import-linter,
-# mypy, ansible-lint), unit + integration tests, then the end-to-end suite on Vagrant lab VMs
+# mypy, ansible-lint, promtool), unit + integration tests, then the end-to-end suite on Vagrant lab VMs
 # (brought up inside a network namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ bash scripts/services.sh
 .venv/bin/lint-imports
 .venv/bin/mypy provisioner workers
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --profile production --offline -q playbooks/
+# The Prometheus rules: syntax, then their unit tests (burn alerts fire on synthetic series, or not).
+promtool check rules ops/prometheus/alerts.yml
+promtool test rules ops/prometheus/alerts_test.yml
 set +e
 .venv/bin/pytest -q -rs --durations=20 -m "not e2e" "$@"
 rc=$?

@@ -23,9 +23,11 @@ from provisioner.api import (
     quotas,
     ratings,
     requests,
+    slo,
     waivers,
     webhooks,
 )
+from provisioner.api.http_metrics import HttpMetrics
 from provisioner.api.limits import RequestLimits
 from provisioner.api.problems import install_handlers
 from provisioner.store.config import Settings, get_settings
@@ -55,8 +57,10 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
               audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router,
-              webhooks.router, ratings.router):
+              webhooks.router, ratings.router, slo.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
+    # Outermost, so a request refused by the limits is counted with its 413.
+    app.add_middleware(HttpMetrics)
     return app
 

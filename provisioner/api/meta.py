@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, text
-from sqlmodel import col, select
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import text
 
+from provisioner.api import http_metrics
 from provisioner.api.deps import DbSession, Principal, require
-from provisioner.store.models import Host, Job
+from provisioner.core.timeutil import utcnow
+from provisioner.services.fleet_metrics import DatabaseCollector
+from provisioner.services.slo_report import configured_slos
+from provisioner.store.config import get_settings
 
 router = APIRouter(tags=["meta"])
 
@@ -27,19 +30,15 @@ def me(p: Annotated[Principal, Depends(require("me:read"))]) -> dict:
 
 
 @router.get("/metrics", response_class=Response,
-            summary="Prometheus metrics (Prometheus sends a token of an operator, auditor or admin as bearer)")
+            summary="Prometheus metrics (Prometheus sends a token of an operator, auditor or admin as bearer)",
+            description="Job and phase duration histograms, job outcomes by kind, status and reason, SLO events "
+                        "and objectives, hosts by pool and state, queue depth and the oldest queued and running "
+                        "job, compliance of active hosts (all read from the database, the same from every API "
+                        "process), and this process's HTTP request latency by route and status (labelled with "
+                        "`process`). Scrape with `authorization: {credentials_file: ...}` holding a token of an "
+                        "operator, auditor or admin.")
 def metrics(_: Annotated[Principal, Depends(require("metrics:read"))], s: DbSession) -> Response:
-    # A fresh registry per scrape: values come from the database, the one source of truth,
-    # so every API process reports the same numbers.
-    reg = CollectorRegistry()
-    hosts = Gauge("provisioner_hosts", "Hosts by state", ["state"], registry=reg)
-    for state, n in s.exec(select(Host.state, func.count()).group_by(Host.state)).all():
-        hosts.labels(state).set(n)
-    jobs = Gauge("provisioner_jobs", "Jobs by kind and status", ["kind", "status"], registry=reg)
-    for kind, status, n in s.exec(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all():
-        jobs.labels(kind, status).set(n)
-    met = Gauge("provisioner_jobs_slo_met", "Finished jobs by kind and SLO outcome", ["kind", "met"], registry=reg)
-    for kind, ok, n in s.exec(select(Job.kind, Job.slo_met, func.count())
-                              .where(col(Job.slo_met).is_not(None)).group_by(Job.kind, col(Job.slo_met))).all():
-        met.labels(kind, str(bool(ok)).lower()).set(n)
-    return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+    # A registry per scrape around the database's values; the HTTP histogram is this process's own.
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(DatabaseCollector(s, configured_slos(get_settings()), utcnow()))
+    return Response(generate_latest(reg) + generate_latest(http_metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

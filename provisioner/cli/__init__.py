@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from provisioner.cli import admin, audit, guardrails, hosts, images, jobs, notify, requests, service
+from provisioner.cli import admin, audit, guardrails, hosts, images, jobs, notify, requests, service, slo
 from provisioner.cli.output import STATE
 
 app = typer.Typer(help="Self-service host provisioning with guardrails and install-time SLIs.",
@@ -29,6 +29,7 @@ def _global(
 app.command()(service.serve)
 app.command("worker")(service.worker_cmd)
 app.command("compliance")(guardrails.compliance_summary)
+app.command("slo")(slo.slo_status)
 for sub, name in ((admin.admin_app, "admin"), (admin.tenants_app, "tenants"), (admin.users_app, "users"),
                   (admin.tokens_app, "tokens"), (hosts.hosts_app, "hosts"), (requests.requests_app, "requests"),
                   (jobs.jobs_app, "jobs"), (audit.audit_app, "audit"), (guardrails.waivers_app, "waivers"),

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from provisioner.core import backup_plan
 from provisioner.core.compliance import evaluate
 from provisioner.core.timeutil import parse_iso, utcnow
 from provisioner.services import audit, webhooks
 from provisioner.services.admission import active_waivers, load_policy
-from provisioner.store.models import Host, HostRequest, Tenant
+from provisioner.store.models import Host, HostRequest, Job, Tenant
 
 
 def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, job_id: int | None) -> None:
@@ -47,6 +48,7 @@ def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, 
         host.last_restore_passed = bool(rv.get("passed"))
         if rv.get("passed"):
             host.last_restore_at = utcnow()
+        _restore_on_job(session, job_id, host.last_restore_passed)
     host.updated_at = utcnow()
     session.add(host)
     session.commit()
@@ -72,6 +74,8 @@ def record_compliance(session: Session, host: Host, check: dict[str, Any], *, jo
         host.last_restore_passed = verdict["restore_passed"]
         if verdict["restore_passed"] and verdict.get("restore_verified_at"):
             host.last_restore_at = parse_iso(verdict["restore_verified_at"])
+    # The restore-test SLO counts every check: one whose restore did not run has not passed it.
+    _restore_on_job(session, job_id, bool(verdict.get("restore_passed")))
     session.add(host)
     if before != verdict["compliant"]:
         audit.record(session, actor_id=None, actor_name="compliance", object_type="host", object_id=host.id,
@@ -84,3 +88,9 @@ def record_compliance(session: Session, host: Host, check: dict[str, Any], *, jo
                 "host_id": host.id, "host": host.name, "request_id": host.request_id, "job_id": job_id,
                 "violations": [{"code": v["code"], "message": v.get("message")} for v in verdict["violations"]]},
                 tenant_id=host.tenant_id)
+
+
+def _restore_on_job(session: Session, job_id: int | None, passed: bool) -> None:
+    if job_id is not None:
+        session.execute(update(Job).where(col(Job.id) == job_id).values(restore_passed=passed)
+                        .execution_options(synchronize_session=False))

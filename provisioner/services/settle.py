@@ -12,10 +12,13 @@ from sqlmodel import Session, col, select
 
 from provisioner.core.lifecycle import can_transition, host_after_job
 from provisioner.core.sli import PhaseTiming, compute_slis
+from provisioner.core.slo import job_facts
 from provisioner.core.timeutil import parse_iso, utcnow
 from provisioner.imaging.canary import record_canary_outcome
-from provisioner.services import audit, webhooks
+from provisioner.services import audit, job_tally, webhooks
 from provisioner.services.host_transitions import cas_state
+from provisioner.services.slo_report import configured_slos
+from provisioner.store.config import get_settings
 from provisioner.store.models import Host, HostRequest, Job
 
 
@@ -65,8 +68,18 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
     if job.request_id is not None:
         _settle_request(session, job.request_id, now)
     record_canary_outcome(session, job)  # no-op unless the job was an image canary (or a corrupt image)
+    # Last: the totals' rows are shared by every settle, so hold their locks only until the commit.
+    _tally(session, job, status, now, error_code)
     session.commit()
     return True
+
+
+def _tally(session: Session, job: Job, status: str, now: datetime, error_code: str | None) -> None:
+    # The restore verdict was written on the row by the phase that ran the test, not on this object.
+    restore = session.exec(select(Job.restore_passed).where(Job.id == job.id)).one()
+    facts = job_facts(kind=job.kind, status=status, accepted_at=job.accepted_at, finished_at=now, phases=job.phases,
+                      restore_passed=restore)
+    job_tally.add(session, job_tally.observations(facts, error_code, configured_slos(get_settings())))
 
 
 def _move_host(session: Session, job: Job, host: Host, status: str, started: bool, error: str | None,

@@ -119,6 +119,8 @@ class Job(SQLModel, table=True):
     sli: dict = _json({})
     slo_target_s: float | None = None
     slo_met: bool | None = None
+    # Whether the restore test this job ran passed (provision's restore-verify, a compliance check).
+    restore_passed: bool | None = None
 
 
 class JobEvent(SQLModel, table=True):
@@ -149,3 +151,23 @@ class AuditEntry(SQLModel, table=True):
     before: dict | None = _json(None)
     after: dict | None = _json(None)
     request_id: str | None = Field(default=None, max_length=64)
+
+
+class JobTally(SQLModel, table=True):
+    """Running totals of settled jobs, written by settle() in the job's own transaction: the job and
+    phase duration histograms, outcomes and SLO events /metrics reports. Any process reads the same
+    totals in one small query, whatever the size of the job history."""
+
+    __table_args__ = (UniqueConstraint("metric", "kind", "phase", "status", "reason", "le",
+                                       name="uq_jobtally_series"),)
+    id: int | None = Field(default=None, primary_key=True)
+    # "job" and "phase" durations, "slo" events (kind = the SLO's name, status = good | bad).
+    metric: str = Field(max_length=16)
+    kind: str = Field(max_length=64)
+    phase: str = Field(default="", max_length=32)
+    status: str = Field(max_length=16)
+    reason: str = Field(default="", max_length=64)
+    # The histogram bucket's upper bound as Prometheus writes it ("30.0", "+Inf"); not cumulative.
+    le: str = Field(default="+Inf", max_length=16)
+    count: int = Field(default=0, sa_column=Column(BigInteger(), nullable=False))
+    sum_s: float = 0.0

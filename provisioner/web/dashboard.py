@@ -10,11 +10,13 @@ with a cross-site post), so a forged cross-site link can do no harm.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+from cachetools import TTLCache
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -32,6 +34,7 @@ from provisioner.core.permissions import allowed
 from provisioner.core.sli import slo_summary
 from provisioner.core.timeutil import iso
 from provisioner.services import ratings
+from provisioner.services.slo_report import slo_report, status_document
 from provisioner.store.config import get_settings
 from provisioner.store.models import HostRequest, Job, JobEvent
 from provisioner.store.notify_models import Rating
@@ -40,8 +43,13 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["iso"] = iso
 templates.env.filters["secs"] = lambda v: "-" if v is None else f"{v:,.1f} s"
+templates.env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{v * 100:.{d}f}%"
+templates.env.filters["burn"] = lambda v: "-" if v is None else f"{v:.2f}x"
 
 COOKIE = "prov_token"
+SLO_CACHE_SECONDS = 30
+_slo_cache: TTLCache[tuple[str, int | None], list[dict[str, Any]]] = TTLCache(maxsize=1024, ttl=SLO_CACHE_SECONDS)
+_slo_lock = threading.Lock()
 # How many of the newest finished provision jobs the SLO card judges.
 SLO_WINDOW = 200
 
@@ -111,6 +119,10 @@ def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s
             q = q.where(Job.tenant_id == p.tenant_id)
         rows = s.exec(q.order_by(col(Job.id).desc()).limit(SLO_WINDOW)).all()
         ctx["slo"] = slo_summary(((sli or {}).get("total_s"), met) for sli, met in rows)
+        report = _slo_documents(s, p.tenant_id if p.scoped else None)
+        ctx["budget"] = next((d for d in report if d["name"] == "provision-handover"), None)
+        if allowed(p.role, "reports:read"):
+            ctx["slos"] = report
     if allowed(p.role, "hosts:read"):
         ctx["compliance"] = compliance.summary(p, s)
     if allowed(p.role, "escalations:read"):
@@ -118,6 +130,20 @@ def overview(request: Request, p: Annotated[Principal, Depends(ui_principal)], s
         ctx["escalations"] = s.exec(select(Rating).where(Rating.escalation == "open")
                                     .order_by(col(Rating.id)).limit(100)).all()
     return page(request, "overview.html", p, **ctx)
+
+
+def _slo_documents(s: DbSession, tenant_id: int | None) -> list[dict[str, Any]]:
+    """The error budgets as the API reports them, over the jobs this user may see. Remembered for
+    SLO_CACHE_SECONDS per tenant: 28 days of a large fleet's jobs take a good part of a second to
+    judge, and a 28-day budget does not move within a minute."""
+    key = (str(s.get_bind().engine.url), tenant_id)
+    with _slo_lock:
+        hit = _slo_cache.get(key)
+    if hit is None:
+        hit = [status_document(st) for st in slo_report(s, tenant_id=tenant_id)]
+        with _slo_lock:
+            _slo_cache[key] = hit
+    return hit
 
 
 @router.get("/hosts", response_class=HTMLResponse)

@@ -109,6 +109,19 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         assert delivery["event_type"] == "job.succeeded" and json.loads(delivery["body"])["data"]["kind"] == "release"
         cli(env, "webhooks", "rm", str(hook["id"]), token=cu_tok)
         assert cli(env, "webhooks", "list", token=cu_tok)["items"] == []
+        # SLOs: the provision and the release above, judged.
+        slos = {s["name"]: s for s in cli(env, "slo", token=op_tok)["slos"]}
+        assert (slos["provision-handover"]["events"], slos["provision-handover"]["good"]) == (1, 1)
+        assert slos["release"]["events"] == 1 and slos["provision-handover"]["budget_remaining"] == 1.0
+        week = cli(env, "slo", "--period-days", "7", "--end", "2099-01-01T00:00:00", token=op_tok)
+        assert week["slos"][0]["period"] == "7d" and week["slos"][0]["events"] == 0  # the jobs are older
+        bad_period = cli(env, "slo", "--period-days", "0", token=op_tok, ok=False)
+        assert bad_period.returncode == 1 and json.loads(bad_period.stderr)["code"] == "request.invalid"
+        assert json.loads(cli(env, "slo", token=cu_tok, ok=False).stderr)["code"] == "auth.forbidden"
+        table = subprocess.run([str(BIN), "slo"], env={k: v for k, v in os.environ.items()
+                                                       if not k.startswith("PROVISIONER_")}
+                               | env | {"PROVISIONER_TOKEN": op_tok}, capture_output=True, text=True, timeout=300)
+        assert table.returncode == 0 and "provision-handover" in table.stdout and "burn 1h" in table.stdout
         # Guardrail and catalogue commands.
         assert cli(env, "policy", "show", token=cu_tok)["policy"]["max_open_ports"] >= 1
         w = cli(env, "waivers", "request", "--code", "backup.required", "--scope", "tenant:acme",

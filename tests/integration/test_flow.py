@@ -199,4 +199,4 @@ def test_metrics_expose_jobs(world: World) -> None:
     world.enroll("node1")
     text = world.client.get("/metrics", headers=world.h("operator")).text
     assert 'provisioner_hosts{state="available"} 1.0' in text
-    assert 'provisioner_jobs{kind="commission",status="succeeded"} 1.0' in text
+    assert 'provisioner_jobs_finished_total{kind="commission",reason="",status="succeeded"} 1.0' in text
