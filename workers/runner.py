@@ -31,9 +31,10 @@ from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import get_engine
 from provisioner.store.models import Host, HostRequest, Job
 from workers.ansible_bridge import PhaseOutcome, run_playbook
-from workers.claim import Heartbeat, claim
+from workers.claim import Heartbeat, claim, hand_back
 from workers.event_sink import EventSink, event_row
 from workers.inventory import extravars_for, inventory_for
+from workers.shutdown import DRAINING
 
 log = logging.getLogger("provisioner.runner")
 
@@ -72,6 +73,8 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
     settings = settings or get_settings()
     worker_id = worker_id or f"{WORKER_ID}:{threading.get_ident()}"
     engine = get_engine(settings)
+    if DRAINING.is_set():
+        return "skipped: this worker is stopping"  # still queued: the reconciler rings it again
     with Session(engine, expire_on_commit=False) as session:
         if not claim(session, job_id, worker_id, settings.claim_seconds):
             job = session.get(Job, job_id)
@@ -94,6 +97,8 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
             hb.stop()
         if hb.lost.is_set():
             return "lost"
+        if end.status == "handback":
+            return "handed back" if hand_back(session, job, worker_id, end.error or "") else "lost"
         session.refresh(job, attribute_names=["status"])
         settle(session, job, end.status, end.error, error_code=end.error_code, expect_worker=worker_id,
                actor=worker_id)
@@ -128,6 +133,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
         rec = _phase_record(phases, phase.name)
         if rec["status"] == "succeeded":
             continue  # a retried job resumes after the phases it finished
+        if DRAINING.is_set():
+            return JobEnd("handback", f"worker {worker_id} stopping before phase {phase.name}")
         phase_params = params
         if phase.name == "image":
             try:
@@ -139,6 +146,9 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             return JobEnd("failed", "claim lost", "claim_lost")
         if hb.cancel.is_set():
             return JobEnd("cancelled", f"cancelled during phase {phase.name}")
+        if not outcome.ok and DRAINING.is_set() and phase.idempotent:
+            # Stopped by us (or by the same SIGTERM reaching ansible): not the phase's failure.
+            return JobEnd("handback", f"worker {worker_id} stopping during phase {phase.name}")
         if not outcome.ok:
             return _failure(phase, outcome, settings)
         session.refresh(host)
@@ -152,6 +162,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
     if phase.name in settings.phase_timeouts:
         phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
     max_tries = settings.max_attempts if phase.idempotent else 1
+    hb.interruptible = phase.idempotent
     outcome = PhaseOutcome(status="failed", rc=None)
     first_start = utcnow()
     t0 = time.monotonic()

@@ -18,15 +18,22 @@ def run_one(threads: int, poll_ms: int) -> None:
 
     from workers import actors  # noqa: F401  (declares the actors on the broker)
     from workers.broker import get_broker
+    from workers.shutdown import DRAINING
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        DRAINING.set()  # first: the running phases see it while the same signal may reach ansible
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     worker = dramatiq.Worker(get_broker(), worker_threads=threads, worker_timeout=poll_ms)
     worker.start()
     logging.getLogger("provisioner.worker").info("worker up: %d threads, poll %d ms", threads, poll_ms)
     stop.wait()
+    logging.getLogger("provisioner.worker").info("stopping: handing running jobs back")
     worker.stop(timeout=30_000)
 
 
