@@ -32,6 +32,7 @@ from provisioner.store.db import get_engine
 from provisioner.store.models import Host, HostRequest, Job
 from workers.ansible_bridge import PhaseOutcome, run_playbook
 from workers.claim import Heartbeat, claim, hand_back
+from workers.db_retry import with_retry
 from workers.event_sink import EventSink, event_row
 from workers.inventory import extravars_for, inventory_for
 from workers.shutdown import DRAINING
@@ -59,6 +60,10 @@ def _phase_record(phases: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def _save_progress(session: Session, job: Job, worker_id: str) -> None:
+    with_retry(f"progress of job {job.id}", lambda: _write_progress(session, job, worker_id), session)
+
+
+def _write_progress(session: Session, job: Job, worker_id: str) -> None:
     session.execute(
         update(Job).where(col(Job.id) == job.id, col(Job.worker_id) == worker_id)
         .values(phases=list(job.phases), current_phase=job.current_phase, started_at=job.started_at)
@@ -98,10 +103,15 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
         if hb.lost.is_set():
             return "lost"
         if end.status == "handback":
-            return "handed back" if hand_back(session, job, worker_id, end.error or "") else "lost"
-        session.refresh(job, attribute_names=["status"])
-        settle(session, job, end.status, end.error, error_code=end.error_code, expect_worker=worker_id,
-               actor=worker_id)
+            return "handed back" if with_retry(f"hand-back of job {job_id}", lambda: hand_back(
+                session, job, worker_id, end.error or ""), session) else "lost"
+
+        def final() -> None:
+            session.refresh(job, attribute_names=["status"])
+            settle(session, job, end.status, end.error, error_code=end.error_code, expect_worker=worker_id,
+                   actor=worker_id)
+
+        with_retry(f"settling job {job_id}", final, session)
         return end.status
 
 
@@ -151,8 +161,11 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             return JobEnd("handback", f"worker {worker_id} stopping during phase {phase.name}")
         if not outcome.ok:
             return _failure(phase, outcome, settings)
-        session.refresh(host)
-        apply_phase_result(session, host, outcome.result, job_id=job.id)
+        def apply(host: Host = host, outcome: PhaseOutcome = outcome) -> None:
+            session.refresh(host)
+            apply_phase_result(session, host, outcome.result, job_id=job.id)
+
+        with_retry(f"result of phase {phase.name}", apply, session)
     return JobEnd("succeeded")
 
 

@@ -1,7 +1,9 @@
 """Fault: a worker process is stopped with SIGTERM while a phase runs (a deploy, systemd stop,
 Kubernetes). It must hand the job back at once (queued, the interrupted phase marked, the attempt
 not counted) and leave nothing of the phase running; another worker then resumes the job after the
-phases it finished. Never `running` until a claim expires, never a job failed by a restart.
+phases it finished (the test stops once that worker has finished the interrupted phase: the rest
+of a job is the distributed tests' business). Never `running` until a claim expires, never a job
+failed by a restart.
 
 Two ways the signal arrives: to the worker's main process only (docker/Kubernetes stop PID 1), and to
 its whole process group, ansible included (systemd's default KillMode=control-group).
@@ -63,13 +65,14 @@ def test_sigterm_mid_phase_hands_the_job_back(tmp_path: Path, pg_url: str, redis
             "the interrupted phase's command outlived the worker"
         assert admin.get("/v1/audit", action="job.handback")["items"][0]["object_id"] == str(job_id)
 
+        # Another worker resumes it: the interrupted phase runs again, the finished one does not.
         second = Worker(env, tmp_path / "worker2.log")
-        job = admin.wait_job(job_id, timeout=150)
-        assert job["status"] == "succeeded", (job, second.tail())
+        job = admin.wait_job(job_id, lambda j: any(p["name"] == "raid" and p["status"] == "succeeded"
+                                                   for p in j["phases"]), timeout=120)
+        assert job["status"] in ("running", "succeeded") and job["attempts"] == 1, (job, second.tail())
         phases = {p["name"]: p for p in job["phases"]}
         assert phases["wipe"]["attempts"] == 1, "a finished phase ran again"
         assert phases["raid"]["attempts"] == 2
-        assert job["attempts"] == 1
         print(f"\nSIGTERM ({target}) -> job queued again in {handback_s:.1f} s")
     finally:
         for w in (worker, second):
