@@ -37,11 +37,11 @@ def sample_offsets(size, samples, rng=None):
     offsets = {0, last}
     stratum = size / samples
     for i in range(samples):
-        lo = int(i * stratum)
-        hi = min(int((i + 1) * stratum), size) - CHUNK
-        if hi <= lo:
-            continue
-        offsets.add(min(rng.randrange(lo, hi) // CHUNK * CHUNK, last))
+        # Chunk indexes wholly inside the stratum, so aligning never moves a spot into a neighbour.
+        first = -(-int(i * stratum) // CHUNK)
+        last_in = (min(int((i + 1) * stratum), size) - CHUNK) // CHUNK
+        if last_in >= first:
+            offsets.add(rng.randint(first, last_in) * CHUNK)
     return sorted(offsets)
 
 
