@@ -67,7 +67,8 @@ class PrivatePostgres:
             return "(no server log)"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._opts, "-w", "-t", str(STEP_TIMEOUT_S), "start")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._opts, "-w",
+                  "-t", str(STEP_TIMEOUT_S), "start")
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while True:
             try:
@@ -76,7 +77,8 @@ class PrivatePostgres:
                 return
             except psycopg.Error:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL on port {self.port} accepts no connection:\n{self.tail()}") from None
+                    raise RuntimeError(f"PostgreSQL on port {self.port} accepts no connection:\n"
+                                       f"{self.tail()}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
