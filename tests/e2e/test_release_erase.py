@@ -3,7 +3,7 @@
 Markers (random bytes, no filesystem signature, so nothing but a real erase removes them) are
 written mid-disk and at random spots of both data disks of PROVISIONER_E2E_HOST (default lab2),
 away from the first/last 32 MiB that the old wipe already zeroed. The read-back must first find
-every marker (the probe is not blind). Then release runs: the markers' spots and 4096 random
+every marker (the probe is not blind). Then release runs: the markers' spots and 1024 random
 64 KiB spots spread over each whole disk, read with O_DIRECT on the VM, must all be zeros.
 DESTRUCTIVE for /dev/vdb and /dev/vdc of that VM.
 """
@@ -24,7 +24,7 @@ from tests.e2e.direct_lab import DATA_DISKS, PlaybookHost, lab_status
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 HOST = os.environ.get("PROVISIONER_E2E_HOST", "lab2")
-SAMPLES = 4096
+SAMPLES = 1024
 
 # Runs on the VM as root: write markers, or read the marker spots + SAMPLES random spots with O_DIRECT.
 PROBE = r"""
