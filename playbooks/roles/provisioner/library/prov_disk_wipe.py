@@ -39,9 +39,9 @@ options:
   erase:
     description:
       - Verified erase of every disk, blank-looking or not (data without a signature is still data) -
-        blkdiscard where the disk then reads back zeros, else blkdiscard -z (BLKZEROOUT), else zeros
-        written with O_DIRECT; each method is checked by an O_DIRECT read-back of I(erase_samples)
-        random spots spread over the whole disk. Fails (error erase_unverified) when none reads back zeros.
+        blkdiscard where then every byte reads back zeros, else blkdiscard -z (BLKZEROOUT), else zeros
+        written with O_DIRECT, checked by an O_DIRECT read-back of I(erase_samples) random spots
+        spread over the whole disk. Fails (error erase_unverified) when none reads back zeros.
       - Makes I(discard) and I(zero_mib) redundant (the head and tail are then zeros already).
     type: bool
     default: false

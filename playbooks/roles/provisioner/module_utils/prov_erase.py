@@ -9,7 +9,8 @@ read-back is not all zeros is not an erase: the next one is tried, and when none
 module fails instead of handing the disk to the next customer.
 
 Methods, cheapest first:
-  discard   blkdiscard (only when the disk advertises discard)
+  discard   blkdiscard (only when the disk advertises discard), accepted only when EVERY byte reads
+            back zeros: devices may honour a discard for some ranges only, which samples miss
   zeroout   blkdiscard -z: the kernel's BLKZEROOUT, offloaded to WRITE ZEROES where the device has
             it, otherwise the kernel writes the zeros itself
   overwrite zeros written from here with O_DIRECT (when BLKZEROOUT is refused)
@@ -43,6 +44,10 @@ def sample_offsets(size, samples, rng=None):
         if last_in >= first:
             offsets.add(rng.randint(first, last_in) * CHUNK)
     return sorted(offsets)
+
+
+def last_chunk(size):
+    return max(0, (size - CHUNK) // CHUNK * CHUNK)
 
 
 def first_nonzero(path, offsets):
@@ -81,9 +86,9 @@ def erase_disk(module, path, size, can_discard, samples):
     tried = []
     started = time.monotonic()
 
-    def verified(method):
-        bad = first_nonzero(path, offsets)
-        tried.append({"method": method, "verified": bad is None,
+    def verified(method, spots=offsets):
+        bad = first_nonzero(path, spots)
+        tried.append({"method": method, "verified": bad is None, "spots": len(spots),
                       **({"nonzero_at": bad} if bad is not None else {})})
         return bad is None
 
@@ -93,7 +98,9 @@ def erase_disk(module, path, size, can_discard, samples):
 
     if can_discard:
         rc, _, err = module.run_command(["blkdiscard", "-f", path])
-        if rc == 0 and verified("discard"):
+        # A discard may be honoured for some ranges and not others (seen on the lab's virtio disks:
+        # 1026 samples read zeros, 9 markers survived): only a read of every byte accepts it.
+        if rc == 0 and verified("discard", range(0, last_chunk(size) + 1, CHUNK)):
             return done("discard")
         if rc != 0:
             tried.append({"method": "discard", "error": err.strip()[:300]})
