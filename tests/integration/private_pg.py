@@ -41,12 +41,16 @@ class PrivatePostgres:
         self._as_root = os.geteuid() == 0
         if self._as_root:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         # Server options on pg_ctl's command line (initdb -c needs PostgreSQL 16; Debian 12 has 15).
         self._opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
                       "-c fsync=off")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.start()
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+            self.start()
+        except BaseException:
+            self.close()  # no half-started cluster or temp dir left behind
+            raise
 
     def _run(self, tool: str, *args: str) -> str:
         cmd = [str(self.bin / tool), *args]
