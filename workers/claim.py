@@ -14,9 +14,11 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from provisioner.core.timeutil import utcnow
+from provisioner.services import audit, doorbell
 from provisioner.store.config import Settings
 from provisioner.store.db import get_engine
 from provisioner.store.models import Job
+from workers.shutdown import DRAINING
 
 log = logging.getLogger("provisioner.claim")
 
@@ -33,6 +35,28 @@ def claim(session: Session, job_id: int, worker_id: str, claim_s: float) -> bool
     return res.rowcount == 1
 
 
+def hand_back(session: Session, job: Job, worker_id: str, reason: str) -> bool:
+    """Give a claimed job back to the queue (this worker is stopping); the attempt is not counted:
+    nothing failed. Returns False when the claim was no longer ours (the reconciler moved it)."""
+    phases = [dict(p, status="interrupted") if p.get("status") in ("running", "cancelled") else p
+              for p in job.phases or []]
+    res = session.exec(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.status) == "running", col(Job.worker_id) == worker_id)
+        .values(status="queued", worker_id=None, claim_until=None, phases=phases, current_phase=None,
+                attempts=Job.attempts - 1, enqueued_at=utcnow(), error=f"handed back: {reason}")
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        session.rollback()
+        return False
+    audit.record(session, actor_id=None, actor_name=worker_id, action="job.handback", object_type="job",
+                 object_id=job.id, tenant_id=job.tenant_id, after={"reason": reason})
+    session.commit()
+    doorbell.ring([job.id or 0], mark_with=session)
+    return True
+
+
 class Heartbeat:
     """Renews the claim and watches for cancel requests; notices when the claim was lost."""
 
@@ -42,6 +66,8 @@ class Heartbeat:
         self.worker_id = worker_id
         self.cancel = threading.Event()
         self.lost = threading.Event()
+        # Whether the running phase may be stopped for a hand-back (idempotent: running it again is safe).
+        self.interruptible = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
@@ -79,4 +105,4 @@ class Heartbeat:
                 log.exception("heartbeat for job %s failed", self.job_id)
 
     def should_stop(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set()
+        return self.cancel.is_set() or self.lost.is_set() or (DRAINING.is_set() and self.interruptible)

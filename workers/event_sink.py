@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -11,6 +12,7 @@ from sqlmodel import col
 
 from provisioner.core.timeutil import utcnow
 from provisioner.store.models import Job, JobEvent
+from workers.db_retry import with_retry
 
 
 def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_max: int) -> dict[str, Any]:
@@ -97,7 +99,8 @@ class EventSink:
             # Read the flag before taking rows: everything added before close() is in this take.
             stopping = self._stop
             try:
-                self._write(self._take())
+                rows = self._take()
+                with_retry(f"events of job {self.job_id}", partial(self._write, rows))
             except BaseException as exc:  # kept for close(): a job must not pass with events lost
                 self._error = exc
             if stopping:

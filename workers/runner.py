@@ -33,9 +33,11 @@ from provisioner.store.db import get_engine
 from provisioner.store.models import Host, HostRequest, Job
 from workers import private_dirs
 from workers.ansible_bridge import PhaseOutcome, run_playbook
-from workers.claim import Heartbeat, claim
+from workers.claim import Heartbeat, claim, hand_back
+from workers.db_retry import with_retry
 from workers.event_sink import EventSink, event_row
 from workers.inventory import extravars_for, inventory_for
+from workers.shutdown import DRAINING
 
 log = logging.getLogger("provisioner.runner")
 
@@ -60,6 +62,10 @@ def _phase_record(phases: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def _save_progress(session: Session, job: Job, worker_id: str) -> None:
+    with_retry(f"progress of job {job.id}", lambda: _write_progress(session, job, worker_id), session)
+
+
+def _write_progress(session: Session, job: Job, worker_id: str) -> None:
     session.execute(
         update(Job).where(col(Job.id) == job.id, col(Job.worker_id) == worker_id)
         .values(phases=list(job.phases), current_phase=job.current_phase, started_at=job.started_at)
@@ -74,6 +80,8 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
     settings = settings or get_settings()
     worker_id = worker_id or f"{WORKER_ID}:{threading.get_ident()}"
     engine = get_engine(settings)
+    if DRAINING.is_set():
+        return "skipped: this worker is stopping"  # still queued: the reconciler rings it again
     with Session(engine, expire_on_commit=False) as session:
         if not claim(session, job_id, worker_id, settings.claim_seconds):
             job = session.get(Job, job_id)
@@ -99,11 +107,18 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
             hb.stop()
         if hb.lost.is_set():
             return "lost"
-        session.refresh(job, attribute_names=["status"])
-        # Users read job errors; the worker's private paths are neither theirs nor useful to them.
-        error = private_dirs.scrub(end.error, settings) if end.error else None
-        settle(session, job, end.status, error, error_code=end.error_code, expect_worker=worker_id,
-               actor=worker_id)
+        if end.status == "handback":
+            return "handed back" if with_retry(f"hand-back of job {job_id}", lambda: hand_back(
+                session, job, worker_id, end.error or ""), session) else "lost"
+
+        def final() -> None:
+            session.refresh(job, attribute_names=["status"])
+            # Users read job errors; the worker's private paths are neither theirs nor useful to them.
+            error = private_dirs.scrub(end.error, settings) if end.error else None
+            settle(session, job, end.status, error, error_code=end.error_code, expect_worker=worker_id,
+                   actor=worker_id)
+
+        with_retry(f"settling job {job_id}", final, session)
         return end.status
 
 
@@ -135,6 +150,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
         rec = _phase_record(phases, phase.name)
         if rec["status"] in ("succeeded", "skipped"):
             continue  # a retried job resumes after the phases it finished
+        if DRAINING.is_set():
+            return JobEnd("handback", f"worker {worker_id} stopping before phase {phase.name}")
         skip = phase_inputs.skip_reason(session, job, host, phase.name)
         if skip is not None:
             now = iso(utcnow())
@@ -161,10 +178,16 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             return JobEnd("failed", "claim lost", "claim_lost")
         if hb.cancel.is_set():
             return JobEnd("cancelled", f"cancelled during phase {phase.name}")
+        if not outcome.ok and DRAINING.is_set() and phase.idempotent:
+            # Stopped by us (or by the same SIGTERM reaching ansible): not the phase's failure.
+            return JobEnd("handback", f"worker {worker_id} stopping during phase {phase.name}")
         if not outcome.ok:
             return _failure(phase, outcome, settings)
-        session.refresh(host)
-        apply_phase_result(session, host, outcome.result, job_id=job.id)
+        def apply(host: Host = host, outcome: PhaseOutcome = outcome) -> None:
+            session.refresh(host)
+            apply_phase_result(session, host, outcome.result, job_id=job.id)
+
+        with_retry(f"result of phase {phase.name}", apply, session)
     return JobEnd("succeeded")
 
 
@@ -174,6 +197,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
     if phase.name in settings.phase_timeouts:
         phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
     max_tries = settings.max_attempts if phase.idempotent else 1
+    hb.interruptible = phase.idempotent
     outcome = PhaseOutcome(status="failed", rc=None)
     first_start = utcnow()
     t0 = time.monotonic()

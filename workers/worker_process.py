@@ -20,11 +20,17 @@ def run_one(threads: int, poll_ms: int) -> None:
     from workers import actors  # noqa: F401  (declares the actors on the broker)
     from workers.broker import get_broker
     from workers.private_dirs import owner_dir, sweep_stale
+    from workers.shutdown import DRAINING
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        DRAINING.set()  # first: the running phases see it while the same signal may reach ansible
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     settings = get_settings()
     owner_dir(settings)  # locked before the sweep, so a sibling starting alongside leaves it alone
     stale = sweep_stale(settings)
@@ -35,6 +41,7 @@ def run_one(threads: int, poll_ms: int) -> None:
                                                      ", ".join(p.name for p in stale))
     logging.getLogger("provisioner.worker").info("worker up: %d threads, poll %d ms", threads, poll_ms)
     stop.wait()
+    logging.getLogger("provisioner.worker").info("stopping: handing running jobs back")
     worker.stop(timeout=30_000)
 
 

@@ -9,6 +9,7 @@ from provisioner.core.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    StorageFull,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -22,6 +23,7 @@ STATUS: dict[type[DomainError], int] = {
     TooLarge: 413,
     Invalid: 422,
     Unavailable: 503,
+    StorageFull: 507,  # RFC 4918 Insufficient Storage: the client can do nothing but wait or ask
 }
 
 

@@ -49,6 +49,10 @@ class Unavailable(DomainError):
     """Something the service needs is missing or broken right now; retrying later may succeed."""
 
 
+class StorageFull(Unavailable):
+    """The storage the service writes to has no room left; retrying after space is freed may succeed."""
+
+
 def not_found(kind: str, ident: object) -> NotFound:
     return NotFound(f"{kind}.not_found", f"{kind} {ident} does not exist or is not visible to you",
                     hint=f"list the {kind}s you can see with GET /v1/{kind}s")

@@ -19,20 +19,22 @@ nothing is half published.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from provisioner.core.errors import Conflict, Invalid, TooLarge, Unavailable
+from provisioner.core.errors import Conflict, Invalid, StorageFull, TooLarge, Unavailable
 from provisioner.imaging.bmap import CHUNK_SIZE, BmapBuilder, bmap_from_file
 from provisioner.imaging.formats import QCOW2_MAGIC, ZSTD_MAGIC, ImageFormatError, detect_format, qcow2_to_raw
 
@@ -61,6 +63,26 @@ def too_large(limit: int, what: str) -> TooLarge:
     return TooLarge("image.too_large", f"{what} exceeds the limit of {limit} bytes",
                    hint="ask an operator to raise PROVISIONER_IMAGE_MAX_BYTES, or publish a smaller image",
                    limit=limit)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_full(what: str) -> StorageFull:
+    return StorageFull("image.store_full", f"the image store ran out of space while {what}",
+                       hint="nothing was kept; free space in the image store (retire and purge unused images, "
+                            "or grow the filesystem), then publish again")
+
+
+@contextmanager
+def store_space(what: str) -> Iterator[None]:
+    """A full (or over-quota) store is the operator's to fix, not a corrupt upload or a 500."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise store_full(what) from None
+        raise
 
 
 def corrupt(detail: str) -> Invalid:
@@ -161,33 +183,40 @@ async def receive(stream: AsyncIterator[bytes], path: Path, fmt: str, max_bytes:
     Disk writes and hashing run in worker threads, 4 MiB at a time; memory stays bounded.
     Raises Invalid / TooLarge (empty, bad magic, too large); starlette's ClientDisconnect passes through.
     """
-    sink: PlainSink = RawSink(path) if fmt == "raw" else PlainSink(path)
+    with store_space("creating the upload's temporary file"):
+        sink: PlainSink = RawSink(path) if fmt == "raw" else PlainSink(path)
+    try:
+        with store_space("receiving the upload"):
+            return await _receive_into(sink, stream, fmt, max_bytes)
+    finally:
+        sink.close()
+
+
+async def _receive_into(sink: PlainSink, stream: AsyncIterator[bytes], fmt: str,
+                        max_bytes: int) -> tuple[int, dict | None]:
     buf = bytearray()
     total = 0
     checked = False
-    try:
-        async for chunk in stream:
-            if not chunk:
-                continue
-            total += len(chunk)
-            if total > max_bytes:
-                raise too_large(max_bytes, "the upload")
-            buf += chunk
-            if not checked and len(buf) >= 4:
-                check_magic(fmt, bytes(buf[:4]))
-                checked = True
-            if len(buf) >= CHUNK_SIZE:
-                n = len(buf) // CHUNK_SIZE * CHUNK_SIZE
-                data = bytes(buf[:n])
-                del buf[:n]
-                await anyio.to_thread.run_sync(sink.write, data)
-        if not checked:
+    async for chunk in stream:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if total > max_bytes:
+            raise too_large(max_bytes, "the upload")
+        buf += chunk
+        if not checked and len(buf) >= 4:
             check_magic(fmt, bytes(buf[:4]))
-        await anyio.to_thread.run_sync(sink.write, bytes(buf))
-        await anyio.to_thread.run_sync(sink.finish)
-        return total, sink.bmap
-    finally:
-        sink.close()
+            checked = True
+        if len(buf) >= CHUNK_SIZE:
+            n = len(buf) // CHUNK_SIZE * CHUNK_SIZE
+            data = bytes(buf[:n])
+            del buf[:n]
+            await anyio.to_thread.run_sync(sink.write, data)
+    if not checked:
+        check_magic(fmt, bytes(buf[:4]))
+    await anyio.to_thread.run_sync(sink.write, bytes(buf))
+    await anyio.to_thread.run_sync(sink.finish)
+    return total, sink.bmap
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,6 +340,9 @@ def qcow2_prepare(src: Path, tmp_dir: Path, max_raw: int) -> Prepared:
         qcow2_to_raw(src, raw)
     except ImageFormatError as exc:
         raw.unlink(missing_ok=True)
+        # qemu-img reports a full disk only through its message (strerror), not an exit code.
+        if any(os.strerror(e) in str(exc) for e in NO_SPACE):
+            raise store_full("converting the qcow2 image to raw") from None
         raise corrupt(str(exc)) from None
     except BaseException:
         raw.unlink(missing_ok=True)
@@ -358,7 +390,8 @@ def prepare_existing(path: Path, tmp_dir: Path, max_raw: int) -> Prepared:
 def place(prepared: Prepared, final: Path) -> None:
     """Atomically publish the prepared temp file as ``final`` (never replacing an existing file)."""
     try:
-        os.link(prepared.path, final)
+        with store_space("placing the image"):
+            os.link(prepared.path, final)
     except FileExistsError:
         raise Conflict("image.store_conflict", f"{final.name} already exists in the image store",
                       hint="another image uses that file name: publish under another name") from None

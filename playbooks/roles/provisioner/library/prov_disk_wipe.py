@@ -36,6 +36,19 @@ options:
     description: blkdiscard the whole disk when it supports discard and was not already blank.
     type: bool
     default: false
+  erase:
+    description:
+      - Verified erase of every disk, blank-looking or not (data without a signature is still data) -
+        blkdiscard where then every byte reads back zeros, else blkdiscard -z (BLKZEROOUT), else zeros
+        written with O_DIRECT, checked by an O_DIRECT read-back of I(erase_samples) random spots
+        spread over the whole disk. Fails (error erase_unverified) when none reads back zeros.
+      - Makes I(discard) and I(zero_mib) redundant (the head and tail are then zeros already).
+    type: bool
+    default: false
+  erase_samples:
+    description: Strata of the disk, one random 64 KiB read-back in each (plus the first and last 64 KiB).
+    type: int
+    default: 1024
   mdadm_conf:
     description: mdadm.conf from which the stopped arrays' ARRAY lines are removed.
     type: str
@@ -57,6 +70,12 @@ EXAMPLES = r"""
     zero_mib: 16
     discard: true
 
+- name: Release with a verified erase of the whole disk
+  prov_disk_wipe:
+    disks: "{{ provisioner_probe.data_disks }}"
+    unmount: true
+    erase: true
+
 - name: Show what would be wiped (changes nothing)
   prov_disk_wipe:
     disks: [/dev/vdb]
@@ -71,6 +90,14 @@ disks:
   elements: dict
   sample: [{name: /dev/vdb, size_bytes: 1073741824, actions: ["wipefs /dev/vdb (ext4)", "zeroed first 1 MiB"],
             was_blank: false}]
+  contains:
+    erase:
+      description: With I(erase) - the method that verified (discard, zeroout, overwrite), seconds taken,
+        read-back samples, and every method tried with its verdict.
+      returned: when erase is true and not in check mode
+      type: dict
+      sample: {method: zeroout, seconds: 0.9, samples: 1026,
+               tried: [{method: discard, verified: false, nonzero_at: 536870912}, {method: zeroout, verified: true}]}
 stopped_arrays:
   description: md arrays stopped (or that would be stopped) because they use the disks.
   returned: success
@@ -127,6 +154,7 @@ from ansible.module_utils.prov_block import (
     walk,
     write_atomic,
 )
+from ansible.module_utils.prov_erase import erase_disk
 
 MIB = 1024 * 1024
 
@@ -182,6 +210,8 @@ def main():
         unmount=dict(type="bool", default=False),
         zero_mib=dict(type="int", default=1),
         discard=dict(type="bool", default=False),
+        erase=dict(type="bool", default=False),
+        erase_samples=dict(type="int", default=1024),
         mdadm_conf=dict(type="str", default="/etc/mdadm/mdadm.conf"),
     ), supports_check_mode=True)
     p = module.params
@@ -314,7 +344,20 @@ def main():
         if parts:
             actions[d].append("removed %d partition(s)" % len(parts))
 
-    # 5. head/tail zeroing (+ optional discard when the disk was not blank)
+    # 5. verified erase of the whole disk (release): every disk, since data needs no signature
+    erased = {}
+    for d in disks:
+        if not p["erase"]:
+            break
+        kname = os.path.basename(d)
+        can_discard = int(read("/sys/block/%s/queue/discard_max_bytes" % kname, "0") or 0) > 0
+        if check:
+            actions[d].append("erase (%sverified by read-back)" % ("discard or zeros, " if can_discard else "zeros, "))
+            continue
+        erased[d] = erase_disk(module, d, table[d]["size_bytes"], can_discard, max(1, p["erase_samples"]))
+        actions[d].append("erased (%s, %d samples read back as zeros)" % (erased[d]["method"], erased[d]["samples"]))
+
+    # 6. head/tail zeroing (+ optional discard when the disk was not blank)
     zero = p["zero_mib"] * MIB
     for d in disks:
         size = table[d]["size_bytes"]
@@ -325,7 +368,7 @@ def main():
             dirty = bool(actions[d])
             head = region_is_zero(fd, 0, length)
             tail = region_is_zero(fd, size - length, length)
-            if p["discard"] and (dirty or not (head and tail)):
+            if p["discard"] and not p["erase"] and (dirty or not (head and tail)):
                 kname = os.path.basename(d)
                 can_discard = int(read("/sys/block/%s/queue/discard_max_bytes" % kname, "0") or 0) > 0
                 if can_discard and check:
@@ -357,7 +400,7 @@ def main():
     if changed and not check:
         run(module, ["udevadm", "settle", "--timeout=30"], check=False)
 
-    # 6. forget the arrays in mdadm.conf
+    # 7. forget the arrays in mdadm.conf
     conf_changed = False
     if uuids or stopped:
         old, new = mdadm_conf_update(p["mdadm_conf"], remove_uuids=uuids,
@@ -369,8 +412,9 @@ def main():
 
     result = dict(
         changed=changed,
-        disks=[{"name": d, "size_bytes": table[d]["size_bytes"], "actions": actions[d],
-                "was_blank": not actions[d]} for d in disks],
+        disks=[dict({"name": d, "size_bytes": table[d]["size_bytes"], "actions": actions[d],
+                     "was_blank": not [a for a in actions[d] if not a.startswith("erase")]},
+                    **({"erase": erased[d]} if d in erased else {})) for d in disks],
         stopped_arrays=stopped, unmounted=unmounted, fstab_disabled=len(removed_fstab),
         dm_removed=dm_removed, mdadm_conf_changed=conf_changed)
     if check:

@@ -1,0 +1,37 @@
+"""The erase's read-back spots (playbooks/roles/provisioner/module_utils/prov_erase.py): spread over
+the whole disk, one in each stratum, aligned for O_DIRECT, never past the end."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "prov_erase", ROOT / "playbooks" / "roles" / "provisioner" / "module_utils" / "prov_erase.py")
+assert spec and spec.loader
+prov_erase = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(prov_erase)
+CHUNK = prov_erase.CHUNK
+
+
+def test_one_spot_per_stratum_plus_head_and_tail() -> None:
+    size = (1 << 30) + 512 * 7  # not a multiple of the chunk: the tail spot must still fit
+    samples = 1024
+    offs = prov_erase.sample_offsets(size, samples, random.Random(1))
+    assert offs == sorted(set(offs)) and offs[0] == 0 and offs[-1] + CHUNK <= size
+    assert offs[-1] > size - 2 * CHUNK
+    assert all(o % CHUNK == 0 for o in offs)
+    stratum = size / samples
+    hit = {int(o // stratum) for o in offs}
+    assert hit == set(range(samples))
+
+
+def test_spots_move_between_runs_and_tiny_disks() -> None:
+    size = 64 << 20
+    a = prov_erase.sample_offsets(size, 256, random.Random(1))
+    b = prov_erase.sample_offsets(size, 256, random.Random(2))
+    assert a != b  # a disk cannot be made to pass by keeping data between fixed spots
+    assert prov_erase.sample_offsets(CHUNK, 16) == [0]
+    assert set(prov_erase.sample_offsets(3 * CHUNK, 1024)) == {0, 2 * CHUNK}  # strata < a chunk: head + tail
