@@ -128,6 +128,10 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
     job.phases = phases
     phase_inputs.ensure_backup_secret(session, settings, job, host)
     key = phase_inputs.ssh_key(settings, host)
+    try:
+        backup = phase_inputs.backup_config(settings, job, host)
+    except phase_inputs.BackupStoreUnpinned as exc:
+        return JobEnd("failed", exc.detail, exc.code)
     key_checked = False
     for phase in phases_for(job.kind, host.driver):
         if any(p["name"] == phase.name and p["status"] == "succeeded" for p in phases):
@@ -145,7 +149,8 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
                 phase_params = phase_inputs.image_params(session, settings, job, host, req, params)
             except ImageUnavailable as exc:
                 return JobEnd("failed", f"phase image: {exc}", exc.code)
-        outcome = _run_phase(session, engine, settings, job, host, phase, rec, phase_params, key, hb, worker_id)
+        outcome = _run_phase(session, engine, settings, job, host, phase, rec, phase_params, key, backup, hb,
+                             worker_id)
         if hb.lost.is_set():
             return JobEnd("failed", "claim lost", "claim_lost")
         if hb.cancel.is_set():
@@ -185,8 +190,8 @@ def _refuse_unpinned_or_changed(session: Session, job: Job, host: Host, worker_i
 
 
 def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host: Host, phase: Phase,
-               rec: dict[str, Any], params: dict[str, Any], key: str | None, hb: Heartbeat,
-               worker_id: str) -> PhaseOutcome:
+               rec: dict[str, Any], params: dict[str, Any], key: str | None, backup: dict[str, Any] | None,
+               hb: Heartbeat, worker_id: str) -> PhaseOutcome:
     if phase.name in settings.phase_timeouts:
         phase = replace(phase, timeout_s=float(settings.phase_timeouts[phase.name]))
     max_tries = settings.max_attempts if phase.idempotent else 1
@@ -218,8 +223,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     inventory=inventory,
                     known_hosts=(known_hosts_line(host.address, host.port, host.host_key)
                                  if host.host_key and host.connection == "ssh" else None),
-                    extravars=extravars_for(job_d, host_d, params,
-                                            phase_inputs.backup_config(settings, job, host)),
+                    extravars=extravars_for(job_d, host_d, params, backup),
                     ssh_key=key,
                     timeout_s=phase.timeout_s,
                     should_cancel=hb.should_stop,

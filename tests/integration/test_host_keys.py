@@ -4,6 +4,7 @@ anything is sent, the re-pin, and ssh's own strict check in the ansible bridge."
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +170,24 @@ def test_ssh_itself_refuses_a_key_other_than_the_pinned_one(tmp_path: Path, sshd
     sshd.change_host_key()
     refused = run()
     assert not refused.ok and refused.unreachable and refused.host_key_refused, refused.failures
+
+
+def test_the_backup_store_is_only_given_to_hosts_with_its_host_key(tmp_path: Path, sshd: Sshd) -> None:
+    """The hosts push the restic password and the store's key over sftp: without the store's host
+    key they would trust whoever answers first, so no phase gets the store without it."""
+    from provisioner.services.phase_inputs import BackupStoreUnpinned, backup_config
+    from provisioner.store.config import Settings
+    from provisioner.store.models import Host, Job
+
+    store = {"host": "127.0.0.1", "port": sshd.port, "user": "backup", "private_key": str(sshd.client_key),
+             "base_path": "/srv/backup"}
+    path = tmp_path / "backup.json"
+    path.write_text(json.dumps(store))
+    settings = Settings(data_dir=tmp_path / "data", backup_store=str(path))
+    job, host = Job(kind="provision", host_id=1), Host(name="h", address="10.0.0.1")
+    with pytest.raises(BackupStoreUnpinned) as exc:
+        backup_config(settings, job, host)
+    assert exc.value.code == "backup.host_key_missing" and exc.value.hint
+    path.write_text(json.dumps(store | {"known_hosts_line": f"[127.0.0.1]:{sshd.port} {sshd.public_host_key}"}))
+    cfg = backup_config(settings, job, host)
+    assert cfg is not None and cfg["host_key"] == sshd.public_host_key.strip()
