@@ -191,3 +191,31 @@ def test_the_backup_store_is_only_given_to_hosts_with_its_host_key(tmp_path: Pat
     path.write_text(json.dumps(store | {"known_hosts_line": f"[127.0.0.1]:{sshd.port} {sshd.public_host_key}"}))
     cfg = backup_config(settings, job, host)
     assert cfg is not None and cfg["host_key"] == sshd.public_host_key.strip()
+
+
+STAND_IN_LAB = """#!/bin/sh
+# Stands in for vagrant/lab: instead of creating a VM, `vm-up` hands out the test's sshd.
+case "$1" in
+  vm-up) echo '{"name": "'"$2"'", "address": "127.0.0.1", "port": %d, "user": "root", "private_key": "%s"}' ;;
+  vm-destroy) echo '{"name": "'"$2"'", "destroyed": true}' ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def test_a_host_the_vagrant_driver_creates_is_pinned_at_creation(tmp_path: Path, sshd: Sshd) -> None:
+    """The key is read right after vm-up, before the first playbook; the VM creation itself is a
+    stand-in (a script that hands out the local sshd), the pin and the ssh phases are real."""
+    lab = tmp_path / "lab"
+    lab.write_text(STAND_IN_LAB % (sshd.port, sshd.client_key))
+    lab.chmod(0o755)
+    with running_app(base_env(tmp_path, PROVISIONER_LAB_CMD=str(lab))) as w:
+        req = w.request(pool="vagrant").json()
+        job = w.wait_job(req["job_ids"][0], timeout=900)
+        assert job["status"] == "succeeded", job
+        assert [p["name"] for p in job["phases"]][:2] == ["vm-create", "commission"]
+        host = w.get("operator", f"/v1/hosts/{req['host_ids'][0]}").json()
+        assert host["driver"] == "vagrant" and host["host_key_fingerprint"] == sshd.fingerprint(), host
+        (pinned,) = audit(w, "host.pin")
+        assert pinned["after"]["host_key_fingerprint"] == sshd.fingerprint()
+        assert pinned["after"]["job_id"] == job["id"] and pinned["after"]["driver"] == "vagrant"
