@@ -174,7 +174,10 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
 
 
 def _refuse_unpinned_or_changed(session: Session, job: Job, host: Host, worker_id: str) -> JobEnd | None:
-    code, presented = host_keys.verify(host)
+    try:
+        code, presented = host_keys.verify(host)
+    except host_keys.HostUnreachable as exc:
+        return JobEnd("failed", f"{exc.detail}; nothing was sent to it", "host_unreachable")
     if code == KEY_UNPINNED:
         return JobEnd("failed", f"host {host.name} has no pinned SSH host key; nothing was sent to it",
                       KEY_UNPINNED)

@@ -90,15 +90,13 @@ def pin_created_vm(session: Session, host: Host, *, actor: str, job_id: int | No
 def verify(host: Host) -> tuple[str | None, str | None]:
     """(error code, presented key) before a job talks to the host: KEY_UNPINNED, KEY_CHANGED or None.
 
-    An unreachable host is not judged here: the phase then fails as unreachable."""
+    Raises HostUnreachable when the key cannot be read: the job must not go on unchecked, as ssh
+    would still reuse a connection master opened before the key changed."""
     if host.connection != "ssh":
         return None, None
     if not host.host_key:
         return KEY_UNPINNED, None
-    try:
-        presented = canonical(fetch_host_key(host.address, host.port))
-    except HostUnreachable:
-        return None, None
+    presented = canonical(fetch_host_key(host.address, host.port))
     return (None if presented == host.host_key else KEY_CHANGED), presented
 
 

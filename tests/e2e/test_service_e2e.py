@@ -350,6 +350,11 @@ def test_enrolled_by_key_file_pinned_and_a_changed_host_key_is_refused(svc: dict
         new_fp = fingerprint(new_key)
         assert new_fp != expected
         lab_known_hosts.pin(rec["address"], rec["port"], new_key)  # learned over the verified connection
+        deadline = time.monotonic() + 60  # sshd re-executes itself on reload: wait until it answers again
+        while subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(rec["port"]), rec["address"]],
+                             capture_output=True, text=True).stdout.count("ssh-") < 1:
+            assert time.monotonic() < deadline, "sshd did not come back after the reload"
+            time.sleep(1)
         job = wait_job(admin, svc["op"].post(f"/v1/hosts/{host['id']}/commission")["id"], 600)
         assert job["status"] == "failed" and job["error_code"] == "host.key_changed", job
         assert job["phases"] == [] and new_fp in job["error"], job
