@@ -321,6 +321,15 @@ def cli(svc: dict[str, Any], *args: str, ok: bool = True) -> Any:
     return r
 
 
+def _wait_sshd(rec: dict[str, Any]) -> None:
+    """sshd re-executes itself on reload: wait until it answers again."""
+    deadline = time.monotonic() + 60
+    while "ssh-" not in subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(rec["port"]), rec["address"]],
+                                       capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "sshd did not come back after the reload"
+        time.sleep(1)
+
+
 def test_enrolled_by_key_file_pinned_and_a_changed_host_key_is_refused(svc: dict[str, Any]) -> None:
     """`hosts enroll --key-file --fingerprint` as the README shows; the VM's host keys are then
     regenerated (a reinstall, or another machine at its address): the next job fails with
@@ -350,11 +359,7 @@ def test_enrolled_by_key_file_pinned_and_a_changed_host_key_is_refused(svc: dict
         new_fp = fingerprint(new_key)
         assert new_fp != expected
         lab_known_hosts.pin(rec["address"], rec["port"], new_key)  # learned over the verified connection
-        deadline = time.monotonic() + 60  # sshd re-executes itself on reload: wait until it answers again
-        while subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(rec["port"]), rec["address"]],
-                             capture_output=True, text=True).stdout.count("ssh-") < 1:
-            assert time.monotonic() < deadline, "sshd did not come back after the reload"
-            time.sleep(1)
+        _wait_sshd(rec)
         job = wait_job(admin, svc["op"].post(f"/v1/hosts/{host['id']}/commission")["id"], 600)
         assert job["status"] == "failed" and job["error_code"] == "host.key_changed", job
         assert job["phases"] == [] and new_fp in job["error"], job
@@ -377,6 +382,7 @@ def test_enrolled_by_key_file_pinned_and_a_changed_host_key_is_refused(svc: dict
         lab_known_hosts.pin(rec["address"], rec["port"], lab_known_hosts.scan(rec["address"], rec["port"]))
         ssh(rec, f"sudo sh -ec 'rm /etc/ssh/ssh_host_*; cp -a {backup}/ssh_host_* /etc/ssh/; rm -rf {backup}; "
                  "systemctl reload ssh'")
+        _wait_sshd(rec)
         lab_known_hosts.pin(rec["address"], rec["port"], original)
     assert ssh(rec, "true", check=False).returncode == 0, "the VM's original host keys were not restored"
     # The record goes back to the original key too, so the service stays consistent with the VM.
