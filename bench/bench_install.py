@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.e2e import lab_known_hosts  # noqa: E402
 from tests.integration.procs import Api, Service, admin_token, customer, operator  # noqa: E402
 from workers.inventory import extravars_for, inventory_for  # noqa: E402
 
@@ -36,7 +37,8 @@ def bare_run(rec: dict, hw: dict, pub: str, tmp: Path) -> dict[str, float]:
     host = {"name": rec["name"], "connection": "ssh", "address": rec["address"], "port": rec["port"],
             "ssh_user": rec["user"], "hardware": hw, "labels": {}}
     inv = tmp / "inv.json"
-    inv.write_text(json.dumps(inventory_for(host, rec["private_key"])))
+    host["host_key"] = lab_known_hosts.ensure(rec)
+    inv.write_text(json.dumps(inventory_for(host, rec["private_key"], str(lab_known_hosts.PATH))))
     ev = tmp / "ev.json"
     ev.write_text(json.dumps(extravars_for({"id": 0, "kind": "provision"}, host,
                                            {"ssh_public_key": pub, "raid_level": "1"}, backup)))
@@ -45,7 +47,7 @@ def bare_run(rec: dict, hw: dict, pub: str, tmp: Path) -> dict[str, float]:
     for ph in [*PHASES, "release"]:
         t0 = time.perf_counter()
         subprocess.run([exe, "-i", str(inv), "-e", f"@{ev}", str(ROOT / "playbooks" / f"{ph}.yml")], check=True,
-                       capture_output=True, env={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True",
+                       capture_output=True, env={"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True",
                                                  "ANSIBLE_LIBRARY": str(ROOT / "playbooks/library"),
                                                  "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
         out[ph] = time.perf_counter() - t0

@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.e2e import lab_known_hosts  # noqa: E402
 from tests.integration.procs import Api, Service, admin_token, free_port, operator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path("/run/provisioner-lab")
-SSH = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-       "-o", "BatchMode=yes"]
+SSH = ["ssh", *lab_known_hosts.OPTS, "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
 
 
 def sample_image() -> Path:
@@ -38,7 +38,9 @@ def sample_image() -> Path:
 
 
 def vm(rec: dict, cmd: str) -> str:
-    return subprocess.run([*SSH, "-i", rec["private_key"], f"{rec['user']}@{rec['address']}", cmd],
+    lab_known_hosts.ensure(rec)
+    return subprocess.run([*SSH, "-i", rec["private_key"], "-p", str(rec["port"]), f"{rec['user']}@{rec['address']}",
+                           cmd],
                           capture_output=True, text=True, check=True, timeout=1800).stdout
 
 

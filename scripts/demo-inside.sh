@@ -25,7 +25,7 @@ CU_ID=$(provisioner -o json users create alice --role customer --tenant-id "$TEN
 OP_TOKEN=$(provisioner -o json tokens create "$OP_ID" | json '["token"]')
 CU_TOKEN=$(provisioner -o json tokens create "$CU_ID" | json '["token"]')
 
-say "operator enrolls the lab VM (commissioning gathers its hardware)"
+say "operator enrolls the lab VM: the service reads and pins its SSH host key (fingerprint shown), commissioning gathers its hardware"
 read -r NAME ADDR PORT USER KEY < <(python3 -c "import json; h=json.load(open('$STATE/hosts.json'))[0]; print(h['name'], h['address'], h['port'], h['user'], h['private_key'])")
 HOST_ID=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json hosts enroll "$NAME" "$ADDR" --port "$PORT" --user "$USER" --key-file "$KEY" | json '["id"]')
 CJOB=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json jobs list --host-id "$HOST_ID" --kind commission | json '["items"][0]["id"]')
@@ -38,8 +38,13 @@ PROVISIONER_TOKEN=$CU_TOKEN provisioner requests create debian-12 --ssh-key "$WO
   --port 8080/tcp@192.168.121.0/24 --watch
 
 say "the customer logs in with their key"
-ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i "$WORK/customer_key" \
-  "customer@$ADDR" 'echo "logged in as $(id -un) on $(hostname)"; cat /proc/mdstat | head -3'
+# Against the host key the service pinned at enrollment, strictly (the fingerprint was shown above).
+PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json hosts show "$HOST_ID" | python3 -c '
+import json, sys
+h = json.load(sys.stdin); name = h["address"] if h["port"] == 22 else "[%s]:%d" % (h["address"], h["port"])
+print(name, h["host_key"])' >"$WORK/known_hosts"
+ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$WORK/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+  -o LogLevel=ERROR -p "$PORT" -i "$WORK/customer_key" "customer@$ADDR" 'echo "logged in as $(id -un) on $(hostname)"; cat /proc/mdstat | head -3'
 
 say "the customer's dashboard shows the same numbers ($PROVISIONER_URL/ui in a browser)"
 curl -fsS -c "$WORK/ui.cookies" -o /dev/null --data-urlencode "token=$CU_TOKEN" "$PROVISIONER_URL/ui/login"

@@ -4,7 +4,9 @@ Cancellation and timeouts go through ansible-runner's cancel callback, which fir
 process tree (workers/process_tree.py: ansible's workers live in their own sessions), so nothing is
 orphaned. The SSH key reaches ssh-agent through ansible-runner's FIFO and the data dir is removed
 when the phase ends; the runner puts it under this worker's owner dir (`workers/private_dirs.py`),
-so the dir of a worker killed mid-phase is removed by the next worker start or reconciler pass.
+so the dir of a worker killed mid-phase is removed by the next worker start or reconciler pass. The
+host's pinned host key is the only line of a known_hosts file in the same data dir, and ssh checks it
+strictly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import ansible_runner
 
 from workers.process_tree import terminate_tree
 
+# What OpenSSH prints when the host's key is not the pinned one (ansible reports the host unreachable).
+KEY_REFUSED_MARKERS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+
 
 @dataclass
 class PhaseOutcome:
@@ -35,6 +40,8 @@ class PhaseOutcome:
     driver_error: str | None = None
     # Machine-readable failure codes our modules return (`error` in a failed task's result).
     error_codes: list[str] = field(default_factory=list)
+    # ssh refused the host's key: it is not the pinned one.
+    host_key_refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -53,7 +60,8 @@ def _failure_text(ev: dict[str, Any]) -> str | None:
 def run_playbook(
     *,
     playbook: Path,
-    inventory: dict[str, Any],
+    inventory: Callable[[str | None], dict[str, Any]],
+    known_hosts: str | None,
     extravars: dict[str, Any],
     ssh_key: str | None,
     timeout_s: float,
@@ -63,6 +71,10 @@ def run_playbook(
 ) -> PhaseOutcome:
     private = Path(tempfile.mkdtemp(prefix="prov-job-", dir=work_root))
     os.chmod(private, 0o700)
+    known_hosts_file: str | None = None
+    if known_hosts:
+        known_hosts_file = str(private / "known_hosts")
+        Path(known_hosts_file).write_text(known_hosts)
     outcome = PhaseOutcome(status="failed", rc=None)
 
     def handler(ev: dict[str, Any]) -> bool:
@@ -81,6 +93,9 @@ def run_playbook(
                 outcome.error_codes.append(code[:64])
             if ev.get("event") == "runner_on_unreachable":
                 outcome.unreachable = True
+                raw = str(((ev.get("event_data") or {}).get("res") or {}).get("msg") or "")
+                if any(m in raw for m in KEY_REFUSED_MARKERS):
+                    outcome.host_key_refused = True
         on_event(ev)
         # False: events live in the database; don't also write them into the data dir.
         return False
@@ -102,7 +117,7 @@ def run_playbook(
         runner = ansible_runner.run(
             private_data_dir=str(private),
             playbook=str(playbook),
-            inventory=inventory,
+            inventory=inventory(known_hosts_file),
             extravars=extravars,
             ssh_key=ssh_key,
             event_handler=handler,
@@ -112,7 +127,7 @@ def run_playbook(
             envvars={
                 # ansible-playbook lives beside this interpreter (a venv is not always on PATH).
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_PIPELINING": "True",
                 "ANSIBLE_TIMEOUT": "15",
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",

@@ -6,13 +6,20 @@ import sys
 from typing import Any
 
 SSH_ARGS = (
-    "-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=no "
-    "-o UserKnownHostsFile=/dev/null -o ServerAliveInterval=5 -o ServerAliveCountMax=3 "
-    "-o ConnectTimeout=10"
+    "-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes -o UpdateHostKeys=no "
+    "-o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ConnectTimeout=10"
 )
 
 
-def inventory_for(host: dict[str, Any], key_file: str | None) -> dict[str, Any]:
+def host_key_algorithms(key_type: str) -> str:
+    """The signature algorithms that make the server present the pinned key's type (an RSA key
+    signs with rsa-sha2-*; the key type ssh-rsa names the SHA-1 algorithm OpenSSH refuses)."""
+    return "rsa-sha2-512,rsa-sha2-256" if key_type == "ssh-rsa" else key_type
+
+
+def inventory_for(host: dict[str, Any], key_file: str | None, known_hosts_file: str | None = None) -> dict[str, Any]:
+    """An ssh host is reached only with its pinned key: a known_hosts file with that one line and
+    strict checking (without a file, the user's own known_hosts is the only trust, still strict)."""
     if host["connection"] == "local":
         vars_: dict[str, Any] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     else:
@@ -20,11 +27,16 @@ def inventory_for(host: dict[str, Any], key_file: str | None) -> dict[str, Any]:
             "ansible_host": host["address"],
             "ansible_port": host["port"],
             "ansible_user": host["ssh_user"],
-            "ansible_ssh_common_args": SSH_ARGS,
+            "ansible_ssh_common_args": SSH_ARGS + (
+                f" -o UserKnownHostsFile={known_hosts_file} -o GlobalKnownHostsFile=/dev/null"
+                if known_hosts_file else ""),
             "ansible_python_interpreter": "/usr/bin/python3",
         }
         if key_file:
             vars_["ansible_ssh_private_key_file"] = key_file
+        if host.get("host_key"):
+            vars_["ansible_ssh_common_args"] += " -o HostKeyAlgorithms=" + host_key_algorithms(
+                str(host["host_key"]).split()[0])
     return {"all": {"hosts": {"target": vars_}}}
 
 

@@ -22,10 +22,11 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from provisioner.core.errors import DomainError
+from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, fingerprint, known_hosts_line
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
-from provisioner.services import handover_gate, phase_inputs
+from provisioner.services import handover_gate, host_keys, phase_inputs
 from provisioner.services.phase_results import apply_phase_result
 from provisioner.services.settle import settle
 from provisioner.store.config import Settings, get_settings
@@ -130,6 +131,9 @@ def _failure(phase: Phase, outcome: PhaseOutcome, settings: Settings) -> JobEnd:
         limit = settings.phase_timeouts.get(phase.name, phase.timeout_s)
         return JobEnd("failed", f"phase {phase.name} timed out after {limit:.0f}s", "phase_timeout")
     why = "; ".join(outcome.failures[-3:] or outcome.tail) or f"ansible exited with rc={outcome.rc} ({outcome.status})"
+    if outcome.host_key_refused:
+        return JobEnd("failed", f"phase {phase.name}: the host's SSH host key is not the pinned one; nothing "
+                                "was sent to it (re-pin with `provisioner hosts repin`)", KEY_CHANGED)
     if outcome.unreachable:
         return JobEnd("failed", f"phase {phase.name}: host unreachable over SSH: {why}", "host_unreachable")
     return JobEnd("failed", f"phase {phase.name} failed: {why}", code or "phase_failed")
@@ -146,6 +150,12 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
     job.phases = phases
     phase_inputs.ensure_backup_secret(session, settings, job, host)
     key = phase_inputs.ssh_key(settings, host)
+    try:
+        # Every phase that gets the store's credentials checks its host key: refuse before the first.
+        phase_inputs.backup_config(settings, job, host)
+    except phase_inputs.BackupStoreUnpinned as exc:
+        return JobEnd("failed", exc.detail, exc.code)
+    key_checked = False
     for phase in phases_for(job.kind, host.driver):
         rec = _phase_record(phases, phase.name)
         if rec["status"] in ("succeeded", "skipped"):
@@ -158,6 +168,12 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             rec.update(status="skipped", reason=skip, started_at=now, ended_at=now, duration_s=0.0)
             _save_progress(session, job, worker_id)
             continue
+        if not phase.action and not key_checked:
+            # Before anything (keys, passwords, tokens) goes to whoever answers at the address.
+            refused = _refuse_unpinned_or_changed(session, job, host, worker_id)
+            if refused is not None:
+                return refused
+            key_checked = True
         if phase.name == "handover":
             session.refresh(host)
             try:
@@ -178,6 +194,9 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             return JobEnd("failed", "claim lost", "claim_lost")
         if hb.cancel.is_set():
             return JobEnd("cancelled", f"cancelled during phase {phase.name}")
+        if outcome.host_key_refused:
+            host_keys.record_key_changed(session, host, None, actor=worker_id, job_id=job.id)
+            session.commit()
         if not outcome.ok and DRAINING.is_set() and phase.idempotent:
             # Stopped by us (or by the same SIGTERM reaching ansible): not the phase's failure.
             return JobEnd("handback", f"worker {worker_id} stopping during phase {phase.name}")
@@ -188,7 +207,34 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             apply_phase_result(session, host, outcome.result, job_id=job.id)
 
         with_retry(f"result of phase {phase.name}", apply, session)
+        if phase.action == "vm_create":
+            # The service created this VM a moment ago on the lab's own network: its first contact is
+            # the pin, before any playbook talks to it.
+            try:
+                host_keys.pin_created_vm(session, host, actor=worker_id, job_id=job.id)
+            except host_keys.HostUnreachable as exc:
+                return JobEnd("failed", f"phase {phase.name}: {exc.detail}", "host_unreachable")
+            session.commit()
     return JobEnd("succeeded")
+
+
+def _refuse_unpinned_or_changed(session: Session, job: Job, host: Host, worker_id: str) -> JobEnd | None:
+    try:
+        code, presented = host_keys.verify(host)
+    except host_keys.HostUnreachable as exc:
+        return JobEnd("failed", f"{exc.detail}; nothing was sent to it", "host_unreachable")
+    if code == KEY_UNPINNED:
+        return JobEnd("failed", f"host {host.name} has no pinned SSH host key; nothing was sent to it",
+                      KEY_UNPINNED)
+    if code == KEY_CHANGED:
+        host_keys.record_key_changed(session, host, presented, actor=worker_id, job_id=job.id)
+        session.commit()
+        view = host_keys.host_key_view(host)
+        return JobEnd("failed", f"host {host.name} presented the SSH host key "
+                                f"{fingerprint(presented or '')}, not the pinned "
+                                f"{view['host_key_fingerprint']}; nothing was sent to it (if the change is "
+                                "expected, re-pin with `provisioner hosts repin`)", KEY_CHANGED)
+    return None
 
 
 def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host: Host, phase: Phase,
@@ -218,9 +264,14 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     sink.add(event_row(ev, job_id=job.id or 0, seq=0, phase=phase.name,
                                        stdout_max=settings.event_stdout_max))
 
+                def inventory(known_hosts_file: str | None, host_d: dict[str, Any] = host_d) -> dict[str, Any]:
+                    return inventory_for(host_d, host.credential_path, known_hosts_file)
+
                 outcome = run_playbook(
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
-                    inventory=inventory_for(host_d, host.credential_path),
+                    inventory=inventory,
+                    known_hosts=(known_hosts_line(host.address, host.port, host.host_key)
+                                 if host.host_key and host.connection == "ssh" else None),
                     extravars=extravars_for(job_d, host_d, params,
                                             phase_inputs.backup_inputs(session, settings, job, host, phase.name)),
                     ssh_key=key,

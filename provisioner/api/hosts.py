@@ -11,10 +11,10 @@ from sqlmodel import Session, col, select
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
-from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page
+from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page, RepinIn
 from provisioner.core.lifecycle import HostState, manual_transition
 from provisioner.core.timeutil import utcnow
-from provisioner.services import audit, host_waivers
+from provisioner.services import audit, host_keys, host_waivers
 from provisioner.services.compliance_schedule import queue_check
 from provisioner.services.host_transitions import move_host
 from provisioner.services.jobs import new_job
@@ -30,11 +30,13 @@ PUBLIC_FIELDS = ("name", "address", "port", "ssh_user", "connection", "labels", 
 def host_out(h: Host) -> HostOut:
     data = h.model_dump(exclude={"credential_ciphertext", "credential_path", "backup_secret_ciphertext"})
     data["credential"] = "stored" if h.credential_ciphertext else ("path" if h.credential_path else "none")
+    data.update(host_keys.host_key_view(h))
     return HostOut.model_validate(data)
 
 
 def snapshot(h: Host) -> dict:
-    return {k: getattr(h, k) for k in PUBLIC_FIELDS}
+    return {k: getattr(h, k) for k in PUBLIC_FIELDS} | {
+        "host_key_fingerprint": host_keys.host_key_view(h)["host_key_fingerprint"]}
 
 
 def visible_host(s: Session, p: Principal, host_id: int) -> Host:
@@ -44,7 +46,11 @@ def visible_host(s: Session, p: Principal, host_id: int) -> Host:
     return h
 
 
-@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)")
+@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)",
+             description="An ssh host's SSH host key is read (paramiko) before anything is stored or sent to it, "
+             "and pinned: every job connects with strict host key checking against it. With "
+             "`host_key_fingerprint` the enrollment is refused (409 host.key_mismatch) when the key differs; a "
+             "host whose key cannot be read is refused (503 host.unreachable).")
 def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
            s: DbSession) -> HostOut:
     settings = get_settings()
@@ -58,10 +64,18 @@ def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))
     if body.connection == "ssh" and not (body.ssh_private_key or body.ssh_key_path):
         raise Problem(422, "host.credential_required", "an ssh host needs ssh_private_key or ssh_key_path",
                       hint="pass the PEM key (stored encrypted) or a key path readable by the workers")
+    if body.connection == "local" and body.host_key_fingerprint:
+        raise Problem(422, "host.fingerprint_without_ssh", "a local host has no SSH host key to check",
+                      hint="drop host_key_fingerprint, or enroll the host over ssh")
+    # Before the row exists: a refused key leaves nothing behind.
+    host_key = (host_keys.fetch_for_enrollment(body.name, body.address, body.port, body.host_key_fingerprint)
+                if body.connection == "ssh" else None)
     h = Host(name=body.name, address=body.address, port=body.port, ssh_user=body.ssh_user,
              connection=body.connection, labels=dict(body.labels), pool=body.pool,
              credential_ciphertext=encrypt(settings, body.ssh_private_key) if body.ssh_private_key else None,
              credential_path=body.ssh_key_path)
+    if host_key:
+        host_keys.pin(h, host_key)
     s.add(h)
     try:
         s.flush()
@@ -133,6 +147,26 @@ def set_state(host_id: int, body: HostStateIn, p: Annotated[Principal, Depends(r
                  object_id=h.id, before=before, after=snapshot(h) | {"reason": body.reason},
                  request_id=p.request_id)
     s.commit()
+    return host_out(h)
+
+
+@router.post("/{host_id}/repin", response_model=HostOut,
+             summary="Re-pin a host's SSH host key (operator, audited)",
+             description="Reads the key the host presents now and pins it, e.g. after a reinstall or after a job "
+             "failed with host.key_changed. Give the fingerprint you checked on the host's console: without it "
+             "whoever answers at the address is trusted. The host's state is not changed; a host a changed key "
+             "moved to failed comes back with POST /v1/hosts/{id}/commission.")
+def repin(host_id: int, body: RepinIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+          s: DbSession) -> HostOut:
+    h = visible_host(s, p, host_id)
+    if h.connection != "ssh":
+        raise Problem(409, "host.not_ssh", f"host {h.name} is reached with connection={h.connection}, not ssh",
+                      hint="only ssh hosts have a host key to pin")
+    if h.state == HostState.retired:
+        raise Problem(409, "host.retired", f"host {h.name} is retired", hint="enroll the machine again instead")
+    host_keys.repin(s, h, body.fingerprint, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
+    s.commit()
+    s.refresh(h)
     return host_out(h)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
 
+from provisioner.core.host_keys import FINGERPRINT_PATTERN
 from provisioner.core.permissions import Role
 from provisioner.core.timeutil import iso
 
@@ -85,6 +86,11 @@ class HostIn(Strict):
     labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
     pool: Name = "default"
     commission: bool = Field(default=True, description="start a commission job right away")
+    host_key_fingerprint: str | None = Field(
+        default=None, pattern=FINGERPRINT_PATTERN,
+        description="the SHA256 fingerprint the host's SSH host key must have (as `ssh-keygen -lf` prints it); "
+        "the service reads the key from the host and refuses the enrollment (409 host.key_mismatch) when it "
+        "differs. Without it the key read at enrollment is pinned as it is")
 
     @field_validator("ssh_private_key")
     @classmethod
@@ -102,6 +108,10 @@ class HostOut(Out):
     ssh_user: str
     connection: str
     credential: str = Field(description="'stored' (encrypted), 'path', or 'none'; the key is never returned")
+    host_key: str | None = Field(description="the pinned SSH host key ('TYPE BASE64'); every job connects "
+                                 "with strict checking against it")
+    host_key_fingerprint: str | None = Field(description="its SHA256 fingerprint, as `ssh-keygen -lf` prints it")
+    host_key_pinned_at: Timestamp | None
     labels: dict
     pool: str
     driver: str
@@ -119,6 +129,13 @@ class HostOut(Out):
         default_factory=list,
         description="approved, unexpired waivers the host runs under (its own, its request's, its tenant's); "
                     "shown on GET /v1/hosts/{id}")
+
+
+class RepinIn(Strict):
+    fingerprint: str | None = Field(
+        default=None, pattern=FINGERPRINT_PATTERN,
+        description="the SHA256 fingerprint the host's new key must have; refused (409 host.key_mismatch) "
+        "when the host presents another one. Check it on the host's console before you trust it")
 
 
 class HostStateIn(Strict):

@@ -1,4 +1,4 @@
-"""`provisioner hosts`: enroll, list, commission, state, compliance checks."""
+"""`provisioner hosts`: enroll, list, commission, state, re-pin a host key, compliance checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 
 from provisioner.cli.output import call, client, show
 
-hosts_app = typer.Typer(help="Hosts: enroll, list, commission, maintenance.", no_args_is_help=True)
+hosts_app = typer.Typer(help="Hosts: enroll, list, commission, maintenance, re-pin SSH host keys.",
+                        no_args_is_help=True)
 
 
 # --- hosts --------------------------------------------------------------------------------------------
@@ -26,15 +27,25 @@ def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
                  label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
                  commission: Annotated[bool, typer.Option("--commission/--no-commission")] = True,
                  connection: Annotated[str, typer.Option(help="ssh, or local (engine tests only; the service "
-                                                "must allow it)")] = "ssh") -> None:
-    """Enroll a host (operator); it is commissioned right away unless --no-commission."""
+                                                "must allow it)")] = "ssh",
+                 fingerprint: Annotated[str | None, typer.Option(
+                     help="SHA256:... the host's SSH host key must have (ssh-keygen -lf on the host); "
+                          "enrollment is refused when it differs")] = None) -> None:
+    """Enroll a host (operator); it is commissioned right away unless --no-commission.
+
+    The service reads the host's SSH host key before it stores anything, pins it and shows its
+    fingerprint (host_key_fingerprint): compare it with `ssh-keygen -lf` on the host's console, or
+    pass --fingerprint to have a different key refused."""
     labels = dict(item.split("=", 1) for item in label or [] if "=" in item)
     body: dict[str, Any] = {"name": name, "address": address, "port": port, "ssh_user": user, "pool": pool,
                             "labels": labels, "commission": commission, "connection": connection}
     if key_file:
-        body["ssh_private_key"] = key_file.read_text()
+        # Byte for byte: a key file's final newline is part of the key.
+        body["ssh_private_key"] = key_file.read_bytes().decode()
     if key_path:
         body["ssh_key_path"] = key_path
+    if fingerprint:
+        body["host_key_fingerprint"] = fingerprint
     show(call(client().post, "/v1/hosts", body))
 
 
@@ -61,6 +72,16 @@ def hosts_commission(host_id: int) -> None:
 def hosts_state(host_id: int, state: Annotated[str, typer.Argument(help="maintenance, available or retired")],
                 reason: str = "") -> None:
     show(call(client().post, f"/v1/hosts/{host_id}/state", {"state": state, "reason": reason}))
+
+
+@hosts_app.command("repin")
+def hosts_repin(host_id: int, fingerprint: Annotated[str | None, typer.Option(
+        help="SHA256:... the new key must have (check it on the host's console); without it whatever "
+             "key answers at the host's address is pinned")] = None) -> None:
+    """Re-pin a host's SSH host key (audited), e.g. after a job failed with host.key_changed.
+
+    The state is left alone: commission the host afterwards to bring it back to the pool."""
+    show(call(client().post, f"/v1/hosts/{host_id}/repin", {"fingerprint": fingerprint}))
 
 
 @hosts_app.command("compliance-check")

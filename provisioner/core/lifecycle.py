@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from provisioner.core.errors import Conflict
+from provisioner.core.host_keys import KEY_CHANGED
 
 
 class HostState(StrEnum):
@@ -92,6 +93,10 @@ class HostEvent(StrEnum):
     destroyed = "destroyed"  # a release job destroyed the host (an on-demand VM)
     aborted = "aborted"  # a provision job was cancelled before it touched the host
     failed = "failed"  # any other end: someone has to look at the host
+    # The host answered with another SSH host key than the pinned one: whoever answers may not be
+    # the host, so it leaves the pool (even after a compliance check, which otherwise only observes)
+    # until an operator re-pins its key.
+    key_changed = "key_changed"
 
 
 # Where each event takes the host.
@@ -102,17 +107,21 @@ EVENT_TARGET: dict[HostEvent, HostState] = {
     HostEvent.destroyed: S.retired,
     HostEvent.aborted: S.available,
     HostEvent.failed: S.failed,
+    HostEvent.key_changed: S.failed,
 }
 
 # Drivers whose hosts are destroyed at release instead of going back to the pool.
 EPHEMERAL_DRIVERS = frozenset({"vagrant"})
 
 
-def job_end_event(kind: str, status: str, driver: str, started: bool) -> HostEvent | None:
+def job_end_event(kind: str, status: str, driver: str, started: bool,
+                  error_code: str | None = None) -> HostEvent | None:
     """The host's event when a job of `kind` ends with `status` (None: the host is not affected).
 
     A compliance check only observes; a commission job cancelled before it started leaves the host
     where it was."""
+    if status == "failed" and error_code == KEY_CHANGED:
+        return HostEvent.key_changed
     if kind == "compliance":
         return None
     if status == "succeeded":
@@ -131,9 +140,10 @@ def job_end_event(kind: str, status: str, driver: str, started: bool) -> HostEve
     return HostEvent.failed
 
 
-def host_after_job(kind: str, status: str, driver: str, started: bool) -> HostState | None:
+def host_after_job(kind: str, status: str, driver: str, started: bool,
+                   error_code: str | None = None) -> HostState | None:
     """Where the host goes when the job ends (None: it stays)."""
-    event = job_end_event(kind, status, driver, started)
+    event = job_end_event(kind, status, driver, started, error_code)
     return EVENT_TARGET[event] if event is not None else None
 
 

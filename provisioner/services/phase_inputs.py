@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel import Session
 
 from provisioner.core import backup_plan
+from provisioner.core.errors import Unavailable
 from provisioner.core.timeutil import utcnow
 from provisioner.imaging.serving import image_spec_for, image_target_for
 from provisioner.services import host_waivers
@@ -26,6 +27,14 @@ BACKUP_KINDS = ("provision", "compliance")
 BACKUP_PHASES = frozenset({"backup", "restore-verify", "compliance"})
 # The phases a request's `backup.enabled=false` switches off.
 BACKUP_ONLY_PHASES = frozenset({"backup", "restore-verify"})
+
+
+class BackupStoreUnpinned(Unavailable):
+    def __init__(self, path: str) -> None:
+        super().__init__("backup.host_key_missing",
+                         f"the backup store description {path} has no known_hosts_line: its SSH host key "
+                         "would not be checked", hint="add \"known_hosts_line\": \"[host]:port TYPE BASE64\" "
+                         "(the store's host key) to the file named by PROVISIONER_BACKUP_STORE")
 
 
 def ensure_backup_secret(session: Session, settings: Settings, job: Job, host: Host) -> None:
@@ -84,7 +93,8 @@ def skip_reason(session: Session, job: Job, host: Host, phase: str) -> str | Non
 
 
 def backup_config(settings: Settings, job: Job, host: Host) -> dict[str, Any] | None:
-    """The restic repository, password and SFTP key for this host, or None (no store configured)."""
+    """The restic repository, password, SFTP key and the store's pinned host key for this host, or
+    None (no store configured). BackupStoreUnpinned when the store's host key is not known."""
     path = settings.backup_store
     if job.kind not in BACKUP_KINDS or not path or not Path(path).exists():
         return None
@@ -92,6 +102,10 @@ def backup_config(settings: Settings, job: Job, host: Host) -> dict[str, Any] | 
     key = Path(store["private_key"]).read_text()
     password = secrets.decrypt(settings, host.backup_secret_ciphertext) if host.backup_secret_ciphertext else ""
     known = store.get("known_hosts_line") or ""
+    if " " not in known.strip():
+        # Without it the hosts would trust whatever answers at the store's address on first use and
+        # push the restic password and the store's key to it.
+        raise BackupStoreUnpinned(str(path))
     # The repository is named after the host and its password: a re-enrolled host (new password)
     # gets a fresh repository instead of failing to open its predecessor's.
     repo = f"{host.name}-{hashlib.sha256(password.encode()).hexdigest()[:12]}"
@@ -100,8 +114,8 @@ def backup_config(settings: Settings, job: Job, host: Host) -> dict[str, Any] | 
         "port": store.get("port", 22),
         "password": password,
         "sftp_private_key": key,
-        # Pin the store's host key when the lab published it ("[host]:port keytype key").
-        "host_key": known.split(" ", 1)[1] if " " in known else "",
+        # The hosts check the store's host key strictly ("[host]:port keytype key" -> "keytype key").
+        "host_key": known.strip().split(" ", 1)[1],
     }
 
 

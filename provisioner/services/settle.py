@@ -57,7 +57,7 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
         return False
     host = session.get(Host, job.host_id)
     if host is not None:
-        _move_host(session, job, host, status, started, error, actor)
+        _move_host(session, job, host, status, started, error, actor, error_code)
     audit.record(session, actor_id=None, actor_name=actor, action=f"job.{status}", object_type="job",
                  object_id=job.id, tenant_id=job.tenant_id, after={"error": error, "slo_met": sli["slo_met"]})
     if status in ("succeeded", "failed") and job.tenant_id is not None:
@@ -83,9 +83,9 @@ def _tally(session: Session, job: Job, status: str, now: datetime, error_code: s
 
 
 def _move_host(session: Session, job: Job, host: Host, status: str, started: bool, error: str | None,
-               actor: str) -> None:
+               actor: str, error_code: str | None) -> None:
     """The lifecycle says where the host goes; a move it forbids is recorded on the job, not skipped."""
-    target = host_after_job(job.kind, status, host.driver, started)
+    target = host_after_job(job.kind, status, host.driver, started, error_code)
     if target is None or host.state == target:
         return
     if not can_transition(host.state, target):

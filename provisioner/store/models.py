@@ -60,6 +60,9 @@ class Host(SQLModel, table=True):
     credential_ciphertext: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     credential_path: str | None = Field(default=None, max_length=1024)
     backup_secret_ciphertext: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The pinned SSH host key ("TYPE BASE64"): every phase connects with strict checking against it.
+    host_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    host_key_pinned_at: datetime | None = None
     labels: dict = _json({}, queried=True)
     pool: str = Field(default="default", index=True, max_length=64)
     driver: str = Field(default="static", max_length=16)

@@ -19,15 +19,17 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.e2e import lab_known_hosts
+
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "vagrant" / "lab"
 PLAYBOOKS = ROOT / "playbooks"
 ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
 STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 DATA_DISKS = ["/dev/vdb", "/dev/vdc"]
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
-ANSIBLE_ENV = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_SHOW_CUSTOM_STATS": "True",
+SSH_OPTS = [*lab_known_hosts.OPTS, "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "ConnectTimeout=15"]
+ANSIBLE_ENV = {"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SHOW_CUSTOM_STATS": "True",
                "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_TIMEOUT": "60", "ANSIBLE_SSH_RETRIES": "2"}
 
@@ -58,6 +60,7 @@ def lab_status() -> tuple[str, list[dict], dict]:
 class PlaybookHost:
     def __init__(self, host: dict, backup: dict, workdir: Path, name: str, job_prefix: str = "e2e") -> None:
         self.host = host
+        lab_known_hosts.ensure(host)
         self.backup = backup
         self.workdir = workdir
         self.inventory = workdir / "inventory.json"
@@ -66,7 +69,7 @@ class PlaybookHost:
             "ansible_port": host["port"],
             "ansible_user": host["user"],
             "ansible_ssh_private_key_file": host["private_key"],
-            "ansible_ssh_common_args": " ".join(SSH_OPTS[:6]),
+            "ansible_ssh_common_args": " ".join(lab_known_hosts.OPTS),
             "ansible_python_interpreter": "/usr/bin/python3",
         }}}}))
         self.customer_key = workdir / "customer_key"

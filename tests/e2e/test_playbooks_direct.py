@@ -114,7 +114,7 @@ def test_raid_level_needs_more_disks(lab: Lab):
     cmd = [str(LAB), "exec", "--", str(ANSIBLE_PLAYBOOK), "-i", str(lab.inventory), str(PLAYBOOKS / "raid.yml"),
            "-e", f"@{lab.varsfile}", "-e", '{"provisioner_raid_level": "6"}']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1"))
+                          env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="True", ANSIBLE_NOCOLOR="1"))
     assert proc.returncode != 0
     assert "RAID6 needs at least 4 disks, got 2" in proc.stdout + proc.stderr
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from provisioner.core.host_keys import fingerprint
+from tests.e2e import lab_known_hosts
 from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -27,8 +29,9 @@ STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 HOST = os.environ.get("PROVISIONER_E2E_SERVICE_HOST", "lab1")
 IMAGE_HOST = os.environ.get("PROVISIONER_E2E_IMAGE_HOST", "lab2")
 PREFIX = os.environ.get("PROVISIONER_LAB_PREFIX", "provlab-")
-SSH = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-       "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"]
+SSH = ["ssh", *lab_known_hosts.OPTS, "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+       "-o", "ConnectTimeout=15"]
+BIN = ROOT / ".venv" / "bin" / "provisioner"
 
 
 def lab_hosts() -> list[dict[str, Any]]:
@@ -40,6 +43,7 @@ def lab_hosts() -> list[dict[str, Any]]:
 
 def ssh(rec: dict[str, Any], cmd: str, *, key: str | None = None, user: str | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
+    lab_known_hosts.ensure(rec)
     args = [*SSH, "-i", key or rec["private_key"], "-p", str(rec["port"]), f"{user or rec['user']}@{rec['address']}",
             cmd]
     return subprocess.run(args, capture_output=True, text=True, timeout=120, check=check)
@@ -59,7 +63,9 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         key = tmp / "customer_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
                        check=True)
-        yield {"service": service, "data": str(tmp / "data"), "admin": admin, "op": operator(admin, service.url),
+        op = operator(admin, service.url)
+        yield {"service": service, "data": str(tmp / "data"), "admin": admin, "op": op, "url": service.url,
+               "op_token": op.c.headers["Authorization"].split()[1],
                "cust": customer(admin, service.url), "key": str(key), "pub": (tmp / "customer_key.pub").read_text()}
     finally:
         service.stop()
@@ -205,7 +211,11 @@ def test_vagrant_driver_creates_provisions_and_destroys_a_vm(svc: dict[str, Any]
     assert job["sli"]["phases_s"]["vm-create"] > 0
     host = admin.get(f"/v1/hosts/{req['host_ids'][0]}")
     assert host["driver"] == "vagrant" and host["state"] == "active" and host["address"].startswith("192.168.")
-    rec = {"address": host["address"], "port": host["port"], "user": "customer", "private_key": svc["key"]}
+    # Pinned by the service when it created the VM: the test's own ssh trusts that pin.
+    assert host["host_key_fingerprint"] and host["host_key_pinned_at"], host
+    rec = {"address": host["address"], "port": host["port"], "user": "customer", "private_key": svc["key"],
+           "host_key": host["host_key"]}
+    lab_known_hosts.pin(rec["address"], rec["port"], host["host_key"])
     assert ssh(rec, "cat /proc/mdstat").stdout.count("[UU]") == 1
     domain = f"{PREFIX}{host['name']}"
     assert subprocess.run(["virsh", "dominfo", domain], capture_output=True).returncode == 0
@@ -299,3 +309,82 @@ def test_image_canary_writes_verifies_and_promotes(svc: dict[str, Any], tmp_path
     assert refused.status_code == 422, refused.text
     rel = cust.post(f"/v1/requests/{req['id']}/release")
     assert wait_job(admin, max(rel["job_ids"]), 900)["status"] == "succeeded"
+
+
+def cli(svc: dict[str, Any], *args: str, ok: bool = True) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")} | {
+        "PROVISIONER_URL": svc["url"], "PROVISIONER_TOKEN": svc["op_token"]}
+    r = subprocess.run([str(BIN), "-o", "json", *args], env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+    return r
+
+
+def _wait_sshd(rec: dict[str, Any]) -> None:
+    """sshd re-executes itself on reload: wait until it answers again."""
+    deadline = time.monotonic() + 60
+    while "ssh-" not in subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(rec["port"]), rec["address"]],
+                                       capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "sshd did not come back after the reload"
+        time.sleep(1)
+
+
+def test_enrolled_by_key_file_pinned_and_a_changed_host_key_is_refused(svc: dict[str, Any]) -> None:
+    """`hosts enroll --key-file --fingerprint` as the README shows; the VM's host keys are then
+    regenerated (a reinstall, or another machine at its address): the next job fails with
+    host.key_changed before it sends anything, the host leaves the pool, the refusal is audited;
+    after `hosts repin` with the new fingerprint a job passes. The VM's own keys are put back."""
+    rec = next(h for h in lab_hosts() if h["name"] == HOST)
+    admin = svc["admin"]
+    original = lab_known_hosts.ensure(rec)
+    expected = fingerprint(original)
+    name = f"{HOST}-pinned"
+    host = cli(svc, "hosts", "enroll", name, rec["address"], "--port", str(rec["port"]), "--user", rec["user"],
+               "--key-file", rec["private_key"], "--fingerprint", expected, "--pool", "hostkeys")
+    assert host["credential"] == "stored" and host["host_key_fingerprint"] == expected, host
+    commission = svc["op"].get("/v1/jobs", host_id=host["id"], kind="commission")["items"][0]
+    assert wait_job(admin, commission["id"], 600)["status"] == "succeeded"
+    # A wrong expectation is refused before anything is stored.
+    refused = cli(svc, "hosts", "enroll", f"{name}2", rec["address"], "--port", str(rec["port"]), "--user",
+                  rec["user"], "--key-file", rec["private_key"], "--fingerprint", "SHA256:" + "A" * 43, ok=False)
+    assert refused.returncode == 1 and json.loads(refused.stderr)["code"] == "host.key_mismatch", refused.stderr
+
+    backup = "/root/provisioner-e2e-hostkeys"
+    ssh(rec, f"sudo sh -ec 'rm -rf {backup}; mkdir -m 700 {backup}; cp -a /etc/ssh/ssh_host_* {backup}/'")
+    try:
+        regen = ssh(rec, "sudo sh -ec 'rm /etc/ssh/ssh_host_*; ssh-keygen -q -A >/dev/null; systemctl reload ssh; "
+                         "cat /etc/ssh/ssh_host_ed25519_key.pub'")
+        new_key = regen.stdout.strip().splitlines()[-1]
+        new_fp = fingerprint(new_key)
+        assert new_fp != expected
+        lab_known_hosts.pin(rec["address"], rec["port"], new_key)  # learned over the verified connection
+        _wait_sshd(rec)
+        job = wait_job(admin, svc["op"].post(f"/v1/hosts/{host['id']}/commission")["id"], 600)
+        assert job["status"] == "failed" and job["error_code"] == "host.key_changed", job
+        assert job["phases"] == [] and new_fp in job["error"], job
+        h = svc["op"].get(f"/v1/hosts/{host['id']}")
+        assert h["state"] == "failed" and h["host_key_fingerprint"] == expected, h
+        entries = admin.get("/v1/audit", action="host.key_changed")["items"]
+        assert any(e["object_id"] == str(host["id"]) and e["after"]["presented_fingerprint"] == new_fp
+                   and e["after"]["job_id"] == job["id"] for e in entries), entries
+
+        repinned = cli(svc, "hosts", "repin", str(host["id"]), "--fingerprint", new_fp)
+        assert repinned["host_key_fingerprint"] == new_fp
+        assert any(e["object_id"] == str(host["id"]) for e in admin.get("/v1/audit", action="host.repin")["items"])
+        job = wait_job(admin, svc["op"].post(f"/v1/hosts/{host['id']}/commission")["id"], 600)
+        assert job["status"] == "succeeded", job
+        assert svc["op"].get(f"/v1/hosts/{host['id']}")["state"] == "available"
+    finally:
+        # lab1 keeps the host keys it was created with (the lab and the other tests know those).
+        # Whatever key the VM holds now (a regeneration may have stopped halfway) is read on the lab's
+        # isolated network, only to put the original keys back.
+        lab_known_hosts.pin(rec["address"], rec["port"], lab_known_hosts.scan(rec["address"], rec["port"]))
+        ssh(rec, f"sudo sh -ec 'rm /etc/ssh/ssh_host_*; cp -a {backup}/ssh_host_* /etc/ssh/; rm -rf {backup}; "
+                 "systemctl reload ssh'")
+        _wait_sshd(rec)
+        lab_known_hosts.pin(rec["address"], rec["port"], original)
+    assert ssh(rec, "true", check=False).returncode == 0, "the VM's original host keys were not restored"
+    # The record goes back to the original key too, so the service stays consistent with the VM.
+    repinned = cli(svc, "hosts", "repin", str(host["id"]), "--fingerprint", expected)
+    assert repinned["host_key_fingerprint"] == expected

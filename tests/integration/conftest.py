@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 
 from provisioner.store.db import make_engine
 from tests.integration.harness import World, base_env, running_app
+from tests.integration.sshd import Sshd
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,3 +36,11 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
     eng = make_engine(url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A real OpenSSH server on 127.0.0.1 with its own host key, root login with a test key."""
+    server = Sshd(tmp_path / "sshd")
+    yield server
+    server.stop()

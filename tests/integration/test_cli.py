@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.integration.harness import PUBKEY, TEST_PLAYBOOKS
 from tests.integration.procs import Service
+from tests.integration.sshd import Sshd
 
 BIN = Path(sys.executable).parent / "provisioner"
 
@@ -64,18 +65,28 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         host = cli(env, "hosts", "enroll", "n1", "127.0.0.1", "--connection", "local", token=op_tok)
         # --key-file as the README shows: the key is stored byte for byte (its final newline too) and
         # is a key OpenSSH can load again.
-        keyfile = tmp_path / "node_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)], check=True)
-        keyed = cli(env, "hosts", "enroll", "n2", "192.0.2.10", "--key-file", str(keyfile), "--no-commission",
-                    token=op_tok)
+        # The service reads the host's SSH host key at enrollment: a real sshd answers for n2.
+        sshd = Sshd(tmp_path / "sshd")
+        keyfile = sshd.client_key
+        keyed = cli(env, "hosts", "enroll", "n2", "127.0.0.1", "--port", str(sshd.port), "--key-file", str(keyfile),
+                    "--fingerprint", sshd.fingerprint(), "--no-commission", token=op_tok)
         assert keyed["credential"] == "stored" and "PRIVATE KEY" not in json.dumps(keyed)
+        assert keyed["host_key_fingerprint"] == sshd.fingerprint()
+        # hosts repin: a refused fingerprint changes nothing; the checked one is pinned.
+        old = sshd.fingerprint()
+        sshd.change_host_key()
+        refused = cli(env, "hosts", "repin", str(keyed["id"]), "--fingerprint", old, token=op_tok, ok=False)
+        assert refused.returncode == 1 and json.loads(refused.stderr)["code"] == "host.key_mismatch"
+        repinned = cli(env, "hosts", "repin", str(keyed["id"]), "--fingerprint", sshd.fingerprint(), token=op_tok)
+        assert repinned["host_key_fingerprint"] == sshd.fingerprint() != old
+        sshd.stop()
         stored = _stored_key(tmp_path / "data", keyed["id"])
         assert stored.encode() == keyfile.read_bytes() and stored.endswith("\n")
         loaded = tmp_path / "loaded_key"
         loaded.write_text(stored)
         loaded.chmod(0o600)
         pub = subprocess.run(["ssh-keygen", "-y", "-f", str(loaded)], capture_output=True, text=True)
-        assert pub.returncode == 0 and pub.stdout.split()[:2] == (tmp_path / "node_key.pub").read_text().split()[:2]
+        assert pub.returncode == 0 and pub.stdout.split()[:2] == Path(f"{keyfile}.pub").read_text().split()[:2]
         cjob = cli(env, "jobs", "list", "--host-id", str(host["id"]), token=op_tok)["items"][0]
         assert cli(env, "jobs", "watch", str(cjob["id"]), token=op_tok)["status"] == "succeeded"
         key = tmp_path / "id.pub"

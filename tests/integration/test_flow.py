@@ -7,6 +7,7 @@ import time
 import psutil
 
 from tests.integration.harness import World
+from tests.integration.sshd import Sshd
 
 
 def test_enroll_commission_gathers_facts(world: World) -> None:
@@ -176,10 +177,11 @@ def test_audit_records_mutations(world: World) -> None:
     assert world.client.put("/v1/audit", headers=world.h("admin")).status_code == 405
 
 
-def test_ssh_key_never_returned_and_stored_encrypted(world: World) -> None:
+def test_ssh_key_never_returned_and_stored_encrypted(world: World, sshd: Sshd) -> None:
     pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END OPENSSH PRIVATE KEY-----\n"
-    r = world.post("operator", "/v1/hosts", {"name": "ssh1", "address": "10.9.9.9", "ssh_private_key": pem,
-                                             "commission": False})
+    # The service reads the host key at enrollment, so a real sshd answers at the address.
+    r = world.post("operator", "/v1/hosts", {"name": "ssh1", "address": "127.0.0.1", "port": sshd.port,
+                                             "ssh_private_key": pem, "commission": False})
     assert r.status_code == 201, r.text
     assert "PRIVATE" not in r.text and r.json()["credential"] == "stored"
     assert "PRIVATE" not in world.get("operator", f"/v1/hosts/{r.json()['id']}").text

@@ -600,7 +600,8 @@ def test_image_playbook_through_ansible_runner(tmp_path: Path, server: ImageServ
     spec = {k: args[k] for k in ("url", "token", "bmap", "sha256", "target")} | {"verify_os_release": False}
     outcome = run_playbook(
         playbook=MODULE.parent.parent / "image.yml",
-        inventory={"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        inventory=lambda _known_hosts: {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        known_hosts=None,
         extravars={
             "prov_hosts": "localhost",
             "provisioner_allow_local": True,  # the guard refuses local connections otherwise

@@ -106,7 +106,22 @@ JOB_END = {
 
 # Where each event takes the host, written out (not read back from the code under test).
 TARGET = {E.commissioned: S.available, E.deployed: S.active, E.cleaned: S.available, E.destroyed: S.retired,
-          E.aborted: S.available, E.failed: S.failed}
+          E.aborted: S.available, E.failed: S.failed, E.key_changed: S.failed}
+
+# A changed host key takes the host out of the pool whatever the job was, even a check.
+KEY_CHANGED_END = {
+    ("commission", "failed", "static", True): E.key_changed,
+    ("provision", "failed", "static", True): E.key_changed,
+    ("release", "failed", "vagrant", True): E.key_changed,
+    ("compliance", "failed", "static", True): E.key_changed,
+}
+
+
+@pytest.mark.parametrize(("key", "event"), sorted(KEY_CHANGED_END.items(), key=str))
+def test_a_changed_host_key_ends_in_key_changed(key: tuple[str, str, str, bool], event: HostEvent) -> None:
+    assert job_end_event(*key, "host.key_changed") == event
+    assert host_after_job(*key, "host.key_changed") == S.failed
+    assert job_end_event(*key, "phase_failed") != event
 
 
 @pytest.mark.parametrize(("key", "event"), sorted(JOB_END.items(), key=str))
@@ -124,6 +139,8 @@ def test_every_event_has_a_target_the_lifecycle_reaches() -> None:
         assert can_transition(state, EVENT_TARGET[event]), event
     for state in (S.commissioning, S.provisioning, S.releasing):
         assert can_transition(state, EVENT_TARGET[E.failed])
+    for state in (S.commissioning, S.provisioning, S.releasing, S.active):
+        assert can_transition(state, EVENT_TARGET[E.key_changed])
 
 
 def test_illegal_transition_is_a_domain_conflict_with_a_hint() -> None:

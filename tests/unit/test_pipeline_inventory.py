@@ -30,6 +30,16 @@ def test_ssh_inventory_names_key_and_options() -> None:
     assert "ServerAliveInterval" in hv["ansible_ssh_common_args"]
 
 
+def test_ssh_inventory_checks_the_pinned_host_key_strictly() -> None:
+    host = {"connection": "ssh", "address": "10.0.0.5", "port": 22, "ssh_user": "ops", "host_key": "ssh-rsa AAAA"}
+    args = inventory_for(host, None, "/data/known_hosts")["all"]["hosts"]["target"]["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in args and "StrictHostKeyChecking=no" not in args
+    assert "-o UserKnownHostsFile=/data/known_hosts -o GlobalKnownHostsFile=/dev/null" in args
+    assert "HostKeyAlgorithms=rsa-sha2-512,rsa-sha2-256" in args and "UpdateHostKeys=no" in args
+    ed = inventory_for(host | {"host_key": "ssh-ed25519 AAAA"}, None, "/k")["all"]["hosts"]["target"]
+    assert ed["ansible_ssh_common_args"].endswith("HostKeyAlgorithms=ssh-ed25519")
+
+
 def test_extravars_from_request() -> None:
     ev = extravars_for({"id": 7, "kind": "provision"},
                        {"name": "h1", "hardware": {"disks": [{"name": "/dev/vdb"}, {"name": "/dev/vdc"}]}},
