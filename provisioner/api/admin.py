@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, auth_cache, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
@@ -81,7 +82,7 @@ def list_users(pg: Paging, _: Annotated[Principal, Depends(require("users:read")
 
 @router.post("/users/{user_id}/tokens", status_code=201, response_model=TokenOut,
              summary="Create an API token for a user (shown once)")
-def create_token(user_id: int, body: TokenIn, p: Annotated[Principal, Depends(require("tokens:write"))],
+def create_token(user_id: PathId, body: TokenIn, p: Annotated[Principal, Depends(require("tokens:write"))],
                  s: DbSession) -> TokenOut:
     user = s.get(User, user_id)
     if user is None:

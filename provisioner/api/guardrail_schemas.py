@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from provisioner.api.bounds import Instant
 from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 
@@ -27,7 +27,7 @@ class WaiverIn(Strict):
 
 
 class WaiverDecisionIn(Strict):
-    expires_at: datetime | None = Field(default=None, description="mandatory; at most policy.waiver_max_days ahead")
+    expires_at: Instant | None = Field(default=None, description="mandatory; at most policy.waiver_max_days ahead")
     note: str = Field(default="", max_length=2000)
 
 

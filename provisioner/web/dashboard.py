@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
 from provisioner.api import compliance, hosts, jobs
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, principal_for_token
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem
@@ -116,7 +117,7 @@ def host_list(request: Request, p: Annotated[Principal, Depends(ui_principal)], 
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_detail(request: Request, job_id: int, p: Annotated[Principal, Depends(ui_principal)],
+def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends(ui_principal)],
                s: DbSession) -> Response:
     try:
         if not allowed(p.role, "jobs:read"):
