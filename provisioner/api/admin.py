@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -101,8 +101,8 @@ def create_token(user_id: PathId, body: TokenIn, p: Annotated[Principal, Depends
 @router.delete("/tokens/{token_id}", status_code=204,
                summary="Revoke an API token (at once on this API process, within PROVISIONER_AUTH_CACHE_SECONDS "
                        "on the others)")
-def revoke_token(token_id: str, request: Request, p: Annotated[Principal, Depends(require("tokens:write"))],
-                 s: DbSession) -> None:
+def revoke_token(token_id: Annotated[str, Path(max_length=64)], request: Request,
+                 p: Annotated[Principal, Depends(require("tokens:write"))], s: DbSession) -> None:
     tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
     if tok is None:
         raise not_found("token", token_id)

@@ -34,17 +34,20 @@ BodyId = Annotated[int, Field(ge=1, le=INT_COLUMN_MAX, description=ID_DESCRIPTIO
 # (5,000 made SQLite give up on the statement); hosts carry a few dozen at most.
 MAX_HOST_LABELS = 64
 MAX_CONSTRAINT_LABELS = 16
+# Pools named in one quota.
+MAX_POOLS = 256
 
 # ISO 8601 only (no Unix timestamps), years EARLIEST_YEAR..LATEST_YEAR as written.
 INSTANT_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}[^\x00]*$"
 _INSTANT_RE = re.compile(INSTANT_PATTERN)
+INSTANT_MAX_LENGTH = 64
 assert EARLIEST_YEAR == 1970 and LATEST_YEAR == 8999, "INSTANT_PATTERN spells these years out"
 
 
 def _iso_instant(v: Any) -> Any:
     if isinstance(v, datetime):
         return v
-    if not isinstance(v, str) or not _INSTANT_RE.match(v):
+    if not isinstance(v, str) or len(v) > INSTANT_MAX_LENGTH or not _INSTANT_RE.match(v):
         raise ValueError(f"must be an ISO 8601 date-time in the years {EARLIEST_YEAR}-{LATEST_YEAR}, "
                          "e.g. 2027-01-31T12:00:00Z")
     return v
@@ -54,5 +57,6 @@ Instant = Annotated[
     datetime,
     BeforeValidator(_iso_instant),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": INSTANT_PATTERN,
+                    "maxLength": INSTANT_MAX_LENGTH,
                     "description": f"ISO 8601 date-time, years {EARLIEST_YEAR}-{LATEST_YEAR}"}),
 ]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from provisioner.api.bounds import Instant
+from provisioner.api.bounds import MAX_POOLS, Instant
 from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 
@@ -53,7 +53,7 @@ class WaiverOut(Out):
 
 class QuotaIn(Strict):
     quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
+        max_length=MAX_POOLS, description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
 
 
 class ExtendIn(Strict):

@@ -11,7 +11,7 @@ from provisioner.api.schemas import Name, Out, Strict, Timestamp
 from provisioner.store.image_models import Channel, ImageFormat
 
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex sha256 of the RAW content")]
+Sha256 = Annotated[str, Field(max_length=64, pattern=r"^[0-9a-fA-F]{64}$", description="hex sha256 of the RAW content")]
 
 
 class ImageOut(Out):

@@ -156,7 +156,8 @@ async def publish(
     os_version: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
     fmt: Annotated[ImageFormat, Query(alias="format", description="raw, raw.zst or qcow2")],
     expected_sha256: Annotated[str | None, Query(
-        pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the RAW content; a mismatch keeps nothing")] = None,
+        max_length=64, pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 of the RAW content; a mismatch keeps nothing")] = None,
     p: Annotated[Principal, Depends(upload_writer)],
 ) -> ImageOut:
     settings = get_settings()
@@ -477,19 +478,19 @@ CONTENT_DOC: _RouteDoc = {
 
 @router.get("/{image_id}/content", **CONTENT_DOC)
 def content(*, image_id: PathId, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
-            authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
+            authorization: Annotated[str | None, Header(max_length=4096)] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.head("/{image_id}/content", **CONTENT_DOC)
 def content_head(*, image_id: PathId, request: Request, token: Annotated[str | None, Query(max_length=2048)] = None,
-                 authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
+                 authorization: Annotated[str | None, Header(max_length=4096)] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.get("/{image_id}/bmap", summary="The image's block map (JSON); needs the job's image token")
 def bmap(*, image_id: PathId, token: Annotated[str | None, Query(max_length=2048)] = None,
-         authorization: Annotated[str | None, Header()] = None,
+         authorization: Annotated[str | None, Header(max_length=4096)] = None,
          s: DbSession) -> dict:
     img = _token_image(s, get_settings(), image_id, authorization, token)
     return dict(img.bmap)

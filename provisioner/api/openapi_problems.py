@@ -59,9 +59,11 @@ WITH_BODY = ("413",)
 WITH_AUTH = ("401", "403")
 
 
+PROBLEM_CONTENT = {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
 def _problem_response(status: str) -> dict[str, Any]:
-    return {"description": DESCRIPTIONS[status],
-            "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {"description": DESCRIPTIONS[status], "content": PROBLEM_CONTENT}
 
 
 def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +88,10 @@ def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
                 statuses += WITH_AUTH
             for status in sorted(statuses):
                 op["responses"][status] = _problem_response(status)
+            # A route's own errors (the 416 of a Range) are problem documents too.
+            for status, resp in op["responses"].items():
+                if status[0] in "45" and "content" not in resp:
+                    resp["content"] = PROBLEM_CONTENT
     return schema
 
 

@@ -2,6 +2,7 @@
 
 - no NUL character in any string (refused at the door by `api/limits.py`): strings without a
   pattern get `^[^\\u0000]*$` (patterns of this API's own types already leave NUL out);
+- an array's bound is maxItems (pydantic says maxLength for sets behind a BeforeValidator);
 - a map with constrained keys (`dict[Name, int]`) refuses every other key: pydantic describes it
   with `patternProperties`, which in JSON Schema lets any other key through with any value, so it is
   rewritten as `propertyNames` (the key pattern) plus `additionalProperties` (the value schema).
@@ -27,6 +28,9 @@ def _fix(node: Any) -> None:
         del node["patternProperties"]
         node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": key_pattern}
         node["additionalProperties"] = value_schema
+    if node.get("type") == "array" and "maxLength" in node and "maxItems" not in node:
+        # pydantic writes a set's max_length as maxLength when a validator wraps it (policy Names).
+        node["maxItems"] = node.pop("maxLength")
     if node.get("type") == "string" and "pattern" not in node and "enum" not in node and "const" not in node \
             and node.get("format") != "binary":
         node["pattern"] = NO_NUL

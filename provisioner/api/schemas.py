@@ -8,7 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
 
-from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, BodyId
+from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, MAX_POOLS, BodyId
 from provisioner.core.permissions import Role
 from provisioner.core.timeutil import iso
 
@@ -31,7 +31,7 @@ class Out(BaseModel):
 class TenantIn(Strict):
     name: Name
     quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        default_factory=dict, description="max hosts at once per pool")
+        default_factory=dict, max_length=MAX_POOLS, description="max hosts at once per pool")
 
 
 class TenantOut(Out):
@@ -167,7 +167,7 @@ class RequestIn(Strict):
     backup: BackupIn = Field(default_factory=BackupIn)
     ssh_public_key: str = Field(min_length=20, max_length=8192, pattern=r"^(ssh|ecdsa)-[^\n\x00]+$",
                                 description="installed for the customer user at handover")
-    customer_user: str = Field(default="customer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    customer_user: str = Field(default="customer", max_length=32, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     lease_hours: int | None = Field(default=None, ge=1, le=24 * 365)
 
 
