@@ -34,7 +34,12 @@ RaidLevelName = Annotated[str, Field(max_length=8)]
 
 def _as_frozenset(value: Any) -> Any:
     # Python callers pass sets and lists; the items are still validated strictly.
-    return frozenset(value) if isinstance(value, set | list | tuple) else value
+    if isinstance(value, set | list | tuple):
+        try:
+            return frozenset(value)
+        except TypeError:  # unhashable items ([[{}]]): left for the strict validation to report
+            return value
+    return value
 
 
 def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:

@@ -177,6 +177,9 @@ def test_policy_numbers_are_bounded(w: World) -> None:
                            "backup_retention_days_max", "max_open_ports")
              for value in (2**31, 2**63, 10**30, -1)]
     cases.append(("cust_a", "POST", "/v1/requests/1/extend", {"hours": 10**12}, 422, "request.invalid"))
+    # Found by schemathesis: unhashable items in a set field were a TypeError (500), not a refusal.
+    cases += [("admin", "PUT", "/v1/policy", {"lab_pools": [[{}]]}, 422, "policy.invalid"),
+              ("admin", "PUT", "/v1/policy", {"management_ports": [{"a": 1}]}, 422, "policy.invalid")]
     check_all(w, cases)
 
 
