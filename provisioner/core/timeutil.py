@@ -27,7 +27,3 @@ def parse_iso(ts: str | None) -> datetime | None:
 # timezone offset stays inside Python's calendar (years 1 to 9999) and PostgreSQL's timestamptz.
 EARLIEST_YEAR = 1970
 LATEST_YEAR = 8999
-
-
-def year_in_range(dt: datetime) -> bool:
-    return EARLIEST_YEAR <= dt.year <= LATEST_YEAR
