@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, auth_cache, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
@@ -81,7 +82,7 @@ def list_users(pg: Paging, _: Annotated[Principal, Depends(require("users:read")
 
 @router.post("/users/{user_id}/tokens", status_code=201, response_model=TokenOut,
              summary="Create an API token for a user (shown once)")
-def create_token(user_id: int, body: TokenIn, p: Annotated[Principal, Depends(require("tokens:write"))],
+def create_token(user_id: PathId, body: TokenIn, p: Annotated[Principal, Depends(require("tokens:write"))],
                  s: DbSession) -> TokenOut:
     user = s.get(User, user_id)
     if user is None:
@@ -100,8 +101,8 @@ def create_token(user_id: int, body: TokenIn, p: Annotated[Principal, Depends(re
 @router.delete("/tokens/{token_id}", status_code=204,
                summary="Revoke an API token (at once on this API process, within PROVISIONER_AUTH_CACHE_SECONDS "
                        "on the others)")
-def revoke_token(token_id: str, request: Request, p: Annotated[Principal, Depends(require("tokens:write"))],
-                 s: DbSession) -> None:
+def revoke_token(token_id: Annotated[str, Path(max_length=64)], request: Request,
+                 p: Annotated[Principal, Depends(require("tokens:write"))], s: DbSession) -> None:
     tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()
     if tok is None:
         raise not_found("token", token_id)

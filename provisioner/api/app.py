@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from provisioner.api import (
     admin,
@@ -19,6 +19,7 @@ from provisioner.api import (
     jobs,
     leases,
     meta,
+    openapi_problems,
     policy,
     quotas,
     ratings,
@@ -30,6 +31,7 @@ from provisioner.api import (
 from provisioner.api.http_metrics import HttpMetrics
 from provisioner.api.limits import RequestLimits
 from provisioner.api.problems import install_handlers
+from provisioner.api.query_strict import refuse_unknown_query
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import get_engine
 
@@ -52,7 +54,8 @@ def create_app(settings: Settings | None = None, *,
         with background() if background is not None else nullcontext():
             yield
 
-    app = FastAPI(title="provisioner", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="provisioner", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(refuse_unknown_query)])
 
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
@@ -62,5 +65,6 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     # Outermost, so a request refused by the limits is counted with its 413.
     app.add_middleware(HttpMetrics)
+    openapi_problems.install(app)
     return app
 

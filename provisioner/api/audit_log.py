@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from sqlmodel import col, select
 
+from provisioner.api.bounds import Instant
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.schemas import AuditOut, Page
@@ -22,7 +22,8 @@ def list_audit(*, action: Annotated[str | None, Query(max_length=64)] = None,
                object_type: Annotated[str | None, Query(max_length=32)] = None,
                object_id: Annotated[str | None, Query(max_length=64)] = None,
                actor: Annotated[str | None, Query(max_length=64)] = None,
-               since: datetime | None = None, pg: Paging,
+               since: Annotated[Instant | None, Query(description="entries at or after this instant")] = None,
+               pg: Paging,
                _: Annotated[Principal, Depends(require("audit:read"))], s: DbSession) -> dict:
     q = select(AuditEntry)
     for column, val in ((AuditEntry.action, action), (AuditEntry.object_type, object_type),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -86,7 +87,13 @@ def load_token(token_id: str) -> TokenRecord | None:
                            user.tenant_id, user.active)
 
 
-async def authenticate(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI description (FastAPI marks every operation that
+# depends on it); the header itself is parsed below, so a missing one is our 401, not FastAPI's.
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer prov_...")
+
+
+async def authenticate(request: Request,
+                       _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from provisioner.api.bounds import MAX_POOLS, Instant
 from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 
@@ -27,7 +27,7 @@ class WaiverIn(Strict):
 
 
 class WaiverDecisionIn(Strict):
-    expires_at: datetime | None = Field(default=None, description="mandatory; at most policy.waiver_max_days ahead")
+    expires_at: Instant | None = Field(default=None, description="mandatory; at most policy.waiver_max_days ahead")
     note: str = Field(default="", max_length=2000)
 
 
@@ -53,7 +53,7 @@ class WaiverOut(Out):
 
 class QuotaIn(Strict):
     quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
+        max_length=MAX_POOLS, description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
 
 
 class ExtendIn(Strict):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
@@ -113,7 +114,7 @@ def list_hosts(*, state: HostState | None = None, pool: Annotated[str | None, Qu
 
 
 @router.get("/{host_id}", response_model=HostOut, summary="Show a host")
-def get_host(host_id: int, p: Annotated[Principal, Depends(require("hosts:read"))],
+def get_host(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:read"))],
              s: DbSession) -> HostOut:
     h = visible_host(s, p, host_id)
     out = host_out(h)
@@ -123,7 +124,7 @@ def get_host(host_id: int, p: Annotated[Principal, Depends(require("hosts:read")
 
 @router.post("/{host_id}/commission", status_code=202, response_model=JobOut,
              summary="(Re)commission a host: gather its hardware facts")
-def commission(host_id: int, p: Annotated[Principal, Depends(require("hosts:write"))],
+def commission(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:write"))],
                s: DbSession) -> JobOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
@@ -137,7 +138,7 @@ def commission(host_id: int, p: Annotated[Principal, Depends(require("hosts:writ
 
 @router.post("/{host_id}/state", response_model=HostOut,
              summary="Put a host into maintenance, back to available, or retire it")
-def set_state(host_id: int, body: HostStateIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+def set_state(host_id: PathId, body: HostStateIn, p: Annotated[Principal, Depends(require("hosts:write"))],
               s: DbSession) -> HostOut:
     h = visible_host(s, p, host_id)
     before = snapshot(h)
@@ -172,7 +173,7 @@ def repin(host_id: int, body: RepinIn, p: Annotated[Principal, Depends(require("
 
 @router.post("/{host_id}/compliance-check", status_code=202, response_model=JobOut,
              summary="Check an active host's guardrails now (restore test, RAID health, firewall)")
-def compliance_check(host_id: int, p: Annotated[Principal, Depends(require("hosts:write"))],
+def compliance_check(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:write"))],
                      s: DbSession) -> JobOut:
     h = visible_host(s, p, host_id)
     if h.state != HostState.active:

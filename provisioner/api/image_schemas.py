@@ -6,10 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from provisioner.api.bounds import BodyId
 from provisioner.api.schemas import Name, Out, Strict, Timestamp
+from provisioner.store.image_models import Channel, ImageFormat
 
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex sha256 of the RAW content")]
+Sha256 = Annotated[str, Field(max_length=64, pattern=r"^[0-9a-fA-F]{64}$", description="hex sha256 of the RAW content")]
 
 
 class ImageOut(Out):
@@ -18,8 +20,8 @@ class ImageOut(Out):
     version: str
     os_name: str
     os_version: str
-    format_in: str
-    channel: str
+    format_in: ImageFormat
+    channel: Channel
     size: int = Field(description="bytes of the raw image (what lands on the disk)")
     sha256: str = Field(description="sha256 of the raw image")
     data_bytes: int = Field(description="bytes covered by the block map's data ranges")
@@ -56,9 +58,10 @@ class PromoteOut(ImageOut):
 
 class CanaryIn(Strict):
     pool: Name = "lab"
-    tenant_id: int | None = Field(default=None, ge=1,
-                                  description="tenant owning the canary host (admins; imagers use their own)")
-    ssh_public_key: str | None = Field(default=None, min_length=20, max_length=8192, pattern=r"^(ssh|ecdsa)-[^\n]+$",
+    tenant_id: BodyId | None = Field(default=None,
+                                     description="tenant owning the canary host (admins; imagers use their own)")
+    ssh_public_key: str | None = Field(default=None, min_length=20, max_length=8192,
+                                       pattern=r"^(ssh|ecdsa)-[^\n\x00]+$",
                                        description="to log into the canary host (user 'canary'); default: none usable")
 
 

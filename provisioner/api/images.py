@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.requests import ClientDisconnect
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.image_schemas import (
     CanaryIn,
@@ -57,7 +58,7 @@ from provisioner.services import audit, webhooks
 from provisioner.services.admission import load_policy
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import session_scope
-from provisioner.store.image_models import CHANNELS, Image
+from provisioner.store.image_models import Channel, Image, ImageFormat
 from provisioner.store.models import Job, Tenant
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -155,9 +156,10 @@ async def publish(
     version: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
     os_name: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
     os_version: Annotated[str, Query(min_length=1, max_length=64, pattern=LABEL_RE)],
-    fmt: Annotated[str, Query(alias="format", max_length=16, description="raw, raw.zst or qcow2")],
+    fmt: Annotated[ImageFormat, Query(alias="format", description="raw, raw.zst or qcow2")],
     expected_sha256: Annotated[str | None, Query(
-        pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the RAW content; a mismatch keeps nothing")] = None,
+        max_length=64, pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 of the RAW content; a mismatch keeps nothing")] = None,
     p: Annotated[Principal, Depends(upload_writer)],
 ) -> ImageOut:
     settings = get_settings()
@@ -229,13 +231,10 @@ def register(body: RegisterIn, p: Annotated[Principal, Depends(image_writer)], s
 
 
 @router.get("", response_model=Page[ImageOut], summary="List images (customers see stable images only)")
-def list_images(*, channel: Annotated[str | None, Query(max_length=16)] = None,
+def list_images(*, channel: Channel | None = None,
                 name: Annotated[str | None, Query(max_length=64)] = None,
                 pg: Paging, p: Annotated[Principal, Depends(image_reader)],
                 s: DbSession) -> dict:
-    if channel is not None and channel not in CHANNELS:
-        raise Problem(422, "image.unknown_channel", f"unknown channel {channel!r}",
-                      hint=f"channels: {', '.join(CHANNELS)}")
     q = select(Image)
     if p.role == Role.customer:
         q = q.where(Image.channel == "stable")
@@ -248,13 +247,13 @@ def list_images(*, channel: Annotated[str | None, Query(max_length=16)] = None,
 
 
 @router.get("/{image_id}", response_model=ImageOut, summary="Show an image")
-def get_image(image_id: int, p: Annotated[Principal, Depends(image_reader)], s: DbSession) -> ImageOut:
+def get_image(image_id: PathId, p: Annotated[Principal, Depends(image_reader)], s: DbSession) -> ImageOut:
     return image_out(visible_image(s, p, image_id))
 
 
 @router.post("/{image_id}/promote", response_model=PromoteOut,
              summary="Move an image: candidate→stable (needs a passed canary), stable→deprecated, deprecated→retired")
-def promote(image_id: int, body: PromoteIn, p: Annotated[Principal, Depends(image_writer)],
+def promote(image_id: PathId, body: PromoteIn, p: Annotated[Principal, Depends(image_writer)],
             s: DbSession) -> PromoteOut:
     settings = get_settings()
     img = visible_image(s, p, image_id)
@@ -280,7 +279,7 @@ def promote(image_id: int, body: PromoteIn, p: Annotated[Principal, Depends(imag
 
 @router.post("/{image_id}/purge", response_model=PromoteOut,
              summary="Remove a retired image's bytes once no active or provisioning host uses it")
-def purge(image_id: int, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> PromoteOut:
+def purge(image_id: PathId, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> PromoteOut:
     img = visible_image(s, p, image_id)
     if img.channel != "retired":
         raise Problem(409, "image.not_retired", f"image {img.name} is {img.channel}",
@@ -298,7 +297,7 @@ def purge(image_id: int, p: Annotated[Principal, Depends(image_writer)], s: DbSe
 
 @router.post("/{image_id}/canary", status_code=202, response_model=CanaryOut,
              summary="Install a candidate image on one lab host through the normal provisioning pipeline")
-def canary(*, image_id: int, body: CanaryIn | None = None, p: Annotated[Principal, Depends(image_writer)],
+def canary(*, image_id: PathId, body: CanaryIn | None = None, p: Annotated[Principal, Depends(image_writer)],
            s: DbSession) -> CanaryOut:
     body = body or CanaryIn()
     settings = get_settings()
@@ -345,7 +344,7 @@ def canary(*, image_id: int, body: CanaryIn | None = None, p: Annotated[Principa
 
 @router.post("/{image_id}/flag", response_model=ImageOut,
              summary="Flag an image as corrupt: it can't be requested until re-verified")
-def flag(image_id: int, body: FlagIn, p: Annotated[Principal, Depends(image_writer)],
+def flag(image_id: PathId, body: FlagIn, p: Annotated[Principal, Depends(image_writer)],
          s: DbSession) -> ImageOut:
     img = visible_image(s, p, image_id)
     flag_image(s, img.id or 0, body.reason, actor=p.name, actor_id=p.user_id, request_id=p.request_id)
@@ -365,7 +364,7 @@ def _recompute(settings: Settings, img: Image) -> dict[str, Any]:
 
 @router.post("/{image_id}/verify", response_model=VerifyOut,
              summary="Re-hash the stored bytes against the catalogue; clears the flag when they match")
-def verify(image_id: int, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> VerifyOut:
+def verify(image_id: PathId, p: Annotated[Principal, Depends(image_writer)], s: DbSession) -> VerifyOut:
     settings = get_settings()
     img = visible_image(s, p, image_id)
     before = snapshot(img)
@@ -469,7 +468,7 @@ def _serve(image_id: int, request: Request, token: str | None, authorization: st
 
 
 # Declared only to refuse it with a clear problem (image.token_in_query) instead of ignoring it.
-QueryToken = Annotated[str | None, Query(deprecated=True, description="refused (401 image.token_in_query): "
+QueryToken = Annotated[str | None, Query(max_length=2048, deprecated=True, description="refused (401 image.token_in_query): "
                                          "send the image token as Authorization: Bearer pimg_...")]
 
 
@@ -490,20 +489,20 @@ CONTENT_DOC: _RouteDoc = {
 
 
 @router.get("/{image_id}/content", **CONTENT_DOC)
-def content(*, image_id: int, request: Request, token: QueryToken = None,
-            authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
+def content(*, image_id: PathId, request: Request, token: QueryToken = None,
+            authorization: Annotated[str | None, Header(max_length=4096)] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.head("/{image_id}/content", **CONTENT_DOC)
-def content_head(*, image_id: int, request: Request, token: QueryToken = None,
-                 authorization: Annotated[str | None, Header()] = None, s: DbSession) -> Response:
+def content_head(*, image_id: PathId, request: Request, token: QueryToken = None,
+                 authorization: Annotated[str | None, Header(max_length=4096)] = None, s: DbSession) -> Response:
     return _serve(image_id, request, token, authorization, s)
 
 
 @router.get("/{image_id}/bmap", summary="The image's block map (JSON); needs the job's image token")
-def bmap(*, image_id: int, token: QueryToken = None,
-         authorization: Annotated[str | None, Header()] = None,
+def bmap(*, image_id: PathId, token: QueryToken = None,
+         authorization: Annotated[str | None, Header(max_length=4096)] = None,
          s: DbSession) -> dict:
     img = _token_image(s, get_settings(), image_id, authorization, token)
     return dict(img.bmap)

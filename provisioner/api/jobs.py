@@ -10,6 +10,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from provisioner.api.bounds import IdFilter, PathId, SeqQuery
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import Paging, page_meta
@@ -34,7 +35,7 @@ def visible_job(s: Session, p: Principal, job_id: int) -> Job:
 
 @router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
 def list_jobs(*, status: JobStatus | None = None, kind: JobKind | None = None,
-              host_id: Annotated[int | None, Query(ge=1)] = None, request_id: Annotated[int | None, Query(ge=1)] = None,
+              host_id: IdFilter = None, request_id: IdFilter = None,
               pg: Paging, p: Annotated[Principal, Depends(require("jobs:read"))],
               s: DbSession) -> dict:
     q = select(Job)
@@ -48,13 +49,13 @@ def list_jobs(*, status: JobStatus | None = None, kind: JobKind | None = None,
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Show a job with its phases and SLIs")
-def get_job(job_id: int, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> Job:
+def get_job(job_id: PathId, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> Job:
     return visible_job(s, p, job_id)
 
 
 @router.get("/{job_id}/events", response_model=Page[EventOut],
             summary="A job's events in order (page with after_seq; GET /v1/jobs/{id}/stream follows a running job)")
-def job_events(*, job_id: int, after_seq: Annotated[int, Query(ge=0)] = 0,
+def job_events(*, job_id: PathId, after_seq: SeqQuery = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession) -> dict:
     j = visible_job(s, p, job_id)
@@ -84,7 +85,7 @@ async def stream_job(job_id: int, after: Annotated[int, Depends(stream_start)]) 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
              summary="Cancel a job: a running ansible process group is stopped within seconds")
-def cancel_job(job_id: int, p: Annotated[Principal, Depends(require("jobs:cancel"))],
+def cancel_job(job_id: PathId, p: Annotated[Principal, Depends(require("jobs:cancel"))],
                s: DbSession) -> Job:
     j = visible_job(s, p, job_id)
     if is_terminal(j.status):

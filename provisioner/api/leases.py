@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import ExtendIn, LeaseOut
 from provisioner.api.problems import Problem
@@ -41,7 +42,7 @@ def extensions_used(s: Session, request_id: int) -> int:
 
 @router.post("/{request_id}/extend", response_model=LeaseOut,
              summary="Extend a request's lease by some hours (bounded by the lease policy)")
-def extend_lease(request_id: int, body: ExtendIn, p: Annotated[Principal, Depends(require("requests:release"))],
+def extend_lease(request_id: PathId, body: ExtendIn, p: Annotated[Principal, Depends(require("requests:release"))],
                  s: DbSession) -> LeaseOut:
     now = utcnow()
     req = visible_request(s, p, request_id)

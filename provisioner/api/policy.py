@@ -50,9 +50,16 @@ def get_policy(_: Annotated[Principal, Depends(require("policy:read"))], s: DbSe
     return policy_out(s.get(PolicyDoc, POLICY_DOC_ID))
 
 
+# The body is a partial policy (merged into the current one), validated by the core's own model; its
+# JSON schema (no field required, no other field allowed) is what the description shows.
+POLICY_FIELDS_SCHEMA = {k: v for k, v in guardrails.Policy.model_json_schema().items()
+                        if k not in ("title", "description")}
+
+
 @router.put("", response_model=PolicyOut,
             summary="Change the policy: the fields given replace the current ones, the rest stay as they are")
-def put_policy(body: Annotated[dict[str, Any], Body(description="policy fields, as returned in GET's `policy`")],
+def put_policy(body: Annotated[dict[str, Any], Body(
+                   description="policy fields, as returned in GET's `policy`", json_schema_extra=POLICY_FIELDS_SCHEMA)],
                p: Annotated[Principal, Depends(require("policy:write"))], s: DbSession) -> PolicyOut:
     doc = s.exec(select(PolicyDoc).where(PolicyDoc.id == POLICY_DOC_ID).with_for_update()).first()
     current = policy_from_doc(doc)

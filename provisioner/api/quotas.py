@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from sqlmodel import select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import QuotaIn
 from provisioner.api.problems import not_found
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1/tenants", tags=["admin"])
 
 @router.put("/{tenant_id}/quota", response_model=TenantOut,
             summary="Replace a tenant's quota ({pool: max hosts}; {} = unlimited, unlisted pools = 0)")
-def put_quota(tenant_id: int, body: QuotaIn, p: Annotated[Principal, Depends(require("tenants:write"))],
+def put_quota(tenant_id: PathId, body: QuotaIn, p: Annotated[Principal, Depends(require("tenants:write"))],
               s: DbSession) -> Tenant:
     t = s.exec(select(Tenant).where(Tenant.id == tenant_id).with_for_update()).first()
     if t is None:

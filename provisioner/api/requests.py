@@ -7,6 +7,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query
 from sqlmodel import Session, col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
@@ -110,14 +111,14 @@ def list_requests(*, status: Annotated[str | None, Query(max_length=16)] = None,
 
 
 @router.get("/{request_id}", response_model=RequestOut, summary="Show a request")
-def get_request(request_id: int, p: Annotated[Principal, Depends(require("requests:read"))],
+def get_request(request_id: PathId, p: Annotated[Principal, Depends(require("requests:read"))],
                 s: DbSession) -> RequestOut:
     return request_out(s, visible_request(s, p, request_id))
 
 
 @router.post("/{request_id}/release", status_code=202, response_model=RequestOut,
              summary="Release a request's hosts: wipes them and returns them to the pool")
-def release_request(request_id: int, p: Annotated[Principal, Depends(require("requests:release"))],
+def release_request(request_id: PathId, p: Annotated[Principal, Depends(require("requests:release"))],
                     s: DbSession) -> RequestOut:
     req = visible_request(s, p, request_id)
     release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)

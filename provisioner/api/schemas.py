@@ -8,6 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
 
+from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, MAX_POOLS, BodyId
 from provisioner.core.host_keys import FINGERPRINT_PATTERN
 from provisioner.core.permissions import Role
 from provisioner.core.timeutil import iso
@@ -31,7 +32,7 @@ class Out(BaseModel):
 class TenantIn(Strict):
     name: Name
     quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        default_factory=dict, description="max hosts at once per pool")
+        default_factory=dict, max_length=MAX_POOLS, description="max hosts at once per pool")
 
 
 class TenantOut(Out):
@@ -44,7 +45,7 @@ class TenantOut(Out):
 class UserIn(Strict):
     name: Name
     role: Role
-    tenant_id: int | None = Field(default=None, ge=1, description="required for customer and imager")
+    tenant_id: BodyId | None = Field(default=None, description="required for customer and imager")
 
 
 class UserOut(Out):
@@ -78,12 +79,12 @@ class HostIn(Strict):
     ssh_user: str = Field(default="root", min_length=1, max_length=64, pattern=r"^[a-z_][a-z0-9_-]*$")
     # A secret is stored byte for byte: stripping the final newline makes OpenSSH keys unreadable.
     ssh_private_key: Annotated[str, StringConstraints(strip_whitespace=False)] | None = Field(
-        default=None, max_length=16384, description="PEM/OpenSSH private key, byte for byte; stored encrypted, "
-        "never returned")
+        default=None, max_length=16384, pattern=r"^[^\x00]*PRIVATE KEY-----[^\x00]*$",
+        description="PEM/OpenSSH private key, byte for byte; stored encrypted, never returned")
     ssh_key_path: str | None = Field(default=None, max_length=1024,
                                      description="path of a key file on the worker machines")
     connection: Literal["ssh", "local"] = "ssh"
-    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict, max_length=MAX_HOST_LABELS)
     pool: Name = "default"
     commission: bool = Field(default=True, description="start a commission job right away")
     host_key_fingerprint: str | None = Field(
@@ -144,7 +145,8 @@ class HostStateIn(Strict):
 
 
 class ConstraintsIn(Strict):
-    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict,
+                                                                      max_length=MAX_CONSTRAINT_LABELS)
     min_cpus: int = Field(default=0, ge=0, le=4096)
     min_memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024)
     min_disks: int = Field(default=0, ge=0, le=256)
@@ -153,7 +155,9 @@ class ConstraintsIn(Strict):
 class PortIn(Strict):
     port: int = Field(ge=1, le=65535)
     proto: Literal["tcp", "udp"] = "tcp"
-    sources: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=32)
+    sources: list[Annotated[str, Field(max_length=64, json_schema_extra={"format": "cidr"})]] = Field(
+        default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=32,
+        description="CIDR networks (IPv4 or IPv6; host bits are ignored)")
 
     @field_validator("sources")
     @classmethod
@@ -168,7 +172,7 @@ class PortIn(Strict):
 
 class BackupIn(Strict):
     enabled: bool = True
-    paths: list[Annotated[str, Field(min_length=1, max_length=512, pattern=r"^/")]] = Field(
+    paths: list[Annotated[str, Field(min_length=1, max_length=512, pattern=r"^/[^\x00]*$")]] = Field(
         default_factory=lambda: ["/etc", "/srv/data"], min_length=1, max_length=32)
     retention_days: int = Field(default=14, ge=1, le=3650)
     schedule: str = Field(default="daily", max_length=32)
@@ -182,9 +186,9 @@ class RequestIn(Strict):
     raid_level: Literal["0", "1", "5", "6", "10"] | None = None
     firewall_ports: list[PortIn] = Field(default_factory=list, max_length=64)
     backup: BackupIn = Field(default_factory=BackupIn)
-    ssh_public_key: str = Field(min_length=20, max_length=8192, pattern=r"^(ssh|ecdsa)-[^\n]+$",
+    ssh_public_key: str = Field(min_length=20, max_length=8192, pattern=r"^(ssh|ecdsa)-[^\n\x00]+$",
                                 description="installed for the customer user at handover")
-    customer_user: str = Field(default="customer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    customer_user: str = Field(default="customer", max_length=32, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     lease_hours: int | None = Field(default=None, ge=1, le=24 * 365)
 
 

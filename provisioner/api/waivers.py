@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.guardrail_schemas import WaiverDecisionIn, WaiverIn, WaiverNoteIn, WaiverOut
 from provisioner.api.pagination import Paging, page_meta
@@ -134,7 +135,7 @@ def list_waivers(*, status: Literal["requested", "approved", "rejected", "revoke
 
 
 @router.get("/{waiver_id}", response_model=WaiverOut, summary="Show a waiver")
-def get_waiver(waiver_id: int, p: Annotated[Principal, Depends(require("waivers:read"))],
+def get_waiver(waiver_id: PathId, p: Annotated[Principal, Depends(require("waivers:read"))],
                s: DbSession) -> WaiverOut:
     return waiver_out(visible_waiver(s, p, waiver_id))
 
@@ -170,8 +171,8 @@ def _require_status(w: Waiver, expected: str, verb: str) -> None:
 
 @router.post("/{waiver_id}/approve", response_model=WaiverOut,
              summary="Approve a requested waiver until expires_at (not your own; expiry bounded by the policy)")
-def approve_waiver(waiver_id: int, body: WaiverDecisionIn, p: Annotated[Principal, Depends(require("waivers:decide"))],
-                   s: DbSession) -> WaiverOut:
+def approve_waiver(waiver_id: PathId, body: WaiverDecisionIn,
+                   p: Annotated[Principal, Depends(require("waivers:decide"))], s: DbSession) -> WaiverOut:
     now = utcnow()
     w = visible_waiver(s, p, waiver_id)
     _require_status(w, "requested", "approved")
@@ -198,7 +199,7 @@ def approve_waiver(waiver_id: int, body: WaiverDecisionIn, p: Annotated[Principa
 
 
 @router.post("/{waiver_id}/reject", response_model=WaiverOut, summary="Reject a requested waiver")
-def reject_waiver(*, waiver_id: int, body: WaiverNoteIn | None = None,
+def reject_waiver(*, waiver_id: PathId, body: WaiverNoteIn | None = None,
                   p: Annotated[Principal, Depends(require("waivers:decide"))],
                   s: DbSession) -> WaiverOut:
     w = visible_waiver(s, p, waiver_id)
@@ -209,7 +210,7 @@ def reject_waiver(*, waiver_id: int, body: WaiverNoteIn | None = None,
 
 @router.post("/{waiver_id}/revoke", response_model=WaiverOut,
              summary="Revoke an approved waiver: it stops counting at once")
-def revoke_waiver(*, waiver_id: int, body: WaiverNoteIn | None = None,
+def revoke_waiver(*, waiver_id: PathId, body: WaiverNoteIn | None = None,
                   p: Annotated[Principal, Depends(require("waivers:decide"))],
                   s: DbSession) -> WaiverOut:
     w = visible_waiver(s, p, waiver_id)

@@ -28,11 +28,18 @@ Days = Annotated[int, Field(ge=1, le=3650)]  # up to ten years
 Hours = Annotated[int, Field(ge=1, le=87_600)]  # up to ten years
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# A RAID level as the policy names it ("1", "10"); which ones exist is checked with the other rules.
+RaidLevelName = Annotated[str, Field(max_length=8)]
 
 
 def _as_frozenset(value: Any) -> Any:
     # Python callers pass sets and lists; the items are still validated strictly.
-    return frozenset(value) if isinstance(value, set | list | tuple) else value
+    if isinstance(value, set | list | tuple):
+        try:
+            return frozenset(value)
+        except TypeError:  # unhashable items ([[{}]]): left for the strict validation to report
+            return value
+    return value
 
 
 def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -84,8 +91,8 @@ class Policy(BaseModel):
     backup_interval_min_hours: Hours = 1
     backup_interval_max_hours: Hours = 168
     raid_required_min_data_disks: Annotated[int, Field(ge=0, le=256)] = 2
-    raid_default_min_level: str = "1"
-    raid_min_level: Annotated[Mapping[Name, str], Field(max_length=256),
+    raid_default_min_level: RaidLevelName = "1"
+    raid_min_level: Annotated[Mapping[Name, RaidLevelName], Field(max_length=256),
                               AfterValidator(_frozen_mapping)] = Field(default_factory=lambda: MappingProxyType({}))
     pools_requiring_redundancy: Names = frozenset({ALL_NON_LAB_POOLS})
     firewall_default_deny_required: bool = True

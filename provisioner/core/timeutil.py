@@ -20,3 +20,10 @@ def iso(dt: datetime | None) -> str | None:
 
 def parse_iso(ts: str | None) -> datetime | None:
     return None if not ts else as_utc(datetime.fromisoformat(ts))
+
+
+# The instants the service accepts from clients: years 1970 to 8999 as written. Anything the service
+# adds to one (policy durations: at most ten years; lease extensions: at most ~114 years) or a
+# timezone offset stays inside Python's calendar (years 1 to 9999) and PostgreSQL's timestamptz.
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 8999

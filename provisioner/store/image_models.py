@@ -9,14 +9,31 @@ requested until re-verified.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from provisioner.core.timeutil import utcnow
 
-FORMATS = ("raw", "raw.zst", "qcow2")
-CHANNELS = ("candidate", "stable", "deprecated", "retired")
+
+class ImageFormat(StrEnum):
+    """What an image is published as (the raw content is what lands on the disk)."""
+
+    raw = "raw"
+    raw_zst = "raw.zst"
+    qcow2 = "qcow2"
+
+
+class Channel(StrEnum):
+    candidate = "candidate"
+    stable = "stable"
+    deprecated = "deprecated"
+    retired = "retired"
+
+
+FORMATS = tuple(f.value for f in ImageFormat)
+CHANNELS = tuple(c.value for c in Channel)
 COMPRESSIONS = ("none", "zstd")
 
 

@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
 from provisioner.api import compliance, hosts, jobs, requests
+from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, principal_for_token
 from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import PageParams
@@ -155,7 +156,7 @@ def host_list(request: Request, p: Annotated[Principal, Depends(ui_principal)], 
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_detail(request: Request, job_id: int, p: Annotated[Principal, Depends(ui_principal)],
+def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends(ui_principal)],
                s: DbSession) -> Response:
     try:
         if not allowed(p.role, "jobs:read"):

@@ -243,7 +243,7 @@ def test_corrupt_zstd_and_format_mismatches(sqlite_world: World, fs_image: Path,
     r = publish(w, "bad-qcow2", b"QFI\xfb" + bytes(8192), "qcow2")
     assert r.status_code == 422 and r.json()["code"] == "image.corrupt"
     r = publish(w, "iso", fs_image, "iso")
-    assert r.status_code == 422 and r.json()["code"] == "image.unknown_format" and r.json()["formats"]
+    assert r.status_code == 422 and r.json()["code"] == "request.invalid" and "qcow2" in r.json()["detail"]
     r = publish(w, "empty", b"", "raw")
     assert r.status_code == 422 and r.json()["code"] == "image.empty"
     assert_nothing_kept(w)
@@ -331,7 +331,7 @@ def test_rbac_and_visibility(world: World, fs_image: Path) -> None:
     listed = world.get("cust_a", "/v1/images").json()
     assert [i["name"] for i in listed["items"]] == ["vis"]
     r = world.get("imager", "/v1/images", params={"channel": "gold"})
-    assert r.status_code == 422 and r.json()["code"] == "image.unknown_channel"
+    assert r.status_code == 422 and r.json()["code"] == "request.invalid" and "stable" in r.json()["detail"]
 
 
 def test_channel_rules_and_retirement(world: World, fs_image: Path) -> None:
