@@ -468,7 +468,8 @@ def _serve(image_id: int, request: Request, token: str | None, authorization: st
 
 
 # Declared only to refuse it with a clear problem (image.token_in_query) instead of ignoring it.
-QueryToken = Annotated[str | None, Query(max_length=2048, deprecated=True, description="refused (401 image.token_in_query): "
+QueryToken = Annotated[str | None, Query(max_length=2048, deprecated=True,
+                                         description="refused (401 image.token_in_query): "
                                          "send the image token as Authorization: Bearer pimg_...")]
 
 
