@@ -157,7 +157,7 @@ def set_state(host_id: PathId, body: HostStateIn, p: Annotated[Principal, Depend
              "failed with host.key_changed. Give the fingerprint you checked on the host's console: without it "
              "whoever answers at the address is trusted. The host's state is not changed; a host a changed key "
              "moved to failed comes back with POST /v1/hosts/{id}/commission.")
-def repin(host_id: int, body: RepinIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+def repin(host_id: PathId, body: RepinIn, p: Annotated[Principal, Depends(require("hosts:write"))],
           s: DbSession) -> HostOut:
     h = visible_host(s, p, host_id)
     if h.connection != "ssh":

@@ -20,6 +20,7 @@ from provisioner.core.job_states import JobStatus, is_terminal
 from provisioner.core.pipeline import JobKind
 from provisioner.services import audit
 from provisioner.services.settle import settle
+from provisioner.store.column_ranges import INT_COLUMN_MAX
 from provisioner.store.config import get_settings
 from provisioner.store.models import Job, JobEvent
 
@@ -64,9 +65,11 @@ def job_events(*, job_id: PathId, after_seq: SeqQuery = 0,
     return {"items": items, "total": j.event_count, "limit": limit, "offset": after_seq}
 
 
-async def stream_start(job_id: int, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession,
-                       after_seq: Annotated[int, Query(ge=0, description="start after this event (first connect)")] = 0,
-                       last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
+async def stream_start(job_id: PathId, p: Annotated[Principal, Depends(require("jobs:read"))], s: DbSession,
+                       after_seq: Annotated[int, Query(ge=0, le=INT_COLUMN_MAX,
+                                                       description="start after this event (first connect)")] = 0,
+                       last_event_id: Annotated[str | None, Header(max_length=32,
+                                                                   description="resume after this event")] = None,
                        ) -> int:
     # Checked before the stream starts: a refusal is still a problem document, not a broken stream.
     visible_job(s, p, job_id)
@@ -78,7 +81,7 @@ async def stream_start(job_id: int, p: Annotated[Principal, Depends(require("job
             description="`event: event` (id = the event's seq) for each stored event in order, `event: job` "
                         "when the job's status or phase changes, `event: end` with the final job, then the "
                         "stream closes. Resuming with `Last-Event-ID` (or `after_seq`) loses no event.")
-async def stream_job(job_id: int, after: Annotated[int, Depends(stream_start)]) -> AsyncIterator[ServerSentEvent]:
+async def stream_job(job_id: PathId, after: Annotated[int, Depends(stream_start)]) -> AsyncIterator[ServerSentEvent]:
     async for ev in stream_events(job_id, after, get_settings().sse_poll_seconds):
         yield ev
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import Field
 from sqlmodel import col, select
 
+from provisioner.api.bounds import IdFilter, PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import not_found
@@ -48,7 +49,7 @@ class RatingOut(Out):
 
 @router.post("/v1/requests/{request_id}/rating", status_code=201, response_model=RatingOut,
              summary="Rate a delivered request (1-5 and a comment), once; 2 or less is an escalation")
-def rate_request(request_id: int, body: RatingIn, p: Annotated[Principal, Depends(require("ratings:write"))],
+def rate_request(request_id: PathId, body: RatingIn, p: Annotated[Principal, Depends(require("ratings:write"))],
                  s: DbSession) -> Rating:
     req = visible_request(s, p, request_id)
     return ratings.rate(s, req, score=body.score, comment=body.comment, user_id=p.user_id, actor_name=p.name,
@@ -56,7 +57,7 @@ def rate_request(request_id: int, body: RatingIn, p: Annotated[Principal, Depend
 
 
 @router.get("/v1/requests/{request_id}/rating", response_model=RatingOut, summary="A request's rating")
-def get_rating(request_id: int, p: Annotated[Principal, Depends(require("ratings:read"))], s: DbSession) -> Rating:
+def get_rating(request_id: PathId, p: Annotated[Principal, Depends(require("ratings:read"))], s: DbSession) -> Rating:
     visible_request(s, p, request_id)
     r = ratings.for_request(s, request_id)
     if r is None:
@@ -67,7 +68,7 @@ def get_rating(request_id: int, p: Annotated[Principal, Depends(require("ratings
 @router.get("/v1/escalations", response_model=Page[RatingOut],
             summary="Low ratings: open ones stay here until an operator answers them (oldest first)")
 def list_escalations(*, status: Literal["open", "answered"] | None = "open", pg: Paging,
-                     tenant_id: Annotated[int | None, Query(ge=1)] = None,
+                     tenant_id: IdFilter = None,
                      p: Annotated[Principal, Depends(require("escalations:read"))], s: DbSession) -> dict:
     q = select(Rating).where(col(Rating.escalation).is_not(None))
     if status is not None:
@@ -80,6 +81,6 @@ def list_escalations(*, status: Literal["open", "answered"] | None = "open", pg:
 
 @router.post("/v1/escalations/{rating_id}/answer", response_model=RatingOut,
              summary="Answer an open escalation (closes it; audited)")
-def answer_escalation(rating_id: int, body: AnswerIn, p: Annotated[Principal, Depends(require("escalations:answer"))],
-                      s: DbSession) -> Rating:
+def answer_escalation(rating_id: PathId, body: AnswerIn,
+                      p: Annotated[Principal, Depends(require("escalations:answer"))], s: DbSession) -> Rating:
     return ratings.answer(s, rating_id, body.answer, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)

@@ -88,7 +88,7 @@ class HostIn(Strict):
     pool: Name = "default"
     commission: bool = Field(default=True, description="start a commission job right away")
     host_key_fingerprint: str | None = Field(
-        default=None, pattern=FINGERPRINT_PATTERN,
+        default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's SSH host key must have (as `ssh-keygen -lf` prints it); "
         "the service reads the key from the host and refuses the enrollment (409 host.key_mismatch) when it "
         "differs. Without it the key read at enrollment is pinned as it is")
@@ -134,7 +134,7 @@ class HostOut(Out):
 
 class RepinIn(Strict):
     fingerprint: str | None = Field(
-        default=None, pattern=FINGERPRINT_PATTERN,
+        default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's new key must have; refused (409 host.key_mismatch) "
         "when the host presents another one. Check it on the host's console before you trust it")
 

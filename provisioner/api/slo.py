@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from provisioner.api.bounds import Instant
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.core.slo import BURN_ALERTS, window_label
 from provisioner.core.timeutil import iso, utcnow
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1/slo", tags=["slo"])
 def get_slo(p: Annotated[Principal, Depends(require("reports:read"))], s: DbSession,
             period_days: Annotated[float | None, Query(gt=0, le=400, description="length of the period in days")]
             = None,
-            end: Annotated[datetime | None, Query(description="end of the period (ISO 8601), default now")] = None,
+            end: Annotated[Instant | None, Query(description="end of the period (ISO 8601), default now")] = None,
             ) -> dict[str, Any]:
     period = None if period_days is None else timedelta(days=period_days)
     statuses = slo_report(s, end=end or utcnow(), period=period)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from provisioner.api.schemas import Out, Strict, Timestamp
 from provisioner.core.webhook_rules import EVENT_TYPES, MAX_URL_LENGTH
+from provisioner.store.column_ranges import INT_COLUMN_MAX
 
 
 class WebhookIn(Strict):
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH,
                      description="https:// anywhere, or http:// to a loopback address (127.0.0.1, ::1, localhost)")
-    events: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES),
+    events: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=len(EVENT_TYPES),
                               description="event types: " + ", ".join(EVENT_TYPES))
     description: str = Field(default="", max_length=256)
-    tenant_id: int | None = Field(default=None, ge=1, description="admins only: the tenant it belongs to")
+    tenant_id: int | None = Field(default=None, ge=1, le=INT_COLUMN_MAX,
+                                  description="admins only: the tenant it belongs to")
 
 
 class WebhookOut(Out):

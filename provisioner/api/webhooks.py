@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlmodel import col, select
 
+from provisioner.api.bounds import IdFilter, PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
@@ -50,7 +51,7 @@ def create_webhook(body: WebhookIn, p: Annotated[Principal, Depends(require("web
 
 
 @router.get("", response_model=Page[WebhookOut], summary="List the webhooks you manage")
-def list_webhooks(*, tenant_id: Annotated[int | None, Query(ge=1)] = None, pg: Paging,
+def list_webhooks(*, tenant_id: IdFilter = None, pg: Paging,
                   p: Annotated[Principal, Depends(require("webhooks:read"))], s: DbSession) -> dict:
     q = select(Webhook)
     scope = _scope(p) or tenant_id
@@ -62,7 +63,7 @@ def list_webhooks(*, tenant_id: Annotated[int | None, Query(ge=1)] = None, pg: P
 
 @router.delete("/{webhook_id}", status_code=204,
                summary="Remove a webhook; its pending deliveries end as failed, the log stays")
-def delete_webhook(webhook_id: int, p: Annotated[Principal, Depends(require("webhooks:write"))],
+def delete_webhook(webhook_id: PathId, p: Annotated[Principal, Depends(require("webhooks:write"))],
                    s: DbSession) -> None:
     hook = webhooks.get_visible(s, webhook_id, _scope(p))
     webhooks.remove(s, hook, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
@@ -71,7 +72,8 @@ def delete_webhook(webhook_id: int, p: Annotated[Principal, Depends(require("web
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut],
             summary="A webhook's delivery log, newest first: each delivery with every attempt")
-def list_deliveries(*, webhook_id: int, status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")]
+def list_deliveries(*, webhook_id: PathId,
+                    status: Annotated[str | None, Query(max_length=16, pattern="^(pending|delivered|failed)$")]
                     = None, pg: Paging, p: Annotated[Principal, Depends(require("webhooks:read"))],
                     s: DbSession) -> dict:
     scope = _scope(p)
