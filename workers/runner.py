@@ -157,23 +157,24 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
         return JobEnd("failed", exc.detail, exc.code)
     key_checked = False
     for phase in phases_for(job.kind, host.driver):
-        rec = _phase_record(phases, phase.name)
-        if rec["status"] in ("succeeded", "skipped"):
+        if any(p["name"] == phase.name and p["status"] in ("succeeded", "skipped") for p in phases):
             continue  # a retried job resumes after the phases it finished
         if DRAINING.is_set():
             return JobEnd("handback", f"worker {worker_id} stopping before phase {phase.name}")
+        if not phase.action and not key_checked:
+            # Before anything (keys, passwords, tokens) goes to whoever answers at the address, and
+            # before any phase is recorded as started.
+            refused = _refuse_unpinned_or_changed(session, job, host, worker_id)
+            if refused is not None:
+                return refused
+            key_checked = True
+        rec = _phase_record(phases, phase.name)
         skip = phase_inputs.skip_reason(session, job, host, phase.name)
         if skip is not None:
             now = iso(utcnow())
             rec.update(status="skipped", reason=skip, started_at=now, ended_at=now, duration_s=0.0)
             _save_progress(session, job, worker_id)
             continue
-        if not phase.action and not key_checked:
-            # Before anything (keys, passwords, tokens) goes to whoever answers at the address.
-            refused = _refuse_unpinned_or_changed(session, job, host, worker_id)
-            if refused is not None:
-                return refused
-            key_checked = True
         if phase.name == "handover":
             session.refresh(host)
             try:

@@ -51,7 +51,7 @@ def visible_host(s: Session, p: Principal, host_id: int) -> Host:
              description="An ssh host's SSH host key is read (paramiko) before anything is stored or sent to it, "
              "and pinned: every job connects with strict host key checking against it. With "
              "`host_key_fingerprint` the enrollment is refused (409 host.key_mismatch) when the key differs; a "
-             "host whose key cannot be read is refused (503 host.unreachable).")
+             "host whose key cannot be read is refused (422 host.unreachable; nothing is stored).")
 def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
            s: DbSession) -> HostOut:
     settings = get_settings()

@@ -72,9 +72,15 @@ class TokenOut(Out):
     token: str | None = Field(default=None, description="shown once, at creation; stored hashed")
 
 
+# An IP literal (v4, or v6 without a zone) or an RFC 1123 host name: anything else cannot be dialled.
+ADDRESS_PATTERN = (r"^(?:[0-9A-Fa-f:.]+|(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)$")
+
+
 class HostIn(Strict):
     name: Name
-    address: str = Field(min_length=1, max_length=255)
+    address: str = Field(min_length=1, max_length=253, pattern=ADDRESS_PATTERN,
+                         description="an IPv4/IPv6 address or a DNS name")
     port: int = Field(default=22, ge=1, le=65535)
     ssh_user: str = Field(default="root", min_length=1, max_length=64, pattern=r"^[a-z_][a-z0-9_-]*$")
     # A secret is stored byte for byte: stripping the final newline makes OpenSSH keys unreadable.

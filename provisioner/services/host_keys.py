@@ -10,7 +10,7 @@ import socket
 import paramiko
 from sqlmodel import Session
 
-from provisioner.core.errors import Unavailable
+from provisioner.core.errors import Invalid
 from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, canonical, expect, fingerprint
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit
@@ -19,7 +19,9 @@ from provisioner.store.models import Host
 FETCH_TIMEOUT_S = 15.0
 
 
-class HostUnreachable(Unavailable):
+class HostUnreachable(Invalid):
+    # 422, not 503: the request names a host the service cannot verify, and nothing was written; the
+    # caller decides whether to retry once the host answers (a 5xx would say the service is at fault).
     def __init__(self, address: str, port: int, why: str) -> None:
         super().__init__("host.unreachable", f"could not read the SSH host key of {address}:{port}: {why}",
                          hint="check the address and port and that sshd runs; the key is read before "
@@ -32,8 +34,8 @@ def fetch_host_key(address: str, port: int, timeout_s: float = FETCH_TIMEOUT_S) 
     No authentication happens: nothing secret is sent before the key is known."""
     try:
         sock = socket.create_connection((address, port), timeout=timeout_s)
-    except OSError as exc:
-        raise HostUnreachable(address, port, exc.strerror or str(exc)) from None
+    except (OSError, UnicodeError, ValueError) as exc:  # a name IDNA cannot encode is as unreachable
+        raise HostUnreachable(address, port, getattr(exc, "strerror", None) or str(exc)) from None
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout_s

@@ -62,7 +62,7 @@ def test_expected_fingerprint_that_differs_is_refused_and_nothing_is_written(sql
     assert r.status_code == 422 and r.json()["code"] == "request.invalid", r.text
     sshd.stop()
     r = w.post("operator", "/v1/hosts", enroll_body(sshd))
-    assert r.status_code == 503 and r.json()["code"] == "host.unreachable" and r.json()["hint"], r.text
+    assert r.status_code == 422 and r.json()["code"] == "host.unreachable" and r.json()["hint"], r.text
     assert w.get("operator", "/v1/hosts", params={"name": "sshhost"}).json()["total"] == 0
 
 
