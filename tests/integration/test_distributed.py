@@ -41,7 +41,9 @@ def env_for(tmp: Path, pg_url: str, broker: str, **extra: str) -> dict[str, str]
 def make_available(pg_url: str, names: list[str]) -> None:
     """Test setup: mark enrolled hosts as commissioned (the commission path has its own tests)."""
     with psycopg.connect(pg_url) as c:
-        c.execute("""UPDATE host SET state='available', hardware='{"cpus": 2, "memory_mb": 2048, "disks": []}'
+        # Two data disks, as the stand-in commission reports: the handover gate checks redundancy.
+        c.execute("""UPDATE host SET state='available', hardware='{"cpus": 2, "memory_mb": 2048,
+                     "disks": [{"name": "/dev/vdb"}, {"name": "/dev/vdc"}], "data_disks": ["/dev/vdb", "/dev/vdc"]}'
                      WHERE name = ANY(%s)""", (names,))
 
 
@@ -63,7 +65,7 @@ def test_distributed_job_runs_in_worker_process(tmp_path: Path, pg_url: str, red
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {}})
         req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
         job = admin.wait_job(req["job_ids"][0])
-        assert job["status"] == "succeeded", (job, worker.tail())
+        assert job["status"] == "succeeded", (job.get("error_code"), job.get("error"), worker.tail())
         assert job["attempts"] == 1 and job["sli"]["slo_met"] is True
     finally:
         worker.stop()
@@ -85,7 +87,7 @@ def test_worker_killed_mid_job_is_retried_by_the_reconciler(tmp_path: Path, pg_u
         assert "stopped renewing its lease" in j["error"]
         worker = Worker(env, tmp_path / "worker2.log")
         job = admin.wait_job(job_id, timeout=120)
-        assert job["status"] == "succeeded", (job, worker.tail())
+        assert job["status"] == "succeeded", (job.get("error_code"), job.get("error"), worker.tail())
         assert job["attempts"] == 2
         phases = {p["name"]: p for p in job["phases"]}
         assert phases["wipe"]["attempts"] == 1  # finished before the crash: not run again
