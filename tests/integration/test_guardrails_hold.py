@@ -41,7 +41,10 @@ def world_with_store(tmp_path: Path, inputs_dir: Path) -> Iterator[World]:
     key.write_text(SFTP_KEY)
     store = tmp_path / "backup.json"
     store.write_text(json.dumps({"host": "backup.invalid", "port": 2222, "user": "bk", "private_key": str(key),
-                                 "base_path": "/srv/backups"}))
+                                 "base_path": "/srv/backups",
+                                 # Pinned like every store (never dialled here): without it no backup phase runs.
+                                 "known_hosts_line": "[backup.invalid]:2222 ssh-ed25519 "
+                                                     "AAAAC3NzaC1lZDI1NTE5AAAAIIenRJx98nOqSZ+zxoHaonDcZiA+JCjMpCQcSXKpQn7S"}))
     env = base_env(tmp_path, PROVISIONER_BACKUP_STORE=str(store), PROVISIONER_TEST_PHASE_INPUTS=str(inputs_dir))
     with running_app(env) as w:
         yield w

@@ -707,7 +707,8 @@ def test_image_playbook_passes_the_device_to_the_shell_as_data(tmp_path: Path, s
             if k in ("url", "token", "bmap", "sha256", "target")} | {"verify_os_release": True}
     outcome = run_playbook(
         playbook=MODULE.parent.parent / "image.yml",
-        inventory={"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        inventory=lambda _known_hosts: {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}},
+        known_hosts=None,
         extravars={"prov_hosts": "localhost", "provisioner_allow_local": True,
                    "ansible_python_interpreter": sys.executable, "provisioner_image": spec},
         ssh_key=None, timeout_s=240, should_cancel=lambda: False, on_event=lambda ev: None, work_root=tmp_path,
