@@ -19,11 +19,17 @@ class PolicyOut(Out):
     codes: dict[str, dict[str, Any]] = Field(description="every guardrail code: rule, waivable, summary")
 
 
+NO_EDGE_SPACE = r"^\S(?:.*\S)?$"
+
+
 class WaiverIn(Strict):
-    code: str = Field(min_length=1, max_length=64, description="the violation code to waive, e.g. backup.required")
-    scope: str = Field(min_length=3, max_length=96,
+    # Strings are stripped before their length is checked (Strict): the patterns say so in the
+    # description, or schema-valid "  ab" would be refused as too short.
+    code: str = Field(min_length=1, max_length=64, pattern=NO_EDGE_SPACE,
+                      description="the violation code to waive, e.g. backup.required")
+    scope: str = Field(min_length=3, max_length=96, pattern=NO_EDGE_SPACE,
                        description="tenant:<name>, host:<id> or request:<id>; admission only honours tenant scopes")
-    justification: str = Field(min_length=1, max_length=4000)
+    justification: str = Field(min_length=1, max_length=4000, pattern=r"\S")
 
 
 class WaiverDecisionIn(Strict):
