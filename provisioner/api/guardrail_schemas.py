@@ -19,7 +19,8 @@ class PolicyOut(Out):
     codes: dict[str, dict[str, Any]] = Field(description="every guardrail code: rule, waivable, summary")
 
 
-NO_EDGE_SPACE = r"^\S(?:.*\S)?$"
+# Also leaves NUL out: a field with its own pattern does not get the generic no-NUL one.
+NO_EDGE_SPACE = r"^[^\s\x00](?:[^\x00]*[^\s\x00])?$"
 
 
 class WaiverIn(Strict):
@@ -27,9 +28,9 @@ class WaiverIn(Strict):
     # description, or schema-valid "  ab" would be refused as too short.
     code: str = Field(min_length=1, max_length=64, pattern=NO_EDGE_SPACE,
                       description="the violation code to waive, e.g. backup.required")
-    scope: str = Field(min_length=3, max_length=96, pattern=NO_EDGE_SPACE,
+    scope: str = Field(min_length=1, max_length=96, pattern=NO_EDGE_SPACE,
                        description="tenant:<name>, host:<id> or request:<id>; admission only honours tenant scopes")
-    justification: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+    justification: str = Field(min_length=1, max_length=4000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
 
 
 class WaiverDecisionIn(Strict):
