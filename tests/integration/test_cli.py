@@ -36,7 +36,9 @@ def _stored_key(data_dir: Path, host_id: int) -> str:
     from provisioner.store.models import Host
     from provisioner.store.secrets import decrypt
 
-    settings = Settings(data_dir=data_dir)
+    # Explicit, so settings an earlier in-process test left in os.environ (a PostgreSQL URL whose
+    # database is gone, a key set) cannot point this reader elsewhere than the service it checks.
+    settings = Settings(data_dir=data_dir, database_url=None, secret_key=None, secret_key_file=None)
     engine = make_engine(settings.effective_database_url)
     try:
         with Session(engine) as s:
