@@ -60,3 +60,14 @@ Instant = Annotated[
                     "maxLength": INSTANT_MAX_LENGTH,
                     "description": f"ISO 8601 date-time, years {EARLIEST_YEAR}-{LATEST_YEAR}"}),
 ]
+
+
+def _not_bool(v: Any) -> Any:
+    # JSON Schema's integer admits 954.0 but not true: pydantic's lax int takes both, so refuse bools.
+    if isinstance(v, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return v
+
+
+# A host count in a quota (0..100,000).
+QuotaCount = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(_not_bool)]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field
 
-from provisioner.api.bounds import MAX_POOLS, Instant
+from provisioner.api.bounds import MAX_POOLS, Instant, QuotaCount
 from provisioner.api.schemas import Name, Out, Strict, Timestamp
 
 
@@ -59,7 +59,7 @@ class WaiverOut(Out):
 
 
 class QuotaIn(Strict):
-    quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
+    quota: dict[Name, QuotaCount] = Field(
         max_length=MAX_POOLS, description="max hosts at once per pool; {} = unlimited, otherwise unlisted pools get 0")
 
 

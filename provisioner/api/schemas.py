@@ -8,7 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
 
-from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, MAX_POOLS, BodyId
+from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, MAX_POOLS, BodyId, QuotaCount
 from provisioner.core.host_keys import FINGERPRINT_PATTERN
 from provisioner.core.permissions import Role
 from provisioner.core.timeutil import iso
@@ -31,7 +31,7 @@ class Out(BaseModel):
 
 class TenantIn(Strict):
     name: Name
-    quota: dict[Name, Annotated[int, Field(ge=0, le=100_000)]] = Field(
+    quota: dict[Name, QuotaCount] = Field(
         default_factory=dict, max_length=MAX_POOLS, description="max hosts at once per pool")
 
 
