@@ -4,7 +4,6 @@ device over a sparse file on this machine (needs root). Markers written mid-devi
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
@@ -13,12 +12,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "prov_erase", ROOT / "playbooks" / "roles" / "provisioner" / "module_utils" / "prov_erase.py")
-assert spec and spec.loader
-prov_erase = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prov_erase)
+from tests.module_utils import load_module_util
+
+prov_erase = load_module_util("prov_erase")
 
 MiB = 1 << 20
 SIZE = 64 * MiB

@@ -3,16 +3,11 @@ the whole disk, one in each stratum, aligned for O_DIRECT, never past the end.""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "prov_erase", ROOT / "playbooks" / "roles" / "provisioner" / "module_utils" / "prov_erase.py")
-assert spec and spec.loader
-prov_erase = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prov_erase)
+from tests.module_utils import load_module_util
+
+prov_erase = load_module_util("prov_erase")
 CHUNK = prov_erase.CHUNK
 
 

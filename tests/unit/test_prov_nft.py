@@ -3,15 +3,11 @@ which the firewall phase and continuous compliance both judge by. Pure functions
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
-from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "playbooks/roles/provisioner/module_utils/prov_nft.py"
-spec = importlib.util.spec_from_file_location("prov_nft", SRC)
-assert spec and spec.loader
-nft = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nft)
+from tests.module_utils import load_module_util
+
+nft = load_module_util("prov_nft")
 
 N = ipaddress.ip_network
 

@@ -3,17 +3,14 @@ existing path), not a fixed /var/tmp/prov-restore-<job> that a local user could 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import stat
 from pathlib import Path
 
-UTIL = Path(__file__).resolve().parents[2] / "playbooks/roles/provisioner/module_utils/prov_restore.py"
-spec = importlib.util.spec_from_file_location("prov_restore", UTIL)
-assert spec and spec.loader
-prov_restore = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prov_restore)
+from tests.module_utils import MODULE_UTILS, load_module_util
+
+prov_restore = load_module_util("prov_restore")
 
 
 def test_scratch_dirs_are_fresh_private_and_unpredictable() -> None:
@@ -36,7 +33,7 @@ def test_scratch_dirs_are_fresh_private_and_unpredictable() -> None:
 
 
 def test_modules_use_it() -> None:
-    lib = UTIL.parents[1] / "library"
+    lib = MODULE_UTILS.parent / "library"
     for module in ("prov_restore_verify.py", "prov_compliance.py"):
         text = (lib / module).read_text()
         assert "make_scratch(" in text and '"/var/tmp/prov-restore-' not in text, module
