@@ -9,7 +9,6 @@ that workers on this machine left behind when they died (`workers/private_dirs.p
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from typing import cast
 
@@ -26,6 +25,7 @@ from provisioner.store.db import get_engine
 from provisioner.store.models import Job
 from workers import private_dirs
 from workers.leases import expire_leases
+from workers.periodic import PeriodicLoop
 
 log = logging.getLogger("provisioner.reconciler")
 
@@ -92,23 +92,7 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
     return counts
 
 
-class Reconciler:
+class Reconciler(PeriodicLoop):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
-
-    def start(self) -> Reconciler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.reconcile_seconds):
-            try:
-                reconcile_once(self.settings)
-            except Exception:
-                log.exception("reconcile pass failed; next pass in %.0fs", self.settings.reconcile_seconds)
+        super().__init__("reconciler", settings.reconcile_seconds, lambda: reconcile_once(settings), log=log)

@@ -12,7 +12,6 @@ secret or the body.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -27,6 +26,7 @@ from provisioner.store import secrets as secret_store
 from provisioner.store.config import Settings
 from provisioner.store.db import get_engine
 from provisioner.store.notify_models import Webhook, WebhookAttempt, WebhookDelivery
+from workers.periodic import PeriodicLoop
 
 log = logging.getLogger("provisioner.webhooks")
 
@@ -115,28 +115,26 @@ def deliver_due(settings: Settings, *, client: httpx.Client | None = None) -> di
     return counts
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(PeriodicLoop):
     """Runs `deliver_due` every `webhook_poll_seconds` on a thread, beside the reconciler."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webhook-dispatcher", daemon=True)
-
-    def start(self) -> WebhookDispatcher:
-        self._thread.start()
-        return self
+        # One connection pool for the dispatcher's life, closed when it stops.
+        self._client = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        super().__init__(
+            "webhook-dispatcher",
+            settings.webhook_poll_seconds,
+            self._pass,
+            join_timeout=settings.webhook_timeout_seconds + 5,
+            log=log,
+        )
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.settings.webhook_timeout_seconds + 5)
+        super().stop()
+        self._client.close()
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=self.settings.webhook_timeout_seconds, follow_redirects=False) as client:
-            while not self._stop.wait(self.settings.webhook_poll_seconds):
-                try:
-                    counts = deliver_due(self.settings, client=client)
-                    if any(counts.values()):
-                        log.info("webhooks: %s", counts)
-                except Exception:
-                    log.exception("webhook pass failed; next pass in %.1fs", self.settings.webhook_poll_seconds)
+    def _pass(self) -> None:
+        counts = deliver_due(self.settings, client=self._client)
+        if any(counts.values()):
+            log.info("webhooks: %s", counts)

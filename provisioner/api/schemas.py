@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from provisioner.api.bounds import MAX_CONSTRAINT_LABELS, MAX_HOST_LABELS, MAX_POOLS, BodyId, QuotaCount
 from provisioner.core.host_keys import FINGERPRINT_PATTERN
@@ -16,8 +24,25 @@ from provisioner.core.timeutil import iso
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
+def wants_number(annotation: object) -> bool:
+    """True for an int/float field (optional or not); bool is an int subclass but not a number here."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    return bool(args) and bool not in args and any(a in (int, float) for a in args)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: object, info: ValidationInfo) -> object:
+        # JSON Schema's integer admits 954.0 but not true, and pydantic's lax int takes both: a
+        # number field must refuse booleans itself, or `"count": true` would mean 1.
+        if isinstance(v, bool) and info.field_name and wants_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not a boolean")
+        return v
 
 
 # Times go out as ISO 8601 UTC with milliseconds and "Z". Typed per field: a serializer on every
