@@ -19,6 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.e2e import lab_known_hosts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,20 @@ def lab_status() -> tuple[str, list[dict], dict]:
     if not backup_json.exists():
         return f"{backup_json} missing (lab backup store not running)", [], {}
     return "", hosts, json.loads(backup_json.read_text())
+
+
+def lab_host_or_skip(name: str) -> tuple[dict, dict]:
+    """-> (the lab host called `name`, the backup store); skips the test, saying why, when either is missing.
+
+    e2e.sh fails a run with any skip unless skipping was asked for, so a skip here never passes CI silently.
+    """
+    reason, hosts, backup = lab_status()
+    if reason:
+        pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
+    host = next((h for h in hosts if h["name"] == name), None)
+    if host is None:
+        pytest.skip(f"lab host {name} not in vagrant/lab status output")
+    return host, backup
 
 
 class PlaybookHost:

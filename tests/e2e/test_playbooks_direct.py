@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.direct_lab import ANSIBLE_PLAYBOOK, DATA_DISKS, LAB, PLAYBOOKS, PlaybookHost, lab_status
+from tests.e2e.direct_lab import ANSIBLE_PLAYBOOK, DATA_DISKS, LAB, PLAYBOOKS, PlaybookHost, lab_host_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -58,12 +58,7 @@ class Lab(PlaybookHost):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Lab:
-    reason, hosts, backup = lab_status()
-    if reason:
-        pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
-    host = next((h for h in hosts if h["name"] == HOST), None)
-    if host is None:
-        pytest.skip(f"lab host {HOST} not in vagrant/lab status output")
+    host, backup = lab_host_or_skip(HOST)
     lab = Lab(host, backup, tmp_path_factory.mktemp("playbooks-e2e"), HOST)
     yield lab
     lab.remove_repository()

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.e2e.direct_lab import DATA_DISKS, PlaybookHost, lab_status
+from tests.e2e.direct_lab import DATA_DISKS, PlaybookHost, lab_host_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -61,12 +61,7 @@ print(json.dumps({"size": size, "read": len(spots), "nonzero": nonzero[:20], "no
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> PlaybookHost:
-    reason, hosts, backup = lab_status()
-    if reason:
-        pytest.skip(f"lab not available ({reason}); start it with 'vagrant/lab up'")
-    host = next((h for h in hosts if h["name"] == HOST), None)
-    if host is None:
-        pytest.skip(f"lab host {HOST} not in vagrant/lab status output")
+    host, backup = lab_host_or_skip(HOST)
     return PlaybookHost(host, backup, tmp_path_factory.mktemp("erase-e2e"), HOST)
 
 
