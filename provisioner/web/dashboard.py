@@ -102,7 +102,7 @@ def host_list(request: Request, p: Annotated[Principal, Depends(ui_principal)], 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends(ui_principal)],
-               s: DbSession) -> Response:
+               s: DbSession, note: Annotated[str, Query(max_length=2000)] = "") -> Response:
     try:
         if not allowed(p.role, "jobs:read"):
             raise Problem(403, "auth.forbidden", "Your role may not read jobs.")
@@ -118,7 +118,7 @@ def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends
                 and req.status in ratings.RATEABLE and req.ready_at is not None)
     return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status),
                 last_seq=events[-1].seq if events else 0, rating=rating, rateable=rateable,
-                note=request.query_params.get("note", "")[:200])
+                note=note)
 
 
 @router.post("/requests/{request_id}/rate")
@@ -134,7 +134,7 @@ def rate_request(request: Request, request_id: int, p: Annotated[Principal, Depe
         ratings.rate(s, req, score=score, comment=comment, user_id=p.user_id, actor_name=p.name,
                      request_id=p.request_id)
     except (Problem, DomainError) as exc:
-        return RedirectResponse(back + "?" + urlencode({"note": exc.detail}), status_code=303)
+        return RedirectResponse(back + "?" + urlencode({"note": exc.detail[:2000]}), status_code=303)
     return RedirectResponse(back, status_code=303)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import col, select
@@ -109,7 +109,10 @@ def create_request(request: Request, p: Annotated[Principal, Depends(form_princi
 
 @router.get("/{request_id}", response_class=HTMLResponse)
 def request_detail(request: Request, request_id: PathId, p: Annotated[Principal, Depends(ui_principal)],
-                   s: DbSession) -> Response:
+                   s: DbSession, note: Annotated[str, Query(max_length=2000)] = "",
+                   done: Annotated[str, Query(max_length=500)] = "") -> Response:
+    """A request: status, lease, jobs; the release and extend forms. `note`/`done`: what a form's
+    redirect says (a refusal, or what was done)."""
     try:
         req = requests.visible_request(s, p, request_id)
     except Problem as exc:
@@ -117,7 +120,7 @@ def request_detail(request: Request, request_id: PathId, p: Annotated[Principal,
     job_rows = s.exec(select(Job).where(Job.request_id == req.id).order_by(col(Job.id))).all()
     return page(request, "request.html", p, req=req, jobs=job_rows, rating=ratings.for_request(s, req.id or 0),
                 may_release=allowed(p.role, "requests:release"),
-                note=request.query_params.get("note", "")[:500], done=request.query_params.get("done", "")[:200])
+                note=note, done=done)
 
 
 def _back(request_id: int, **q: str) -> RedirectResponse:
@@ -162,5 +165,5 @@ def extend(request_id: PathId, p: Annotated[Principal, Depends(form_principal)],
 def _refused(request_id: int, problem: Problem) -> Response:
     if problem.status == 404:
         return _back(request_id)  # the detail page says "not found" itself
-    text = problem.detail + (f" ({problem.hint})" if problem.hint else "")
+    text = (problem.detail + (f" ({problem.hint})" if problem.hint else ""))[:2000]
     return _back(request_id, note=text)
