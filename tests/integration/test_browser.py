@@ -144,6 +144,9 @@ def customer_journey(page: Page, url: str, acme: Api, admin: Api, shots: Path) -
     # Rows appended by the page's script while the job runs (a reload would drop __samePage).
     page.wait_for_function("document.querySelectorAll('#events tr').length > 5 && window.__samePage",
                            timeout=240_000)
+    # The phases table follows the job's own updates: a later phase shows up before the page reloads.
+    page.wait_for_function("document.getElementById('phases').textContent.includes('firewall') "
+                           "&& window.__samePage", timeout=240_000)
     page.screenshot(path=str(shots / "03-job-live.png"), full_page=True)
     # The end event reloads the finished page: handed over, the rating form shown.
     expect(page.locator("#rate")).to_be_visible(timeout=300_000)
