@@ -105,3 +105,12 @@ def test_forms_without_the_sessions_csrf_token_are_refused(sqlite_world: World) 
     r = c.post("/ui/login", data={"token": w.tokens["cust_a"], "csrf": login_csrf(other)}, follow_redirects=False)
     assert r.status_code == 403
     assert len(sessions()) == 2
+
+
+def test_over_https_the_cookies_are_secure(sqlite_world: World) -> None:
+    c = TestClient(sqlite_world.client.app, base_url="https://testserver")
+    assert "Secure" in c.get("/ui/login").headers["set-cookie"]
+    r = c.post("/ui/login", data={"token": sqlite_world.tokens["cust_a"], "csrf": login_csrf(c)},
+               follow_redirects=False)
+    session_cookie = r.headers.get_list("set-cookie")[0]
+    assert r.status_code == 303 and session_cookie.startswith("prov_session=") and "Secure" in session_cookie
