@@ -1,11 +1,13 @@
 """SSE delivery delay: from an event's commit to the client reading it on GET /v1/jobs/{id}/stream,
-against the 1 s polling of /v1/jobs/{id}/events that `jobs watch` did before.
+against the 1 s polling of /v1/jobs/{id}/events that `jobs watch` did before, and (with --browser) to
+a real browser: Debian's chromium, signed in to the dashboard, on the job page whose EventSource
+follows /ui/jobs/{id}/stream; the page notes each event's arrival (Date.now(), the same clock).
 
 A real `provisioner serve` on a fresh PostgreSQL database; a producer commits one event at a time
 (random gaps of 10-100 ms, like ansible's task events) and notes the commit time; the clients note
 when each event arrives. Prints p50/p95/p99/max of both. Not a test.
 
-Usage: .venv/bin/python bench/bench_sse.py [--events 300] [--streams 1]
+Usage: .venv/bin/python bench/bench_sse.py [--events 300] [--streams 1] [--browser]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -51,6 +55,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300)
     ap.add_argument("--streams", type=int, default=1, help="SSE clients following the same job")
     ap.add_argument("--sse-poll", type=float, default=0.05, help="PROVISIONER_SSE_POLL_SECONDS")
+    ap.add_argument("--browser", action="store_true", help="also follow the job page in chromium (Playwright)")
     args = ap.parse_args()
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as c:
@@ -89,7 +94,8 @@ def main() -> None:
         sse_delays: list[float] = []
         poll_delays: list[float] = []
         lock = threading.Lock()
-        ready = threading.Barrier(args.streams + 2)
+        browser_delays: list[float] = []
+        ready = threading.Barrier(args.streams + 2 + (1 if args.browser else 0))
 
         def follow_sse() -> None:
             with httpx.Client(timeout=httpx.Timeout(30, read=None)) as http, \
@@ -118,8 +124,16 @@ def main() -> None:
                         return
                     time.sleep(1.0)
 
+        def follow_in_browser() -> None:
+            arrivals = browser_arrivals(base, token, job_id, ready, done=lambda: len(committed) >= args.events,
+                                        expected=args.events)
+            with lock:
+                browser_delays.extend((at / 1000 - committed[seq]) * 1000 for at, seq in arrivals)
+
         threads = [threading.Thread(target=follow_sse) for _ in range(args.streams)]
         threads.append(threading.Thread(target=follow_polling))
+        if args.browser:
+            threads.append(threading.Thread(target=follow_in_browser))
         for t in threads:
             t.start()
         ready.wait()
@@ -144,16 +158,67 @@ def main() -> None:
         print(f"events: {args.events} over {produced:.1f}s, {args.streams} SSE stream(s), "
               f"PROVISIONER_SSE_POLL_SECONDS={args.sse_poll}, PostgreSQL, one API process")
         print(summary("SSE (event stored->client)", sse_delays))
+        if args.browser:
+            print(summary("SSE (stored->chromium page)", browser_delays))
         print(summary("1 s polling (before)", poll_delays))
         print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
               + f" on {os.cpu_count()} CPUs")
         print(f"goal: SSE p99 <= 200 ms: {'met' if pct(sse_delays, 99) <= 200 else 'MISSED'}")
+        if args.browser:
+            print(f"goal in the browser: p99 <= 200 ms: {'met' if pct(browser_delays, 99) <= 200 else 'MISSED'}; "
+                  f"browser/client p99 ratio {pct(browser_delays, 99) / pct(sse_delays, 99):.2f}")
     finally:
         svc.terminate()
         svc.wait(timeout=15)
         engine.dispose()
         with psycopg.connect(ADMIN, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Each message of the job page's EventSource goes to Python with its arrival time in the page.
+RECORD_ARRIVALS = """
+(() => {
+  const Orig = window.EventSource;
+  function Recording(url, opts) {
+    const es = new Orig(url, opts);
+    es.addEventListener("open", () => { window.__sseOpen = true; });
+    es.addEventListener("event", (m) => window.__sseArrived(Date.now(), Number(m.lastEventId)));
+    return es;
+  }
+  Recording.prototype = Orig.prototype;
+  window.EventSource = Recording;
+})();
+"""
+
+
+def browser_arrivals(base: str, token: str, job_id: int, ready: threading.Barrier, done: Callable[[], bool],
+                     expected: int) -> list[tuple[float, int]]:
+    """Sign in to the dashboard in chromium, open the job page, note each event's arrival (ms, seq)."""
+    from playwright.sync_api import sync_playwright
+
+    arrivals: list[tuple[float, int]] = []
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=shutil.which("chromium") or "chromium", headless=True,
+                               args=["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else []))
+        page = b.new_page()
+        page.goto(base + "/ui/login")
+        page.fill("input[name=token]", token)
+        page.click("#sign-in")
+        page.wait_for_url(base + "/ui")
+        page.expose_function("__sseArrived", lambda at, seq: arrivals.append((at, seq)))
+        page.add_init_script(RECORD_ARRIVALS)
+        page.goto(f"{base}/ui/jobs/{job_id}")
+        page.wait_for_function("window.__sseOpen === true")
+        ready.wait()
+        deadline = None
+        while True:
+            page.wait_for_timeout(100)  # lets Playwright deliver the page's calls
+            if done():
+                deadline = deadline or time.monotonic() + 30
+                if len({seq for _, seq in arrivals}) >= expected or time.monotonic() > deadline:
+                    break
+        b.close()
+    return arrivals
 
 
 if __name__ == "__main__":

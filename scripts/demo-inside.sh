@@ -47,7 +47,10 @@ ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$WORK/known_hosts" -o Gl
   -o LogLevel=ERROR -p "$PORT" -i "$WORK/customer_key" "customer@$ADDR" 'echo "logged in as $(id -un) on $(hostname)"; cat /proc/mdstat | head -3'
 
 say "the customer's dashboard shows the same numbers ($PROVISIONER_URL/ui in a browser)"
-curl -fsS -c "$WORK/ui.cookies" -o /dev/null --data-urlencode "token=$CU_TOKEN" "$PROVISIONER_URL/ui/login"
+# The sign-in form carries a one-off CSRF value that must match its cookie (as a browser sends both).
+LOGIN_CSRF=$(curl -fsS -c "$WORK/ui.cookies" "$PROVISIONER_URL/ui/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p')
+curl -fsS -b "$WORK/ui.cookies" -c "$WORK/ui.cookies" -o /dev/null --data-urlencode "token=$CU_TOKEN" \
+  --data-urlencode "csrf=$LOGIN_CSRF" "$PROVISIONER_URL/ui/login"
 curl -fsS -b "$WORK/ui.cookies" "$PROVISIONER_URL/ui" | python3 -c '
 import html, re, sys
 card = re.search(r"<div[^>]*id=\"slo\">.*?</div>\s*</div>", sys.stdin.read(), re.S)

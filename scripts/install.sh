@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf 'install: %s\n' "$*" >&2; }
 
+# chromium: the dashboard's browser test (tests/integration/test_browser.py drives it with Playwright).
 APT_PACKAGES=(python3 python3-venv python3-dev gcc postgresql redis-server openssh-client openssh-server
-              rsync procps psmisc curl prometheus)
+              rsync procps psmisc curl prometheus chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -100,7 +100,9 @@ def create_token(user_id: PathId, body: TokenIn, p: Annotated[Principal, Depends
 
 @router.delete("/tokens/{token_id}", status_code=204,
                summary="Revoke an API token (at once on this API process, within PROVISIONER_AUTH_CACHE_SECONDS "
-                       "on the others)")
+                       "on the others); the dashboard sessions signed in with it end at once",
+               description="Each dashboard page view checks its session's token in the database, so a "
+                           "browser signed in with the token is sent to the sign-in page on its next view.")
 def revoke_token(token_id: Annotated[str, Path(max_length=64)], request: Request,
                  p: Annotated[Principal, Depends(require("tokens:write"))], s: DbSession) -> None:
     tok = s.exec(select(ApiToken).where(ApiToken.token_id == token_id)).first()

@@ -11,7 +11,14 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
-from provisioner.store import guardrail_models, image_models, migrate, models, notify_models  # noqa: F401  (registers the tables)
+from provisioner.store import (  # noqa: F401  (registers the tables)
+    guardrail_models,
+    image_models,
+    migrate,
+    models,
+    notify_models,
+    session_models,
+)
 from provisioner.store.config import Settings, get_settings
 
 _engines: dict[str, Engine] = {}

@@ -1,18 +1,16 @@
-"""The web dashboard: read-only HTML views of what the API shows a user (their jobs with phases and
-SLIs, SLO attainment, hosts and compliance), for customers and operators in a browser.
+"""The web dashboard: HTML views of what the API shows a user (their jobs with phases and SLIs, SLO
+attainment, hosts and compliance), for customers and operators in a browser, and the customer's
+forms (request, release, extend, rate: request_pages.py and the job page's rating form).
 
-Sign-in is the user's API token, pasted once and kept in an HttpOnly, SameSite=Strict cookie scoped
-to /ui; every page resolves it exactly like the API's bearer header (same cache, same checks) and
-reads through the API's own functions, so tenant scoping and permissions are the API's. Pages change
-nothing but a customer's rating of a delivered request (a form; the SameSite=Strict cookie is not sent
-with a cross-site post), so a forged cross-site link can do no harm.
+Sign-in opens a server-side session (sessions.py: the cookie holds a random session id, never the
+API token); every page reads and writes through the API's own functions, so tenant scoping,
+permissions, guardrails and audit entries are the API's. Every form carries the session's CSRF token.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -20,12 +18,11 @@ from cachetools import TTLCache
 from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
 from provisioner.api import compliance, hosts, jobs, requests
 from provisioner.api.bounds import PathId
-from provisioner.api.deps import DbSession, Principal, principal_for_token
+from provisioner.api.deps import DbSession, Principal
 from provisioner.api.job_stream import resume_point, stream_events
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem
@@ -33,21 +30,17 @@ from provisioner.core.errors import DomainError
 from provisioner.core.job_states import is_terminal
 from provisioner.core.permissions import allowed
 from provisioner.core.sli import slo_summary
-from provisioner.core.timeutil import iso
 from provisioner.services import ratings
 from provisioner.services.slo_report import slo_report, status_document
 from provisioner.store.config import get_settings
 from provisioner.store.models import HostRequest, Job, JobEvent
 from provisioner.store.notify_models import Rating
+from provisioner.web import request_pages, sessions
+from provisioner.web.pages import page
+from provisioner.web.sessions import form_principal, ui_principal
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-templates.env.filters["iso"] = iso
-templates.env.filters["secs"] = lambda v: "-" if v is None else f"{v:,.1f} s"
-templates.env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{v * 100:.{d}f}%"
-templates.env.filters["burn"] = lambda v: "-" if v is None else f"{v:.2f}x"
 
-COOKIE = "prov_token"
 SLO_CACHE_SECONDS = 30
 _slo_cache: TTLCache[tuple[str, int | None], list[dict[str, Any]]] = TTLCache(maxsize=1024, ttl=SLO_CACHE_SECONDS)
 _slo_lock = threading.Lock()
@@ -55,59 +48,11 @@ _slo_lock = threading.Lock()
 SLO_WINDOW = 200
 
 
-class SignInRequired(Exception):
-    def __init__(self, reason: str = "") -> None:
-        self.reason = reason
-
-
 def install(app: Any) -> None:
     app.include_router(router)
-
-    @app.exception_handler(SignInRequired)
-    async def _sign_in(request: Request, exc: SignInRequired) -> Response:
-        resp = RedirectResponse("/ui/login" + (f"?reason={exc.reason}" if exc.reason else ""), status_code=303)
-        if exc.reason:
-            resp.delete_cookie(COOKIE, path="/ui")
-        return resp
-
-
-async def ui_principal(request: Request) -> Principal:
-    token = request.cookies.get(COOKIE)
-    if not token:
-        raise SignInRequired()
-    try:
-        return await principal_for_token(request, token)
-    except Problem:
-        raise SignInRequired("expired") from None
-
-
-def page(request: Request, name: str, p: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"me": p, **ctx}, status_code=status)
-
-
-@router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, reason: str = "") -> HTMLResponse:
-    note = "Your token was revoked or has expired: sign in again." if reason == "expired" else ""
-    return page(request, "login.html", None, note=note)
-
-
-@router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, token: Annotated[str, Form(max_length=512)] = "") -> Response:
-    try:
-        await principal_for_token(request, token)
-    except Problem as exc:
-        return page(request, "login.html", None, status=401, note=f"Not signed in: {exc.detail}.")
-    resp = RedirectResponse("/ui", status_code=303)
-    resp.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path="/ui",
-                    secure=request.url.scheme == "https", max_age=12 * 3600)
-    return resp
-
-
-@router.post("/logout")
-def logout() -> Response:
-    resp = RedirectResponse("/ui/login", status_code=303)
-    resp.delete_cookie(COOKIE, path="/ui")
-    return resp
+    app.include_router(sessions.router)
+    app.include_router(request_pages.router)
+    sessions.install_handlers(app)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -157,7 +102,7 @@ def host_list(request: Request, p: Annotated[Principal, Depends(ui_principal)], 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends(ui_principal)],
-               s: DbSession) -> Response:
+               s: DbSession, note: Annotated[str, Query(max_length=2000)] = "") -> Response:
     try:
         if not allowed(p.role, "jobs:read"):
             raise Problem(403, "auth.forbidden", "Your role may not read jobs.")
@@ -173,15 +118,14 @@ def job_detail(request: Request, job_id: PathId, p: Annotated[Principal, Depends
                 and req.status in ratings.RATEABLE and req.ready_at is not None)
     return page(request, "job.html", p, job=job, events=events, longest=longest, running=not is_terminal(job.status),
                 last_seq=events[-1].seq if events else 0, rating=rating, rateable=rateable,
-                note=request.query_params.get("note", "")[:200])
+                note=note)
 
 
 @router.post("/requests/{request_id}/rate")
-def rate_request(request: Request, request_id: int, p: Annotated[Principal, Depends(ui_principal)], s: DbSession,
+def rate_request(request: Request, request_id: int, p: Annotated[Principal, Depends(form_principal)], s: DbSession,
                  job_id: Annotated[int, Form(ge=1)], score: Annotated[int, Form(ge=1, le=5)],
                  comment: Annotated[str, Form(max_length=ratings.MAX_COMMENT)] = "") -> Response:
-    """The job page's rating form (the only write the dashboard makes: SameSite=Strict keeps the
-    cookie off cross-site posts). Refusals come back as a note on the job page."""
+    """The job page's rating form. Refusals come back as a note on the job page."""
     back = f"/ui/jobs/{job_id}"
     try:
         if not allowed(p.role, "ratings:write"):
@@ -190,7 +134,7 @@ def rate_request(request: Request, request_id: int, p: Annotated[Principal, Depe
         ratings.rate(s, req, score=score, comment=comment, user_id=p.user_id, actor_name=p.name,
                      request_id=p.request_id)
     except (Problem, DomainError) as exc:
-        return RedirectResponse(back + "?" + urlencode({"note": exc.detail}), status_code=303)
+        return RedirectResponse(back + "?" + urlencode({"note": exc.detail[:2000]}), status_code=303)
     return RedirectResponse(back, status_code=303)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.harness import PUBKEY, World
 from tests.integration.test_bad_input import assert_problem, counts
+from tests.integration.test_dashboard import signed_in
 
 INT_MAX = 2**31 - 1
 OUT_OF_RANGE = [2**31, 2**63, 2**64, 10**30]
@@ -143,11 +144,13 @@ def test_id_filters_and_body_ids_beyond_the_column_range(w: World) -> None:
 
 
 def test_dashboard_job_id_beyond_the_column_range(w: World) -> None:
-    w.client.post("/ui/login", data={"token": w.tokens["operator"]}, follow_redirects=False)
+    c = signed_in(w, "operator")
     for value in OUT_OF_RANGE:
-        r = w.client.get(f"/ui/jobs/{value}", follow_redirects=False)
-        assert r.status_code in (404, 422), (value, r.status_code, r.text[:300])
-    assert w.client.get(f"/ui/jobs/{INT_MAX}", follow_redirects=False).status_code == 404
+        for path in (f"/ui/jobs/{value}", f"/ui/requests/{value}"):
+            r = c.get(path, follow_redirects=False)
+            assert r.status_code in (404, 422), (value, r.status_code, r.text[:300])
+    assert c.get(f"/ui/jobs/{INT_MAX}", follow_redirects=False).status_code == 404
+    assert c.get(f"/ui/requests/{INT_MAX}", follow_redirects=False).status_code == 404
 
 
 def test_datetimes_at_the_calendar_edges(w: World) -> None:

@@ -9,23 +9,44 @@ from fastapi.testclient import TestClient
 from tests.integration.harness import World
 
 
+def login_csrf(c: TestClient) -> str:
+    """The sign-in form's one-off CSRF value (also set as the prov_login cookie)."""
+    m = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text)
+    assert m, "no CSRF field on the sign-in form"
+    return m.group(1)
+
+
+def page_csrf(c: TestClient, path: str = "/ui") -> str:
+    """The session's CSRF token, as a page's forms carry it."""
+    m = re.search(r'name="csrf" value="([^"]+)"', c.get(path).text)
+    assert m, f"no CSRF field on {path}"
+    return m.group(1)
+
+
+def sign_in(c: TestClient, token: str) -> None:
+    r = c.post("/ui/login", data={"token": token, "csrf": login_csrf(c)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui", r.text
+    cookie = r.headers.get_list("set-cookie")[0]
+    assert cookie.startswith("prov_session=") and token not in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/;" in cookie
+    assert "Secure" not in cookie  # plain http here; over https the cookie is Secure
+
+
 def signed_in(w: World, who: str) -> TestClient:
     c = TestClient(w.client.app, base_url="http://testserver")
-    r = c.post("/ui/login", data={"token": w.tokens[who]}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/ui", r.text
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    sign_in(c, w.tokens[who])
     return c
 
 
 def test_pages_need_a_valid_token(sqlite_world: World) -> None:
     c = TestClient(sqlite_world.client.app)
-    for path in ("/ui", "/ui/hosts", "/ui/jobs/1"):
+    for path in ("/ui", "/ui/hosts", "/ui/jobs/1", "/ui/requests", "/ui/requests/new", "/ui/requests/1"):
         r = c.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/ui/login", path
-    r = c.post("/ui/login", data={"token": "prov_nope_nope"}, follow_redirects=False)
-    assert r.status_code == 401 and "Not signed in" in r.text and "set-cookie" not in r.headers
-    c.cookies.set("prov_token", "prov_forged_cookie", path="/ui")
+    r = c.post("/ui/login", data={"token": "prov_nope_nope", "csrf": login_csrf(c)}, follow_redirects=False)
+    assert r.status_code == 401 and "Not signed in" in r.text and "prov_session" not in r.headers.get("set-cookie", "")
+    # The raw API token is no session: a cookie holding it signs nobody in.
+    c.cookies.set("prov_session", sqlite_world.tokens["admin"], path="/")
     r = c.get("/ui", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui/login?reason=expired"
 
@@ -34,7 +55,7 @@ def test_revoked_token_signs_the_browser_out(sqlite_world: World) -> None:
     w = sqlite_world
     tok = w.post("admin", f"/v1/users/{w.ids['cust_a']}/tokens", {"name": "browser"}).json()
     c = TestClient(w.client.app)
-    c.post("/ui/login", data={"token": tok["token"]}, follow_redirects=False)
+    sign_in(c, tok["token"])
     assert c.get("/ui").status_code == 200
     assert w.client.delete(f"/v1/tokens/{tok['token_id']}", headers=w.h("admin")).status_code == 204
     r = c.get("/ui", follow_redirects=False)
@@ -76,8 +97,8 @@ def test_customer_sees_their_job_phases_slo_and_hosts_only(world: World) -> None
 
 def test_sign_out_clears_the_cookie(sqlite_world: World) -> None:
     c = signed_in(sqlite_world, "operator")
-    r = c.post("/ui/logout", follow_redirects=False)
-    assert r.status_code == 303 and 'prov_token=""' in r.headers["set-cookie"]
+    r = c.post("/ui/logout", data={"csrf": page_csrf(c)}, follow_redirects=False)
+    assert r.status_code == 303 and 'prov_session=""' in r.headers["set-cookie"]
     assert c.get("/ui", follow_redirects=False).status_code == 303
 
 
@@ -120,10 +141,16 @@ def test_customer_rates_from_the_job_page_and_operators_see_the_escalation(sqlit
     a = signed_in(w, "cust_a")
     assert 'id="rate"' in a.get(f"/ui/jobs/{job_id}").text
     b = signed_in(w, "cust_b")
-    r = b.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 1}, follow_redirects=False)
+    r = b.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 1, "csrf": page_csrf(b)},
+               follow_redirects=False)
     assert r.status_code == 303 and "note=" in r.headers["location"]  # not theirs: refused, nothing written
     assert w.get("cust_a", f"/v1/requests/{req['id']}/rating").status_code == 404
     r = a.post(f"/ui/requests/{req['id']}/rate", data={"job_id": job_id, "score": 2, "comment": "<b>slow</b>"},
+               follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text  # without the session's token: refused, nothing written
+    assert w.get("cust_a", f"/v1/requests/{req['id']}/rating").status_code == 404
+    r = a.post(f"/ui/requests/{req['id']}/rate",
+               data={"job_id": job_id, "score": 2, "comment": "<b>slow</b>", "csrf": page_csrf(a)},
                follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/ui/jobs/{job_id}"
     page = a.get(f"/ui/jobs/{job_id}").text
