@@ -374,7 +374,9 @@ def cpu_of_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def tool_command(tool: str, url: str, bmap_xml: Path, dest: str, args_file: Path) -> list[str]:
+def tool_command(
+    tool: str, url: str, bmap_xml: Path, dest: str, args_file: Path, module_path: Path = MODULE
+) -> list[str]:
     if tool == "dd":
         return [
             "bash", "-o", "pipefail", "-c",
@@ -391,7 +393,7 @@ def tool_command(tool: str, url: str, bmap_xml: Path, dest: str, args_file: Path
             url.replace("http://", f"http://bench:{TOKEN}@"),
             dest,
         ]
-    return [sys.executable, str(MODULE), str(args_file)]
+    return [sys.executable, str(module_path), str(args_file)]
 
 
 def run_tool(
@@ -404,6 +406,7 @@ def run_tool(
     dest: str,
     args_dir: Path,
     writer_args: dict[str, Any],
+    module_path: Path = MODULE,
 ) -> tuple[float, dict[str, Any]]:
     args_file = args_dir / "args.json"
     source = zst if tool == "ours-zstd" else image
@@ -419,7 +422,7 @@ def run_tool(
             **writer_args,
         }
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    cmd = tool_command(tool, f"{base}/{source.name}", bmap_xml, dest, args_file)
+    cmd = tool_command(tool, f"{base}/{source.name}", bmap_xml, dest, args_file, module_path)
     cpu0 = cpu_of_children()
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -464,7 +467,9 @@ def bench(opts: argparse.Namespace) -> list[Run]:
                 for tool in opts.tools:
                     target.refill(old_data)
                     prepare_cache(opts.cache, zst if tool == "ours-zstd" else image)
-                    seconds, detail = run_tool(tool, image, bmap, bmap_xml, zst, base, dest, workdir, opts.writer_args)
+                    seconds, detail = run_tool(
+                        tool, image, bmap, bmap_xml, zst, base, dest, workdir, opts.writer_args, opts.module
+                    )
                     ok, holes = not detail.get("failed"), "-"
                     if ok and opts.check:
                         ok, holes = target.check(bmap, old_data)
@@ -559,6 +564,7 @@ def main() -> None:
         help="after each run, hash the target's mapped ranges against the bmap and report its holes (default on)",
     )
     ap.add_argument("--writer-args", type=json.loads, default={}, help="JSON object of extra module parameters")
+    ap.add_argument("--module", type=Path, default=MODULE, help="writer module to run (another checkout's, to compare)")
     opts = ap.parse_args()
     opts.tools = [t for t in opts.tools.split(",") if t]
     opts.images = [i for i in opts.images.split(",") if i]
