@@ -11,6 +11,14 @@ Design notes (why it is built this way):
   streams in; on the zstd path every hole is also checked to decompress to zeros. Together with a
   bmap bound to the expected image (``sha256`` must equal ``bmap.sha256``) that is equivalent to
   checking the whole image's sha256, but it lets a corrupt range be named.
+* Read-back (``verify``), without hashing twice. With O_DIRECT each chunk is read back from the
+  device as soon as its write returns and compared byte for byte (memcmp) with the buffer it was
+  written from, the very buffer that was fed to the range's sha256. A range counts as verified
+  once its sha256 matched and all its chunks compared equal: the device then holds bytes whose
+  sha256 is the bmap's, exactly what re-hashing the range would prove, for a memcmp instead of a
+  second sha256 pass. Chunks written without O_DIRECT (a target refusing it) could be read back
+  from the page cache, so their ranges are re-read after the final fsync and cache drop and
+  re-hashed instead; so are the ranges in the first MiB, after the head is written.
 * Never bootable when incomplete. The first MiB of the target (MBR, GPT header, boot loader) is
   zeroed before anything else is written and the image's first MiB is written only after every
   range hashed correctly, the rest was flushed and (with ``verify``) read back correctly.
@@ -19,12 +27,16 @@ Design notes (why it is built this way):
   kernel writes the zeros), BLKDISCARD only when the device guarantees discarded blocks read as
   zeros; plain zero writes when all of that fails.
 * Speed. Uncompressed images with Range support: only data ranges are fetched, by several workers
-  in parallel (this is what beats dd on sparse images). zstd images: one HTTP stream decompressed
-  in its own thread. Either way hashing and writing run in other threads, joined by bounded
-  queues of preallocated, page-aligned 4 MiB buffers (bounded memory, O_DIRECT-ready). hashlib,
-  zstd, socket and file I/O all release the GIL, so the stages really overlap.
-* Durability. Periodic fsync (``fsync_interval``) keeps the device busy and dirty memory bounded
-  instead of one huge flush at the end; the final fsyncs are part of the timings.
+  in parallel (this is what beats dd on sparse images); each worker downloads, hashes, writes and
+  reads back its range chunk by chunk in its own thread with its own two page-aligned buffers
+  (O_DIRECT-ready), so nothing is handed between threads and the workers overlap one another's
+  network, CPU and device waits. zstd images (and servers without Range): one HTTP stream
+  decompressed in its own thread, then hashing, writer and checker threads joined by bounded
+  queues of preallocated buffers. hashlib, zstd, socket and file I/O and the ctypes memcmp all
+  release the GIL, so the stages really overlap.
+* Durability. O_DIRECT writes leave no dirty pages: one fsync at the end (and one after the head)
+  flushes the device's cache. Buffered writes get a periodic fsync (``fsync_interval``) that keeps
+  dirty memory bounded. The fsyncs are part of the timings.
 * Resume. Transport-level: a dropped or stalled connection is re-opened with a Range request for
   the exact next byte, and the bytes go on into the same sha256 / zstd decompressor state (the
   decompressor consumed exactly the compressed bytes received so far, so continuing the byte stream
@@ -96,23 +108,30 @@ options:
     type: path
     required: true
   verify:
-    description: Read every data range back after writing and compare its sha256.
+    description: >-
+      Read every written byte back from the device: with O_DIRECT each chunk is compared with the
+      buffer it was written from (that buffer was hashed), otherwise each range is re-read after
+      the final fsync and its sha256 compared.
     type: bool
     default: true
   download_workers:
-    description: Parallel range downloads (uncompressed images with Range support).
+    description: >-
+      Parallel range workers (uncompressed images with Range support), each downloading, hashing,
+      writing and reading back its own ranges.
     type: int
     default: 4
   write_workers:
-    description: Threads issuing writes.
+    description: Threads issuing writes (stream path; range workers write themselves).
     type: int
     default: 2
   verify_workers:
-    description: Threads reading back for verification.
+    description: Threads reading back for verification (stream path, and the re-hash after the final fsync).
     type: int
     default: 4
   queue_depth:
-    description: Number of in-flight chunk buffers (memory is queue_depth * chunk_size).
+    description: >-
+      Number of in-flight chunk buffers on the stream path (memory is queue_depth * chunk_size);
+      range workers use two buffers each.
     type: int
     default: 8
   chunk_size:
@@ -120,7 +139,7 @@ options:
     type: int
     default: 4194304
   fsync_interval:
-    description: Bytes written between periodic fsyncs.
+    description: Bytes written without O_DIRECT between periodic fsyncs.
     type: int
     default: 67108864
   direct_io:

@@ -19,7 +19,15 @@ import time
 from ansible.module_utils.prov_bmap import fmt_range, holes_of
 from ansible.module_utils.prov_image_control import Control, DownloadError, ImageCorrupt, MiB, WriterError
 from ansible.module_utils.prov_image_http import Http, HttpClient, RangeReader
-from ansible.module_utils.prov_image_target import BLOCK, ZERO_CHUNK, ZEROS, Syncer, Target
+from ansible.module_utils.prov_image_target import (
+    BLOCK,
+    ZERO_CHUNK,
+    ZEROS,
+    Syncer,
+    Target,
+    buffer_address,
+    same_bytes,
+)
 
 HEAD_SIZE = MiB  # written last: holds MBR / GPT header / boot loader
 
@@ -30,8 +38,14 @@ class BufferPool:
     def __init__(self, count: int, size: int) -> None:
         self.size = size
         self._free: queue.Queue = queue.Queue()
+        self.address: dict[int, int] = {}  # id(buffer) -> its address, for memcmp
+        self._anchors = []
         for _ in range(count):
-            self._free.put(mmap.mmap(-1, size))
+            buf = mmap.mmap(-1, size)
+            addr, anchor = buffer_address(buf)
+            self.address[id(buf)] = addr
+            self._anchors.append(anchor)
+            self._free.put(buf)
 
     def get(self, ctl: Control) -> mmap.mmap:
         return ctl.get(self._free)  # type: ignore[return-value]
@@ -41,36 +55,43 @@ class BufferPool:
 
 
 class RangeTracker:
-    """Knows when a range is both hash-checked and fully written, so it can be read back at once.
+    """Knows when a range is verified: its sha256 matched the bmap while it streamed in, and every
+    chunk of it read back from the device equal to the buffer it was written from (the buffer that
+    was hashed). Both together say the device holds bytes whose sha256 is the bmap's, without
+    hashing the range a second time.
 
-    Verifying while later ranges still stream overlaps the read-back with the download instead of
-    adding a second pass at the end. Ranges touching the first MiB wait for the head write.
+    A chunk that could not be compared at once (written without O_DIRECT, so an immediate read
+    could come from the page cache) marks its range "late": read back and re-hashed after the final
+    fsync instead. Ranges touching the first MiB are re-hashed after the head write.
     """
 
-    def __init__(self, ranges: list[tuple[int, int, str]], head_len: int, ready: queue.Queue | None) -> None:
+    def __init__(self, ranges: list[tuple[int, int, str]], head_len: int) -> None:
         self._lock = threading.Lock()
         self._pending = [0] * len(ranges)
         self._hashed = [False] * len(ranges)
-        self._head = [start < head_len for start, _, _ in ranges]
-        self._ready = ready
+        self._late = [start < head_len for start, _, _ in ranges]
+        self.verified: set[int] = set()
 
     def add(self, idx: int) -> None:
         with self._lock:
             self._pending[idx] += 1
 
-    def wrote(self, idx: int) -> None:
+    def done(self, idx: int, compared: bool) -> None:
+        """One chunk of range ``idx`` is written and, when ``compared``, read back equal."""
         with self._lock:
             self._pending[idx] -= 1
-            self._maybe_ready(idx)
+            if not compared:
+                self._late[idx] = True
+            self._settle(idx)
 
     def hashed(self, idx: int) -> None:
         with self._lock:
             self._hashed[idx] = True
-            self._maybe_ready(idx)
+            self._settle(idx)
 
-    def _maybe_ready(self, idx: int) -> None:
-        if self._ready is not None and self._hashed[idx] and not self._pending[idx] and not self._head[idx]:
-            self._ready.put(idx)
+    def _settle(self, idx: int) -> None:
+        if self._hashed[idx] and not self._pending[idx] and not self._late[idx]:
+            self.verified.add(idx)
 
 
 class Job:
@@ -94,37 +115,92 @@ class Job:
         # Early read-back needs O_DIRECT: then a finished write is on the device (or its cache) and
         # a direct read sees it; buffered writes are verified after the final fsync instead.
         self.early_verify = bool(p["verify"] and target.direct)
-        self.verify_q: queue.Queue = queue.Queue()
-        self.tracker = RangeTracker(self.ranges, self.head_len, self.verify_q if self.early_verify else None)
-        self.verified: set[int] = set()
+        self.check_q: queue.Queue = queue.Queue()  # written buffers waiting for their read-back
+        self.tracker = RangeTracker(self.ranges, self.head_len)
+        self.verified = self.tracker.verified
 
     # ---- writers ------------------------------------------------------------------------------
 
     def writer(self) -> None:
-        """Takes (buffer, [(target_offset, buffer_offset, length, range_idx)]); None ends the stage."""
+        """Stream path: takes (buffer, [(target_offset, buffer_offset, length, range_idx)]); None
+        ends the stage. With early verification the buffer then goes to a checker, which reads the
+        chunk back and returns the buffer to the pool; otherwise it goes back to the pool at once.
+        """
         while True:
             item = self.ctl.get(self.write_q)
             if item is None:
                 return
             buf, segments = item
-            view = memoryview(buf)
-            t0 = time.monotonic()
-            written = 0
-            for off, boff, length, idx in segments:
-                seg = view[boff : boff + length]
-                if off < self.head_len:  # keep the first MiB for last
-                    cut = min(length, self.head_len - off)
-                    self.head[off : off + cut] = seg[:cut]
-                    off, boff, length, seg = off + cut, boff + cut, length - cut, seg[cut:]
-                if length:
-                    self.target.write(off, seg, aligned_buffer=boff % BLOCK == 0)
-                    written += length
-                self.tracker.wrote(idx)
-            self.ctl.add_time("write", time.monotonic() - t0)
-            self.ctl.count("bytes_written", written)
-            view.release()
-            self.pool.put(buf)
-            self.syncer.wrote(written)
+            done = self.write_segments(buf, segments)
+            if self.early_verify:
+                self.ctl.put(self.check_q, (buf, done))
+            else:
+                for _, _, _, idx, _ in done:
+                    self.tracker.done(idx, compared=False)
+                self.pool.put(buf)
+
+    def write_segments(self, buf: mmap.mmap, segments: list) -> list:
+        """Write each (target_offset, buffer_offset, length, range_idx) of ``buf``, except the part
+        in the first MiB, which is kept for last. Returns what was written, each with whether it
+        went to the device with O_DIRECT: (target_offset, buffer_offset, length, range_idx, direct).
+        """
+        view = memoryview(buf)
+        t0 = time.monotonic()
+        written = buffered = 0
+        done = []
+        for off, boff, length, idx in segments:
+            seg = view[boff : boff + length]
+            if off < self.head_len:  # keep the first MiB for last
+                cut = min(length, self.head_len - off)
+                self.head[off : off + cut] = seg[:cut]
+                off, boff, length, seg = off + cut, boff + cut, length - cut, seg[cut:]
+            direct = True
+            if length:
+                direct = self.target.write(off, seg, aligned_buffer=boff % BLOCK == 0)
+                written += length
+                buffered += 0 if direct else length
+            done.append((off, boff, length, idx, direct))
+        self.ctl.add_time("write", time.monotonic() - t0)
+        self.ctl.count("bytes_written", written)
+        view.release()
+        if buffered:  # O_DIRECT writes leave no dirty pages: only buffered ones need periodic fsync
+            self.syncer.wrote(buffered)
+        return done
+
+    def compare_segments(self, addr: int, rbuf: mmap.mmap, raddr: int, done: list) -> None:
+        """Read back what ``write_segments`` wrote with O_DIRECT and compare it, byte for byte, with
+        the buffer at ``addr`` it was written from; tells the tracker."""
+        t0 = time.monotonic()
+        try:
+            for off, boff, length, idx, direct in done:
+                if length and direct:
+                    self.target.read(off, rbuf, length)
+                    if not same_bytes(addr + boff, raddr, length):
+                        start, end, _ = self.ranges[idx]
+                        raise WriterError(
+                            f"verify failed: range {fmt_range(start, end)} reads back different from what was "
+                            f"written at {fmt_range(off, off + length)}",
+                            "verify_failed",
+                            bad_range={"start": start, "end": end},
+                        )
+                self.tracker.done(idx, compared=direct)
+        finally:
+            self.ctl.add_time("verify", time.monotonic() - t0)
+
+    def checker(self) -> None:
+        """Stream path: reads each written chunk back and compares it (compare_segments), then
+        returns its buffer to the pool; None ends the stage."""
+        rbuf = mmap.mmap(-1, self.chunk)  # page-aligned, for O_DIRECT reads
+        raddr, anchor = buffer_address(rbuf)
+        while True:
+            item = self.ctl.get(self.check_q)
+            if item is None:
+                return
+            buf, done = item
+            try:
+                self.compare_segments(self.pool.address[id(buf)], rbuf, raddr, done)
+            finally:
+                self.pool.put(buf)
 
     def zeroer(self) -> None:
         """Makes every hole past the first MiB read as zeros (the head is wiped/rewritten whole)."""
@@ -138,25 +214,34 @@ class Job:
 
     # ---- raw path: only data ranges, fetched in parallel ---------------------------------------
 
-    def range_fetcher(self, work: queue.Queue) -> None:
+    def range_worker(self, work: queue.Queue) -> None:
+        """Takes whole ranges off ``work`` and copies each: download, hash, write, read back, chunk
+        by chunk in this one thread, with its own two buffers. Several workers run side by side, so
+        one hashes while another waits for the network or the device; nothing is handed between
+        threads (on a busy machine every hand-off costs a wake-up)."""
         client = HttpClient(self.http, self.ctl)
+        buf = mmap.mmap(-1, self.chunk)  # page-aligned: O_DIRECT straight from it
+        addr, anchor = buffer_address(buf)
+        rbuf = mmap.mmap(-1, self.chunk) if self.early_verify else None
+        raddr, ranchor = buffer_address(rbuf) if rbuf is not None else (0, None)
         try:
             while True:
                 try:
                     idx = work.get_nowait()
                 except queue.Empty:
                     return
-                self._fetch_range(client, idx)
+                self._copy_range(client, idx, buf, addr, rbuf, raddr)
         finally:
             client.close()
 
-    def _fetch_range(self, client: HttpClient, idx: int) -> None:
+    def _copy_range(
+        self, client: HttpClient, idx: int, buf: mmap.mmap, addr: int, rbuf: mmap.mmap | None, raddr: int
+    ) -> None:
         start, end, digest = self.ranges[idx]
         reader = RangeReader(client, start, end)
         hasher = hashlib.sha256()
         pos = start
         while pos < end:
-            buf = self.pool.get(self.ctl)
             view = memoryview(buf)
             n = min(self.chunk, end - pos)
             t0 = time.monotonic()
@@ -169,7 +254,11 @@ class Job:
             self.ctl.add_time("hash", time.monotonic() - t1)
             view.release()
             self.tracker.add(idx)
-            self.ctl.put(self.write_q, (buf, [(pos, 0, n, idx)]))
+            done = self.write_segments(buf, [(pos, 0, n, idx)])
+            if rbuf is not None:
+                self.compare_segments(addr, rbuf, raddr, done)
+            else:
+                self.tracker.done(idx, compared=False)
             pos += n
         check_range(start, end, digest, hasher.hexdigest())
         self.tracker.hashed(idx)
@@ -179,8 +268,8 @@ class Job:
         for idx in range(len(self.ranges)):
             work.put(idx)
         nfetch = max(1, min(self.p["download_workers"], len(self.ranges)))
-        producers = [self.ctl.spawn(f"fetch{i}", self.range_fetcher, work) for i in range(nfetch)]
-        self._run_with(producers)
+        producers = [self.ctl.spawn(f"range{i}", self.range_worker, work) for i in range(nfetch)]
+        self._run_with(producers, stages=False)
 
     # ---- stream path: the whole image in order (zstd, or a server without Range) ---------------
 
@@ -320,11 +409,13 @@ class Job:
 
     # ---- orchestration ------------------------------------------------------------------------
 
-    def _run_with(self, producers: list[threading.Thread]) -> None:
+    def _run_with(self, producers: list[threading.Thread], stages: bool = True) -> None:
+        """Run the producers with the zeroer and (``stages``: the stream path) writer and checker
+        threads; the range workers write and check by themselves."""
         zeroer = self.ctl.spawn("zero", self.zeroer)
-        writers = [self.ctl.spawn(f"write{i}", self.writer) for i in range(self.p["write_workers"])]
-        nverify = self.p["verify_workers"] if self.early_verify else 0
-        verifiers = [self.ctl.spawn(f"verify{i}", self.verifier, self.verify_q) for i in range(nverify)]
+        writers = [self.ctl.spawn(f"write{i}", self.writer) for i in range(self.p["write_workers"] if stages else 0)]
+        nverify = self.p["verify_workers"] if self.early_verify and stages else 0
+        checkers = [self.ctl.spawn(f"check{i}", self.checker) for i in range(nverify)]
         for t in producers:
             join(t, self.ctl)
         if not self.ctl.abort.is_set():
@@ -333,14 +424,15 @@ class Job:
         for t in writers + [zeroer]:
             join(t, self.ctl)
         if not self.ctl.abort.is_set():
-            for _ in verifiers:
-                self.verify_q.put(None)
-        for t in verifiers:
+            for _ in checkers:
+                self.check_q.put(None)
+        for t in checkers:
             join(t, self.ctl)
         if self.ctl.error is not None:
             raise self.ctl.error
 
     def verifier(self, work: queue.Queue) -> None:
+        """Late read-back: whole ranges re-read and re-hashed (buffered writes, the head's ranges)."""
         buf = mmap.mmap(-1, self.chunk)  # page-aligned, for O_DIRECT reads
         while True:
             idx = self.ctl.get(work)

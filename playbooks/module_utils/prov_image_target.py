@@ -55,7 +55,21 @@ def libc():
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        _libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        _libc.memcmp.restype = ctypes.c_int
     return _libc
+
+
+def buffer_address(buf: mmap.mmap) -> tuple[int, object]:
+    """Address of a writable buffer, and the ctypes object that must stay alive while it is used."""
+    anchor = ctypes.c_char.from_buffer(buf)
+    return ctypes.addressof(anchor), anchor
+
+
+def same_bytes(addr_a: int, addr_b: int, length: int) -> bool:
+    """memcmp through ctypes: no copies, and the GIL is released while it runs (unlike comparing
+    slices, which copies both sides into bytes objects under the GIL)."""
+    return libc().memcmp(addr_a, addr_b, length) == 0
 
 
 def read_sysfs_int(path: str) -> int:
@@ -132,7 +146,8 @@ class Target:
                 os.close(fd)
         self.fd = self.rfd = self.lock_fd = -1
 
-    def write(self, offset: int, view: memoryview, aligned_buffer: bool) -> None:
+    def write(self, offset: int, view: memoryview, aligned_buffer: bool) -> bool:
+        """Write all of ``view`` at ``offset``; True when it went to the device with O_DIRECT."""
         fd = self.fd
         if self.dfd >= 0 and aligned_buffer and offset % BLOCK == 0 and len(view) % BLOCK == 0:
             fd = self.dfd
@@ -146,6 +161,7 @@ class Target:
                 raise WriterError(f"write at offset {offset} failed: {exc.strerror}") from exc
             view = view[n:]
             offset += n
+        return fd == self.dfd
 
     def zero(self, start: int, end: int) -> str:
         """Make [start, end) read as zeros; returns the method that worked."""

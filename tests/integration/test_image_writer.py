@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import importlib.util
 import json
+import mmap
 import os
 import random
 import shutil
@@ -716,3 +717,113 @@ def test_image_playbook_passes_the_device_to_the_shell_as_data(tmp_path: Path, s
     assert outcome.ok, (outcome.failures, outcome.tail)
     assert target.read_bytes() == image.content
     assert "INJECTED=1" not in outcome.result["image"]["os_release"], outcome.result["image"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the read-back, the short source and the head's order, in-process: the device is a Target that
+# misbehaves on purpose (a disk that loses a write, or one that logs the order of writes)
+
+from ansible.module_utils import prov_image_run  # type: ignore  # noqa: E402
+
+
+def module_params(server: ImageServer, image: Image, target: Path, **extra: Any) -> dict[str, Any]:
+    """The parameters AnsibleModule would hand to run(): the spec's defaults, then ours."""
+    params = {k: spec.get("default") for k, spec in writer.ARGUMENT_SPEC.items()}
+    params.update(base_args(server, image, target, **extra))
+    return params
+
+
+LOST_WRITE_AT = 34 * MiB + 12345  # inside the sparse image's last big data range
+
+
+class LostWriteTarget(prov_image_target.Target):  # type: ignore[misc, name-defined]
+    """A disk that drops one write: whatever covers LOST_WRITE_AT is written with one byte flipped
+    (the buffer itself stays intact, so the streaming sha256 is happy; only a read-back can tell)."""
+
+    def write(self, offset: int, view: memoryview, aligned_buffer: bool) -> bool:
+        if offset <= LOST_WRITE_AT < offset + len(view):
+            bad = mmap.mmap(-1, len(view))  # page-aligned like the writer's own buffers
+            bad[:] = view
+            bad[LOST_WRITE_AT - offset] ^= 0x01
+            return bool(super().write(offset, memoryview(bad), aligned_buffer))
+        return bool(super().write(offset, view, aligned_buffer))
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "path"),
+    [
+        ("sparse", {}, "compare"),  # O_DIRECT: each chunk read back and compared with its buffer
+        ("zstd", {}, "compare"),  # the stream path's checker threads
+        ("sparse", {"direct_io": "no"}, "rehash"),  # buffered: whole ranges re-read and re-hashed
+    ],
+)
+def test_a_write_the_disk_lost_fails_verification(
+    tmp_path: Path,
+    server: ImageServer,
+    images: dict[str, Image],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    extra: dict[str, Any],
+    path: str,
+) -> None:
+    image = images[name]
+    target, _ = junk_target(tmp_path, len(image.content))
+    monkeypatch.setattr(prov_image_run, "Target", LostWriteTarget)
+    res = prov_image_run.run(module_params(server, image, target, **extra))
+    assert res.get("failed"), res
+    bad = next(r for r in image.bmap["ranges"] if r["start"] <= LOST_WRITE_AT < r["end"])
+    assert res["error"] == "verify_failed", res
+    assert res["image_corrupt"] is False  # the disk's fault, not the image's
+    assert res["bad_range"]["start"] == bad["start"] and res["bad_range"]["end"] == bad["end"]
+    assert ("reads back different" if path == "compare" else "reads back as") in res["msg"]
+    if path == "compare" and name == "sparse":
+        assert res["direct_io"] is True  # (tmp_path must allow O_DIRECT for this case to mean anything)
+    assert target.read_bytes()[:MiB] == bytes(MiB)  # the head was never written: the disk cannot boot
+
+
+@pytest.mark.parametrize(("name", "cut"), [("sparse", 4096), ("dense", 1), ("zstd", 1000)])
+@pytest.mark.parametrize("ranged", [True, False])
+def test_a_short_source_fails(
+    tmp_path: Path, server: ImageServer, images: dict[str, Image], name: str, cut: int, ranged: bool
+) -> None:
+    """The served file ends early (truncated upload, wrong file): image_corrupt, head never written."""
+    image = images[name]
+    short = tmp_path / f"short-{image.raw.name}"
+    short.write_bytes(image.raw.read_bytes()[:-cut])
+    server.files[f"/img/{short.name}"] = short
+    server.faults.ignore_range = not ranged
+    target, junk = junk_target(tmp_path, len(image.content))
+    args = base_args(server, image, target)
+    args["url"] = f"{server.base}/img/{short.name}"
+    rc, res = run_module(tmp_path, args)
+    assert rc != 0
+    assert res["error"] == "image_corrupt", res
+    # refused before touching the target (a Range server tells the size), or the head wiped first
+    assert target.read_bytes()[:MiB] in (junk[:MiB], bytes(MiB))
+
+
+class OrderLogTarget(prov_image_target.Target):  # type: ignore[misc, name-defined]
+    log: list[tuple[int, int, bool]] = []  # (offset, length, all zeros)
+
+    def write(self, offset: int, view: memoryview, aligned_buffer: bool) -> bool:
+        OrderLogTarget.log.append((offset, len(view), not any(view)))
+        return bool(super().write(offset, view, aligned_buffer))
+
+
+@pytest.mark.parametrize("name", ["sparse", "dense", "zstd"])
+def test_first_mib_is_wiped_first_and_written_last(
+    tmp_path: Path, server: ImageServer, images: dict[str, Image], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    image = images[name]
+    target, _ = junk_target(tmp_path, len(image.content))
+    OrderLogTarget.log = []
+    monkeypatch.setattr(prov_image_run, "Target", OrderLogTarget)
+    res = prov_image_run.run(module_params(server, image, target))
+    assert not res.get("failed"), res
+    log = OrderLogTarget.log
+    assert log[0] == (0, MiB, True)  # the old head wiped before anything else
+    head = [i for i, (off, _, _) in enumerate(log) if off < MiB]
+    assert head == [0, len(log) - 1]  # nothing else touched the first MiB ...
+    assert log[-1][:2] == (0, MiB)  # ... until the image's head, written last
+    assert all(off >= MiB for off, _, _ in log[1:-1])
+    assert target.read_bytes() == image.content
