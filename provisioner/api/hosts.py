@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
@@ -61,15 +61,22 @@ def visible_host(s: Session, p: Principal, host_id: int) -> Host:
     return h
 
 
-@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)",
+# A BMC's failure is the device's, not the service's: 502 with the BMC's own words (bmc_client.py).
+BMC_FAILED: dict[int | str, dict[str, Any]] = {502: {
+    "description": "the host's BMC could not be reached (bmc.unreachable), refused the credentials (bmc.auth_failed) "
+                   "or the request (bmc.refused), or presented a certificate other than the pinned one "
+                   "(bmc.cert_mismatch); the detail carries the BMC's own words"}}
+
+
+@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)", responses=BMC_FAILED,
              description="An ssh host's SSH host key is read (paramiko) before anything is stored or sent to it, "
              "and pinned: every job connects with strict host key checking against it. With "
              "`host_key_fingerprint` the enrollment is refused (409 host.key_mismatch) when the key differs; a "
              "host whose key cannot be read is refused (422 host.unreachable; nothing is stored). "
              "A host enrolled by its Redfish BMC (`bmc`, driver redfish) is reached over https with the pinned "
-             "certificate and its facts are read from the BMC before anything is stored: an unreachable BMC is "
-             "503 bmc.unreachable, refused credentials 422 bmc.auth_failed, another certificate 422 "
-             "bmc.cert_mismatch, each with the BMC's own words. Its credentials are stored encrypted and never "
+             "certificate and its facts are read from the BMC before anything is stored: an unreachable BMC "
+             "(bmc.unreachable), refused credentials (bmc.auth_failed) or another certificate (bmc.cert_mismatch) "
+             "are a 502 with the BMC's own words. Its credentials are stored encrypted and never "
              "returned or audited.")
 def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
            s: DbSession) -> HostOut:
@@ -240,9 +247,10 @@ def compliance_check(host_id: PathId, p: Annotated[Principal, Depends(require("h
     return JobOut.model_validate(job)
 
 
-@router.get("/{host_id}/power", response_model=PowerOut, summary="A redfish host's power state, as its BMC says",
+@router.get("/{host_id}/power", response_model=PowerOut, responses=BMC_FAILED,
+            summary="A redfish host's power state, as its BMC says",
             description="Asked of the BMC now (https, pinned certificate). 409 host.no_bmc for a host without a "
-            "BMC; 503 bmc.unreachable, 422 bmc.auth_failed / bmc.cert_mismatch with the BMC's own words.")
+            "BMC; 502 bmc.unreachable / bmc.auth_failed / bmc.cert_mismatch with the BMC's own words.")
 def get_power(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:write"))],
               s: DbSession) -> PowerOut:
     h = visible_host(s, p, host_id)
@@ -250,7 +258,8 @@ def get_power(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:wr
     return PowerOut(host_id=h.id or 0, power_state=state, bmc_url=h.bmc_url or "")
 
 
-@router.post("/{host_id}/power", response_model=PowerOut, summary="Power a redfish host on, off or reset it "
+@router.post("/{host_id}/power", response_model=PowerOut, responses=BMC_FAILED,
+             summary="Power a redfish host on, off or reset it "
              "(operator, audited)",
              description="Asks the host's BMC (https, pinned certificate) and answers with the power state it "
              "reports right after; audited as host.power (never with a credential). Errors as GET.")
