@@ -20,7 +20,7 @@ from sushy import connector as sushy_connector
 from sushy import exceptions as sx
 
 from provisioner.core.bmc_rules import BootDevice, PowerAction
-from provisioner.core.errors import Invalid, Unavailable
+from provisioner.core.errors import DeviceFailed
 
 # sushy logs request bodies at DEBUG (it masks passwords, but a BMC password has no business in a log
 # at any level): only its warnings and errors pass.
@@ -36,19 +36,19 @@ BOOT = {BootDevice.cd: sushy.BootSource.CD, BootDevice.pxe: sushy.BootSource.PXE
 T = TypeVar("T")
 
 
-class BmcUnreachable(Unavailable):
+class BmcUnreachable(DeviceFailed):
     def __init__(self, url: str, why: str) -> None:
         super().__init__("bmc.unreachable", f"the BMC at {url} does not answer: {why}",
                          hint="check the BMC's address and port and that it runs; nothing was changed")
 
 
-class BmcAuthFailed(Invalid):
+class BmcAuthFailed(DeviceFailed):
     def __init__(self, url: str, words: str) -> None:
         super().__init__("bmc.auth_failed", f"the BMC at {url} refused the credentials: {words}",
                          hint="check the BMC user and password (re-enroll the host with the right ones)")
 
 
-class BmcCertMismatch(Invalid):
+class BmcCertMismatch(DeviceFailed):
     def __init__(self, url: str, pinned: str) -> None:
         super().__init__("bmc.cert_mismatch",
                          f"the BMC at {url} presented a TLS certificate that is not the pinned one ({pinned})",
@@ -56,7 +56,7 @@ class BmcCertMismatch(Invalid):
                               "check its fingerprint on the BMC and re-enroll the host with it")
 
 
-class BmcRefused(Invalid):
+class BmcRefused(DeviceFailed):
     def __init__(self, url: str, words: str) -> None:
         super().__init__("bmc.refused", f"the BMC at {url} refused the request: {words}",
                          hint="the BMC's own words above say why; nothing else was changed")
@@ -129,8 +129,7 @@ class RedfishBmc:
         except sx.ConnectionError as exc:
             if _is_fingerprint_error(exc) or "fingerprint" in str(exc).lower():
                 raise BmcCertMismatch(url, self.creds.cert_sha256) from None
-            inner = getattr(exc, "kwargs", {}).get("error")
-            raise BmcUnreachable(url, _short(str(inner or exc))) from None
+            raise BmcUnreachable(url, _connection_words(exc)) from None
         except sx.SushyError as exc:
             raise BmcRefused(url, _words(exc)) from None
 
@@ -218,5 +217,13 @@ def _facts(system: Any) -> dict[str, Any]:
             "macs": macs}
 
 
-def _short(text: str) -> str:
+def _connection_words(exc: sx.ConnectionError) -> str:
+    """What the network said ("Failed to establish a new connection: [Errno 111] Connection refused"),
+    from the requests/urllib3 error sushy wrapped, without the pool's retry boilerplate."""
+    inner: Any = exc.__context__
+    reason = getattr(inner.args[0], "reason", None) if inner is not None and inner.args else None
+    text = str(reason or inner or exc)
+    # urllib3 prefixes the connection's repr: "HTTPSConnection(host='h', port=1): Failed to ..."
+    if text.startswith("HTTP") and "): " in text:
+        text = text.split("): ", 1)[1]
     return text if len(text) <= 300 else text[:297] + "..."
