@@ -216,3 +216,15 @@ bm_status() {  # stderr lines per bare-metal VM; rc!=0 when an emulator is down
   done
   return $rc
 }
+
+bm_purge_orphans() {  # bare-metal domains / pools libvirt still has but no record names (state lost)
+  local dom pool name
+  for dom in $(nsx virsh list --all --name 2>/dev/null | grep "^${BM_PREFIX}" || true); do
+    name=${dom#"$BM_PREFIX"}
+    [[ -f $BM_DIR/$name.json ]] || { log "removing orphan bare-metal VM $dom"; bm_destroy "$name"; }
+  done
+  for pool in $(nsx virsh pool-list --all --name 2>/dev/null | grep "^${BM_PREFIX}" || true); do
+    name=${pool#"$BM_PREFIX"}
+    [[ -f $BM_DIR/$name.json ]] || { log "removing orphan bare-metal pool $pool"; bm_destroy "$name"; }
+  done
+}
