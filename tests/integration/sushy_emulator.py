@@ -24,10 +24,10 @@ def available() -> bool:
 
 
 class SushyEmulator:
-    def __init__(self, workdir: Path, *, cert_cn: str = "bmc") -> None:
+    def __init__(self, workdir: Path, *, cert_cn: str = "bmc", port: int | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.dir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.username = "admin"
         self.password = "s3cret pass\twith spaces "  # byte for byte: never stripped

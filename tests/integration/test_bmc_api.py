@@ -97,3 +97,26 @@ def test_unreachable_bmc_fails_at_once(world: World, emulator: SushyEmulator) ->
     t = time.monotonic()
     p = problem(world, body(emulator, url=f"https://127.0.0.1:{free_port()}"), 502, "bmc.unreachable")
     assert time.monotonic() - t < 10 and "Connection refused" in p["detail"], p
+
+
+def test_a_bmc_whose_certificate_changed_is_refused_before_the_password_is_sent(
+        world: World, emulator: SushyEmulator, tmp_path: Path) -> None:
+    r = world.post("operator", "/v1/hosts", body(emulator))
+    assert r.status_code == 201, r.text
+    hid = r.json()["id"]
+    # The same address and credentials, another certificate (a replaced BMC, or someone in between).
+    emulator.stop()
+    impostor = SushyEmulator(tmp_path / "impostor", cert_cn="impostor", port=emulator.port)
+    try:
+        for call in (lambda: world.get("operator", f"/v1/hosts/{hid}/power"),
+                     lambda: world.post("operator", f"/v1/hosts/{hid}/power", {"action": "on"})):
+            r = call()
+            assert r.status_code == 502 and r.json()["code"] == "bmc.cert_mismatch", r.text
+        # The TLS handshake was refused: it saw no HTTP request but its own start-up probe.
+        requests = [line for line in impostor.log.read_text().splitlines() if "HTTP/1.1" in line]
+        assert len(requests) == 1 and '"GET /redfish/v1/ HTTP/1.1" 200' in requests[0], requests
+    finally:
+        impostor.stop()
+    with session_scope() as s:
+        actions = [e.action for e in s.exec(select(AuditEntry).where(AuditEntry.object_id == str(hid))).all()]
+    assert "host.power" not in actions
