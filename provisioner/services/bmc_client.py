@@ -132,6 +132,8 @@ class RedfishBmc:
             raise BmcUnreachable(url, _connection_words(exc)) from None
         except sx.SushyError as exc:
             raise BmcRefused(url, _words(exc)) from None
+        except ValueError as exc:  # not JSON, or not Redfish's shape: whatever answers there is no BMC
+            raise BmcRefused(url, f"not a Redfish answer ({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def _call(self, fn: Callable[[sushy.resources.system.system.System], T]) -> T:
         with self._errors():
