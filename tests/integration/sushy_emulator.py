@@ -19,6 +19,15 @@ VENV = Path(os.environ.get("PROVISIONER_LAB_SUSHY_VENV", "/var/lib/provisioner-l
 FAKE_MACS = ["52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]
 
 
+def make_cert(where: Path, cn: str) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate and its key, as the lab makes a BMC's."""
+    cert, key = where / f"{cn}.pem", where / f"{cn}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "1", "-subj", f"/CN={cn}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def available() -> bool:
     return (VENV / "bin" / "sushy-emulator").exists()
 
@@ -31,10 +40,7 @@ class SushyEmulator:
         self.url = f"https://127.0.0.1:{self.port}"
         self.username = "admin"
         self.password = "s3cret pass\twith spaces "  # byte for byte: never stripped
-        self.cert, key = workdir / "cert.pem", workdir / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-days", "1", "-subj", f"/CN={cert_cn}", "-keyout", str(key), "-out", str(self.cert)],
-                       check=True, capture_output=True)
+        self.cert, key = make_cert(workdir, cert_cn)
         htpasswd = workdir / "htpasswd"
         subprocess.run([str(VENV / "bin" / "python"), "-c",
                         "import sys, bcrypt; open(sys.argv[1], 'w').write(sys.argv[2] + ':' + "

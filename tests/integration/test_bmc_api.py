@@ -6,7 +6,6 @@ power through the API audited, and the password nowhere it could be read back.""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from provisioner.store.db import session_scope
 from provisioner.store.models import AuditEntry, Host
 from tests.integration.harness import World
 from tests.integration.procs import free_port
-from tests.integration.sushy_emulator import FAKE_MACS, SushyEmulator, available
+from tests.integration.sushy_emulator import FAKE_MACS, SushyEmulator, available, make_cert
 
 pytestmark = pytest.mark.skipif(not available(), reason="no sushy-emulator venv: run scripts/install-lab-deps.sh")
 
@@ -53,10 +52,8 @@ def test_enroll_by_bmc_pins_the_cert_and_records_facts(world: World, emulator: S
     problem(world, body(emulator, cert_pem=None), 422, "bmc.cert_required")
     problem(world, body(emulator, url=emulator.url.replace("https", "http")), 422, "bmc.url_insecure")
     # Another certificate than the one this BMC serves: refused before the password is sent.
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", "1", "-subj", "/CN=other", "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c")],
-                   check=True, capture_output=True)
-    p = problem(world, body(emulator, cert_pem=None, cert_fingerprint=cert_fingerprint((tmp_path / "c").read_text())),
+    other, _ = make_cert(tmp_path, "other")
+    p = problem(world, body(emulator, cert_pem=None, cert_fingerprint=cert_fingerprint(other.read_text())),
                 502, "bmc.cert_mismatch")
     assert emulator.url in p["detail"]
     p = problem(world, body(emulator, password=emulator.password.strip()), 502, "bmc.auth_failed")

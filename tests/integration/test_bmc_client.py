@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,7 @@ from provisioner.core.bmc_rules import cert_fingerprint
 from provisioner.core.errors import DeviceFailed
 from provisioner.services.bmc_client import BmcCredentials, RedfishBmc
 from tests.integration.procs import free_port
-
-
-def make_cert(where: Path, cn: str) -> tuple[Path, Path]:
-    cert, key = where / f"{cn}.pem", where / f"{cn}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", "1", "-subj", f"/CN={cn}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
+from tests.integration.sushy_emulator import make_cert
 
 
 class Quiet(http.server.BaseHTTPRequestHandler):
