@@ -1,7 +1,7 @@
 """A real sushy-emulator process (sushy-tools, the Redfish BMC emulator OpenStack's CI uses) for the
 tests that need no lab: its fake driver (systems held by the emulator itself, no libvirt) behind real
 https with a self-signed certificate and real basic auth from a bcrypt htpasswd file. It runs from the
-lab's emulator venv (scripts/install-lab-deps.sh); without it the tests that need it are skipped."""
+test extra (sushy-tools in the project's venv), or else the lab's emulator venv."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import os
 import signal
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from tests.integration.procs import free_port
 
-VENV = Path(os.environ.get("PROVISIONER_LAB_SUSHY_VENV", "/var/lib/provisioner-lab/sushy-venv"))
+LAB_VENV = Path(os.environ.get("PROVISIONER_LAB_SUSHY_VENV", "/var/lib/provisioner-lab/sushy-venv"))
+VENV = Path(sys.executable).parent.parent if (Path(sys.executable).parent / "sushy-emulator").exists() else LAB_VENV
 FAKE_MACS = ["52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]
 
 

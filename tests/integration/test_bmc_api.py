@@ -22,7 +22,7 @@ from tests.integration.harness import World
 from tests.integration.procs import free_port
 from tests.integration.sushy_emulator import FAKE_MACS, SushyEmulator, available, make_cert
 
-pytestmark = pytest.mark.skipif(not available(), reason="no sushy-emulator venv: run scripts/install-lab-deps.sh")
+pytestmark = pytest.mark.skipif(not available(), reason="no sushy-emulator: install the test extra")
 
 
 @pytest.fixture
