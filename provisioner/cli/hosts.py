@@ -16,7 +16,7 @@ hosts_app = typer.Typer(help="Hosts: enroll (SSH or Redfish BMC), list, commissi
 
 # --- hosts --------------------------------------------------------------------------------------------
 
-HOST_COLS = ["id", "name", "address", "pool", "state", "tenant_id", "request_id", "last_restore_at"]
+HOST_COLS = ["id", "name", "address", "driver", "pool", "state", "tenant_id", "request_id", "last_restore_at"]
 
 
 @hosts_app.command("enroll")
