@@ -200,7 +200,7 @@ bm_destroy() {  # bm_destroy NAME: emulator, domain, volumes (its own and the IS
     nsx virsh pool-undefine "$pool" >/dev/null 2>&1 || true
   fi
   if [[ -n $name ]]; then rm -rf "${BM_DATA:?}/$name" "${BM_DIR:?}/$name" "${BM_DIR:?}/$name.json"; fi
-  rm -f "/var/log/libvirt/qemu/$dom-serial.log"
+  rm -f "/var/log/libvirt/qemu/$dom-serial.log" "/var/log/libvirt/qemu/$dom.log"
   bm_write_index
 }
 
