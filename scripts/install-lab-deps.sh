@@ -9,6 +9,9 @@ PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils debootstrap mdadm nftables restic
   openssh-server bmap-tools zstd
+  # bare-metal VMs behind a Redfish BMC (vagrant/lab bm-up): sushy-emulator's libvirt binding and
+  # its venv (Debian's own python3 with --system-site-packages), TLS cert, firmware, ISO tools
+  python3-libvirt python3-venv openssl seabios xorriso grub-pc-bin isolinux mtools
   # used by vagrant/lab and vagrant/build-box.sh (normally already present)
   iproute2 e2fsprogs python3 util-linux dnsmasq-base iptables openssh-client debian-archive-keyring gpgv
 )
@@ -29,13 +32,27 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "all ${#PACKAGES[@]} packages already installed"
-  exit 0
+else
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}"
 fi
 
-log "installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-  "${missing[@]}"
+# sushy-emulator (the lab's Redfish BMCs) in its own venv: Debian's own python3 with
+# --system-site-packages, so it sees python3-libvirt; the version is pinned in constraints.txt.
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SUSHY_VENV=${PROVISIONER_LAB_SUSHY_VENV:-/var/lib/provisioner-lab/sushy-venv}
+want=$(grep -E '^sushy-tools==' "$HERE/../constraints.txt" | cut -d= -f3)
+have=$("$SUSHY_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy-tools"))' 2>/dev/null || true)
+if [[ -n $want && $have == "$want" ]]; then
+  log "sushy-tools $have already in $SUSHY_VENV"
+else
+  log "sushy-tools $want into $SUSHY_VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$SUSHY_VENV"
+  "$SUSHY_VENV/bin/pip" install -q -c "$HERE/../constraints.txt" "sushy-tools==$want"
+  "$SUSHY_VENV/bin/python" -c 'import libvirt, sushy_tools' || { log "sushy venv cannot import libvirt"; exit 1; }
+fi
 log "done"

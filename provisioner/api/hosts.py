@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import IntegrityError
@@ -12,10 +12,21 @@ from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
-from provisioner.api.schemas import HostIn, HostOut, HostStateIn, JobOut, Page, RepinIn
+from provisioner.api.schemas import (
+    BmcIn,
+    HostIn,
+    HostOut,
+    HostStateIn,
+    JobOut,
+    Page,
+    PowerIn,
+    PowerOut,
+    RepinIn,
+)
+from provisioner.core.bmc_rules import PowerAction
 from provisioner.core.lifecycle import HostState, manual_transition
 from provisioner.core.timeutil import utcnow
-from provisioner.services import audit, host_keys, host_waivers
+from provisioner.services import audit, bmc, host_keys, host_waivers
 from provisioner.services.compliance_schedule import queue_check
 from provisioner.services.host_transitions import move_host
 from provisioner.services.jobs import new_job
@@ -25,13 +36,16 @@ from provisioner.store.secrets import encrypt
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
 
-PUBLIC_FIELDS = ("name", "address", "port", "ssh_user", "connection", "labels", "pool", "state")
+PUBLIC_FIELDS = ("name", "address", "port", "ssh_user", "connection", "labels", "pool", "state", "driver",
+                 "bmc_url", "bmc_cert_sha256")
 
 
 def host_out(h: Host) -> HostOut:
-    data = h.model_dump(exclude={"credential_ciphertext", "credential_path", "backup_secret_ciphertext"})
+    data = h.model_dump(exclude={"credential_ciphertext", "credential_path", "backup_secret_ciphertext",
+                                 "bmc_credential_ciphertext"})
     data["credential"] = "stored" if h.credential_ciphertext else ("path" if h.credential_path else "none")
     data.update(host_keys.host_key_view(h))
+    data.update(bmc.view(h))
     return HostOut.model_validate(data)
 
 
@@ -47,14 +61,31 @@ def visible_host(s: Session, p: Principal, host_id: int) -> Host:
     return h
 
 
-@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)",
+# A BMC's failure is the device's, not the service's: 502 with the BMC's own words (bmc_client.py).
+BMC_FAILED: dict[int | str, dict[str, Any]] = {502: {
+    "description": "the host's BMC could not be reached (bmc.unreachable), refused the credentials (bmc.auth_failed) "
+                   "or the request (bmc.refused), or presented a certificate other than the pinned one "
+                   "(bmc.cert_mismatch); the detail carries the BMC's own words"}}
+
+
+@router.post("", status_code=201, response_model=HostOut, summary="Enroll a host (operator)", responses=BMC_FAILED,
              description="An ssh host's SSH host key is read (paramiko) before anything is stored or sent to it, "
              "and pinned: every job connects with strict host key checking against it. With "
              "`host_key_fingerprint` the enrollment is refused (409 host.key_mismatch) when the key differs; a "
-             "host whose key cannot be read is refused (422 host.unreachable; nothing is stored).")
+             "host whose key cannot be read is refused (422 host.unreachable; nothing is stored). "
+             "A host enrolled by its Redfish BMC (`bmc`, driver redfish) is reached over https with the pinned "
+             "certificate and its facts are read from the BMC before anything is stored: an unreachable BMC "
+             "(bmc.unreachable), refused credentials (bmc.auth_failed) or another certificate (bmc.cert_mismatch) "
+             "are a 502 with the BMC's own words. Its credentials are stored encrypted and never "
+             "returned or audited.")
 def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
            s: DbSession) -> HostOut:
     settings = get_settings()
+    if body.bmc is not None:
+        return _enroll_by_bmc(body, body.bmc, p, s)
+    if body.address is None:
+        raise Problem(422, "host.address_required", "an ssh host needs an address",
+                      hint="give address, or enroll a bare-metal host by its BMC (bmc)")
     if body.ssh_private_key and body.ssh_key_path:
         raise Problem(422, "host.credential_ambiguous", "give ssh_private_key or ssh_key_path, not both",
                       hint="drop one of the two fields")
@@ -87,9 +118,39 @@ def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))
     audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
                  object_id=h.id, after=snapshot(h), request_id=p.request_id)
     job_ids: list[int] = []
-    if body.commission:
+    if body.commission is not False:
         move_host(s, h, HostState.commissioning)
         job_ids.append(new_job(s, "commission", h, settings=settings).id or 0)
+    s.commit()
+    s.refresh(h)
+    return host_out(h)
+
+
+def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> HostOut:
+    settings = get_settings()
+    if body.commission:
+        raise Problem(422, "host.commission_needs_os", "a host enrolled by its BMC has no OS to commission over SSH",
+                      hint="drop commission: its facts are read from the BMC at enrollment")
+    if body.connection != "ssh" or body.host_key_fingerprint or body.ssh_key_path or body.ssh_private_key:
+        raise Problem(422, "host.bmc_with_ssh", "a host enrolled by its BMC takes no SSH key, host key or connection",
+                      hint="the service generates the keys of its deploy ramdisk and deployed OS, pinned from the "
+                           "start")
+    # Before the row exists: a BMC that is unreachable, presents another certificate or refuses the
+    # credentials leaves nothing behind.
+    creds, facts = bmc.connect(bmc.BmcEnrollment(url=given.url, username=given.username, password=given.password,
+                                                 cert_pem=given.cert_pem, cert_fingerprint=given.cert_fingerprint))
+    h = Host(name=body.name, address=body.address or "", port=body.port, ssh_user=body.ssh_user,
+             labels=dict(body.labels), pool=body.pool)
+    bmc.attach(settings, h, creds, facts)
+    s.add(h)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise Problem(409, "host.exists", f"a host named {body.name!r} is already enrolled",
+                      hint="GET /v1/hosts?name=... to find it, or pick another name") from None
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
+                 object_id=h.id, after=snapshot(h) | {"hardware": facts}, request_id=p.request_id)
     s.commit()
     s.refresh(h)
     return host_out(h)
@@ -184,3 +245,30 @@ def compliance_check(host_id: PathId, p: Annotated[Principal, Depends(require("h
                  object_id=h.id, tenant_id=h.tenant_id, after={"job_id": job.id}, request_id=p.request_id)
     s.commit()
     return JobOut.model_validate(job)
+
+
+@router.get("/{host_id}/power", response_model=PowerOut, responses=BMC_FAILED,
+            summary="A redfish host's power state, as its BMC says",
+            description="Asked of the BMC now (https, pinned certificate). 409 host.no_bmc for a host without a "
+            "BMC; 502 bmc.unreachable / bmc.auth_failed / bmc.cert_mismatch with the BMC's own words.")
+def get_power(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:write"))],
+              s: DbSession) -> PowerOut:
+    h = visible_host(s, p, host_id)
+    state = bmc.power_state(get_settings(), h)
+    return PowerOut(host_id=h.id or 0, power_state=state, bmc_url=h.bmc_url or "")
+
+
+@router.post("/{host_id}/power", response_model=PowerOut, responses=BMC_FAILED,
+             summary="Power a redfish host on, off or reset it "
+             "(operator, audited)",
+             description="Asks the host's BMC (https, pinned certificate) and answers with the power state it "
+             "reports right after; audited as host.power (never with a credential). Errors as GET.")
+def set_power(host_id: PathId, body: PowerIn, p: Annotated[Principal, Depends(require("hosts:write"))],
+              s: DbSession) -> PowerOut:
+    h = visible_host(s, p, host_id)
+    if h.state == HostState.retired:
+        raise Problem(409, "host.retired", f"host {h.name} is retired", hint="enroll the machine again instead")
+    state = bmc.set_power(s, get_settings(), h, PowerAction(body.action), actor_id=p.user_id, actor_name=p.name,
+                          request_id=p.request_id, reason=body.reason)
+    s.commit()
+    return PowerOut(host_id=h.id or 0, power_state=state, bmc_url=h.bmc_url or "")

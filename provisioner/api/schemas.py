@@ -106,10 +106,32 @@ ADDRESS_PATTERN = (r"^(?:[0-9A-Fa-f:.]+|(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)$")
 
 
+# A BMC secret is kept byte for byte (not stripped); the pattern only refuses NUL.
+BmcSecret = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
+class BmcIn(Strict):
+    url: str = Field(min_length=1, max_length=255, pattern=r"^[^\s\x00]+$",
+                     description="the BMC's base URL, https://HOST[:PORT] (plain http is refused: the password "
+                     "goes with every request)")
+    username: BmcSecret = Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$",
+                                description="stored encrypted with the password, never returned")
+    password: BmcSecret = Field(min_length=1, max_length=1024, pattern=r"^[^\x00]+$",
+                                description="byte for byte; stored encrypted, never returned, logged or audited")
+    cert_pem: BmcSecret | None = Field(
+        default=None, max_length=16384, pattern=r"^[^\x00]*-----BEGIN CERTIFICATE-----[^\x00]*$",
+        description="the BMC's TLS certificate (PEM): its SHA-256 fingerprint is pinned")
+    cert_fingerprint: str | None = Field(
+        default=None, max_length=128, pattern=r"^[^\x00]+$",
+        description="or the certificate's SHA-256 fingerprint as `openssl x509 -noout -fingerprint -sha256` "
+        "prints it. One of the two is required: an unpinned BMC is not trusted")
+
+
 class HostIn(Strict):
     name: Name
-    address: str = Field(min_length=1, max_length=253, pattern=ADDRESS_PATTERN,
-                         description="an IPv4/IPv6 address or a DNS name")
+    address: str | None = Field(default=None, min_length=1, max_length=253, pattern=ADDRESS_PATTERN,
+                                description="an IPv4/IPv6 address or a DNS name; required unless `bmc` is given "
+                                "(a bare-metal host gets its address when it is deployed)")
     port: int = Field(default=22, ge=1, le=65535)
     ssh_user: str = Field(default="root", min_length=1, max_length=64, pattern=r"^[a-z_][a-z0-9_-]*$")
     # A secret is stored byte for byte: stripping the final newline makes OpenSSH keys unreadable.
@@ -121,7 +143,11 @@ class HostIn(Strict):
     connection: Literal["ssh", "local"] = "ssh"
     labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict, max_length=MAX_HOST_LABELS)
     pool: Name = "default"
-    commission: bool = Field(default=True, description="start a commission job right away")
+    commission: bool | None = Field(default=None, description="start a commission job right away (default for "
+                                    "ssh hosts; a host enrolled by its BMC has its facts read from the BMC)")
+    bmc: BmcIn | None = Field(default=None, description="enroll the host by its Redfish BMC (driver redfish): the "
+                              "BMC is reached over https with the pinned certificate, its system facts (CPUs, "
+                              "memory, serial, MACs) are recorded; no SSH key or address is needed")
     host_key_fingerprint: str | None = Field(
         default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's SSH host key must have (as `ssh-keygen -lf` prints it); "
@@ -148,6 +174,9 @@ class HostOut(Out):
                                  "with strict checking against it")
     host_key_fingerprint: str | None = Field(description="its SHA256 fingerprint, as `ssh-keygen -lf` prints it")
     host_key_pinned_at: Timestamp | None
+    bmc_url: str | None = Field(default=None, description="the BMC of a redfish host")
+    bmc_cert_sha256: str | None = Field(default=None, description="the pinned SHA-256 of the BMC's TLS certificate")
+    bmc_credential: str = Field(default="none", description="'stored' (encrypted) or 'none'; never returned")
     labels: dict
     pool: str
     driver: str
@@ -172,6 +201,18 @@ class RepinIn(Strict):
         default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's new key must have; refused (409 host.key_mismatch) "
         "when the host presents another one. Check it on the host's console before you trust it")
+
+
+class PowerIn(Strict):
+    action: Literal["on", "off", "reset"] = Field(
+        description="on; off (forced: a host without an OS ignores a graceful shutdown); reset (forced restart)")
+    reason: str = Field(default="", max_length=256, pattern=r"^[^\x00]*$", description="kept in the audit log")
+
+
+class PowerOut(Out):
+    host_id: int
+    power_state: str = Field(description="as the BMC reports it: On, Off, PoweringOn, PoweringOff, ...")
+    bmc_url: str
 
 
 class HostStateIn(Strict):

@@ -1,4 +1,4 @@
-"""`provisioner hosts`: enroll, list, commission, state, re-pin a host key, compliance checks."""
+"""`provisioner hosts`: enroll, list, commission, power, state, re-pin a host key, compliance checks."""
 
 from __future__ import annotations
 
@@ -9,36 +9,69 @@ import typer
 
 from provisioner.cli.output import call, client, show
 
-hosts_app = typer.Typer(help="Hosts: enroll, list, commission, maintenance, re-pin SSH host keys.",
+hosts_app = typer.Typer(help="Hosts: enroll (SSH or Redfish BMC), list, commission, power, maintenance, re-pin "
+                             "SSH host keys.",
                         no_args_is_help=True)
 
 
 # --- hosts --------------------------------------------------------------------------------------------
 
-HOST_COLS = ["id", "name", "address", "pool", "state", "tenant_id", "request_id", "last_restore_at"]
+HOST_COLS = ["id", "name", "address", "driver", "pool", "state", "tenant_id", "request_id", "last_restore_at"]
 
 
 @hosts_app.command("enroll")
-def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
+def hosts_enroll(name: str,
+                 address: Annotated[str | None, typer.Argument(
+                     help="the host's address (not needed for a host enrolled by its BMC)")] = None,
+                 port: int = 22, user: str = "root",
                  key_file: Annotated[Path | None,
                                      typer.Option(help="private key to store encrypted in the service")] = None,
                  key_path: Annotated[str | None, typer.Option(help="key path on the worker machines instead")] = None,
                  pool: str = "default",
                  label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
-                 commission: Annotated[bool, typer.Option("--commission/--no-commission")] = True,
+                 commission: Annotated[bool | None, typer.Option(
+                     "--commission/--no-commission", help="default: yes for ssh hosts, no for BMC hosts")] = None,
                  connection: Annotated[str, typer.Option(help="ssh, or local (engine tests only; the service "
                                                 "must allow it)")] = "ssh",
                  fingerprint: Annotated[str | None, typer.Option(
                      help="SHA256:... the host's SSH host key must have (ssh-keygen -lf on the host); "
-                          "enrollment is refused when it differs")] = None) -> None:
-    """Enroll a host (operator); it is commissioned right away unless --no-commission.
+                          "enrollment is refused when it differs")] = None,
+                 bmc_url: Annotated[str | None, typer.Option(
+                     help="enroll a bare-metal host by its Redfish BMC: https://HOST[:PORT]")] = None,
+                 bmc_user: Annotated[str | None, typer.Option(help="the BMC user")] = None,
+                 bmc_password_file: Annotated[Path | None, typer.Option(
+                     help="file holding the BMC password, byte for byte (write it without a final newline: "
+                          "printf %s); stored encrypted, never shown")] = None,
+                 bmc_cert: Annotated[Path | None, typer.Option(
+                     help="the BMC's TLS certificate (PEM); its SHA-256 fingerprint is pinned")] = None,
+                 bmc_cert_fingerprint: Annotated[str | None, typer.Option(
+                     help="or the fingerprint itself (openssl x509 -noout -fingerprint -sha256)")] = None) -> None:
+    """Enroll a host (operator): over SSH, or a bare-metal host by its Redfish BMC.
 
-    The service reads the host's SSH host key before it stores anything, pins it and shows its
-    fingerprint (host_key_fingerprint): compare it with `ssh-keygen -lf` on the host's console, or
-    pass --fingerprint to have a different key refused."""
+    An ssh host is commissioned right away unless --no-commission. The service reads its SSH host key
+    before it stores anything, pins it and shows its fingerprint (host_key_fingerprint): compare it
+    with `ssh-keygen -lf` on the host's console, or pass --fingerprint to have a different key refused.
+
+    A BMC host (--bmc-url, --bmc-user, --bmc-password-file, and --bmc-cert or --bmc-cert-fingerprint)
+    is reached over https with that certificate pinned; the facts its BMC knows (CPUs, memory, MACs)
+    are recorded. An unreachable BMC, refused credentials or another certificate are refused with the
+    BMC's own words, and nothing is stored."""
     labels = dict(item.split("=", 1) for item in label or [] if "=" in item)
-    body: dict[str, Any] = {"name": name, "address": address, "port": port, "ssh_user": user, "pool": pool,
-                            "labels": labels, "commission": commission, "connection": connection}
+    body: dict[str, Any] = {"name": name, "port": port, "ssh_user": user, "pool": pool,
+                            "labels": labels, "connection": connection}
+    if address:
+        body["address"] = address
+    if commission is not None:
+        body["commission"] = commission
+    if bmc_url or bmc_user or bmc_password_file:
+        if not (bmc_url and bmc_user and bmc_password_file):
+            raise typer.BadParameter("a BMC host needs --bmc-url, --bmc-user and --bmc-password-file")
+        # Byte for byte, like a key file: a secret is never stripped or normalised.
+        body["bmc"] = {"url": bmc_url, "username": bmc_user, "password": bmc_password_file.read_bytes().decode()}
+        if bmc_cert:
+            body["bmc"]["cert_pem"] = bmc_cert.read_text()
+        if bmc_cert_fingerprint:
+            body["bmc"]["cert_fingerprint"] = bmc_cert_fingerprint
     if key_file:
         # Byte for byte: a key file's final newline is part of the key.
         body["ssh_private_key"] = key_file.read_bytes().decode()
@@ -47,6 +80,19 @@ def hosts_enroll(name: str, address: str, port: int = 22, user: str = "root",
     if fingerprint:
         body["host_key_fingerprint"] = fingerprint
     show(call(client().post, "/v1/hosts", body))
+
+
+@hosts_app.command("power")
+def hosts_power(host_id: int, action: Annotated[str, typer.Argument(
+        help="status (default), on, off (forced) or reset (forced restart)")] = "status",
+        reason: str = "") -> None:
+    """See or change a bare-metal host's power through its BMC (operator; changes are audited)."""
+    if action == "status":
+        show(call(client().get, f"/v1/hosts/{host_id}/power"))
+    elif action in ("on", "off", "reset"):
+        show(call(client().post, f"/v1/hosts/{host_id}/power", {"action": action, "reason": reason}))
+    else:
+        raise typer.BadParameter(f"unknown power action {action!r}: status, on, off or reset")
 
 
 @hosts_app.command("list")

@@ -49,6 +49,11 @@ class Unavailable(DomainError):
     """Something the service needs is missing or broken right now; retrying later may succeed."""
 
 
+class DeviceFailed(DomainError):
+    """A device the service drives for the caller (a host's BMC) could not be reached, refused, or
+    presented another identity; the detail carries the device's own words. Nothing was changed."""
+
+
 class StorageFull(Unavailable):
     """The storage the service writes to has no room left; retrying after space is freed may succeed."""
 

@@ -27,6 +27,7 @@ from provisioner.store.notify_models import Webhook
 ENCRYPTED_COLUMNS: tuple[tuple[type[SQLModel], str], ...] = (
     (Host, "credential_ciphertext"),
     (Host, "backup_secret_ciphertext"),
+    (Host, "bmc_credential_ciphertext"),
     (Webhook, "secret_ciphertext"),
 )
 BATCH = 200

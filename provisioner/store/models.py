@@ -63,6 +63,11 @@ class Host(SQLModel, table=True):
     # The pinned SSH host key ("TYPE BASE64"): every phase connects with strict checking against it.
     host_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     host_key_pinned_at: datetime | None = None
+    # A redfish host's BMC: https URL, the SHA-256 of its pinned TLS certificate, and the user and
+    # password (JSON, encrypted with the key set like the SSH key; never returned, logged or audited).
+    bmc_url: str | None = Field(default=None, max_length=255)
+    bmc_cert_sha256: str | None = Field(default=None, max_length=95)
+    bmc_credential_ciphertext: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     labels: dict = _json({}, queried=True)
     pool: str = Field(default="default", index=True, max_length=64)
     driver: str = Field(default="static", max_length=16)
