@@ -95,7 +95,9 @@ class HostRequest(SQLModel, table=True):
 
 
 class Job(SQLModel, table=True):
-    __table_args__ = (Index("ix_job_status_enqueued", "status", "enqueued_at"),)
+    # finished_at: the service review and the SLO report count a period's finished jobs.
+    __table_args__ = (Index("ix_job_status_enqueued", "status", "enqueued_at"),
+                      Index("ix_job_finished_at", "finished_at"))
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True, max_length=16)
     host_id: int = Field(foreign_key="host.id", index=True)
