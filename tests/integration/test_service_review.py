@@ -4,22 +4,30 @@ made by reading every row and judging it in Python."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from provisioner.services.service_review import review, weekly
 from provisioner.services.slo_report import slo_report, slo_report_by_rows
+from provisioner.store.config import Settings
+from provisioner.store.db import make_engine, session_scope
 from provisioner.store.guardrail_models import Waiver
 from provisioner.store.image_models import Image
 from provisioner.store.migrate import upgrade
 from provisioner.store.models import AuditEntry, Host, HostRequest, Job, Tenant, User
 from provisioner.store.notify_models import Rating
+from tests.integration.harness import World
+from tests.integration.procs import Service
+from tests.integration.test_cli import BIN, cli
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -45,16 +53,17 @@ def _image(took: float, status: str = "succeeded") -> list[dict[str, Any]]:
 
 
 def seed(s: Session) -> dict[str, int]:
-    acme, globex = Tenant(name="acme"), Tenant(name="globex")
+    tenants = {t.name: t for t in s.exec(select(Tenant)).all()}  # a running service made them already
+    acme, globex = tenants.get("acme") or Tenant(name="acme"), tenants.get("globex") or Tenant(name="globex")
     s.add_all([acme, globex])
     s.flush()
     a, g = acme.id or 0, globex.id or 0
-    op = User(name="op", role="operator")
-    cust = User(name="cust", role="customer", tenant_id=a)
+    op = User(name="seed-op", role="operator")
+    cust = User(name="seed-cust", role="customer", tenant_id=a)
     s.add_all([op, cust])
     s.flush()
-    hosts = {name: Host(name=name, address="192.0.2.1", pool=pool, state=state, tenant_id=t, last_restore_at=at,
-                        last_restore_passed=ok)
+    hosts = {name: Host(name=f"seed-{name}", address="192.0.2.1", pool=pool, state=state, tenant_id=t,
+                        last_restore_at=at, last_restore_passed=ok)
              for name, pool, state, t, at, ok in [
                  ("a1", "a", "active", a, END - 2 * DAY, True), ("a2", "a", "active", a, None, None),
                  ("a3", "a", "available", None, None, None), ("a4", "a", "maintenance", None, None, None),
@@ -144,7 +153,7 @@ def test_the_review_shows_what_the_seed_implies(session: Session) -> None:
     assert integ["restore_tests"] == {"run": 3, "passed": 2, "failed": 1}
     assert (integ["hosts_in_use"], integ["hosts_never_restored"], integ["hosts_restored_in_period"]) == (3, 1, 1)
     assert [(h["host"], h["last_restore_at"]) for h in integ["oldest_last_restore"]] == [
-        ("a2", None), ("b1", "2026-04-22T12:00:00.000Z"), ("a1", "2026-05-30T12:00:00.000Z")]
+        ("seed-a2", None), ("seed-b1", "2026-04-22T12:00:00.000Z"), ("seed-a1", "2026-05-30T12:00:00.000Z")]
     toil = doc["toil"]
     assert {k: toil[k] for k in ("failed_jobs", "retried_jobs", "manual_host_moves", "waivers_granted",
                                  "escalations_opened", "total", "previous_period_total")} == {
@@ -208,3 +217,70 @@ def test_slo_counts_in_sql_equal_the_rows_judged_in_python(session: Session) -> 
         rows = slo_report_by_rows(session, end=end, period=period, tenant_id=tenant)
         assert sql == rows
         assert sum(st.events for st in sql) > (0 if period == timedelta(hours=1) else 8 if tenant else 50)
+
+
+def test_api_and_markdown_over_the_seed(world: World) -> None:
+    """The API answers the same numbers, scoped for a customer, refused (403 problem) to the imaging
+    team; Markdown on request."""
+    w = world
+    with session_scope() as s:
+        ids = seed(s)
+    q = {"end": "2026-06-01T12:00:00Z"}
+    op = w.get("operator", "/v1/review", params=q)
+    assert op.status_code == 200, op.text
+    hand = next(d for d in op.json()["slo"]["slos"] if d["name"] == "provision-handover")
+    assert (hand["events"], hand["good"]) == (8, 5)
+    assert op.json()["toil"]["total"] == 6 and op.json()["tenant_id"] is None
+    cust = w.get("cust_a", "/v1/review", params=q).json()
+    assert cust["tenant_id"] == ids["acme"] and cust["capacity"] is None
+    assert next(d for d in cust["slo"]["slos"] if d["name"] == "provision-handover")["events"] == 5
+    other = w.get("cust_b", "/v1/review", params=q).json()
+    assert next(d for d in other["slo"]["slos"] if d["name"] == "provision-handover")["events"] == 3
+    for path in ("/v1/review", "/v1/review/weekly"):
+        denied = w.get("imager", path, params=q)
+        assert denied.status_code == 403 and denied.headers["content-type"] == "application/problem+json"
+        assert denied.json()["code"] == "auth.forbidden" and denied.json()["permission"] == "reports:read"
+        assert w.client.get(path).status_code == 401
+    md = w.get("operator", "/v1/review", params={**q, "format": "markdown"})
+    assert md.headers["content-type"].startswith("text/markdown")
+    assert "| provision-handover | 99.0% | 8 | 3 | 62.50% |" in md.text, md.text
+    accept = w.client.get("/v1/review/weekly", params=q, headers={**w.h("operator"), "Accept": "text/markdown"})
+    assert accept.headers["content-type"].startswith("text/markdown")
+    assert "| provision | phase_failed | 1 |" in accept.text and "| deb12 1 | candidate | stable |" in accept.text
+    bad = w.get("operator", "/v1/review", params={"period_days": "0"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_cli_with_the_readmes_command_line(tmp_path: Path) -> None:
+    """`provisioner review --since 28d --format markdown --output FILE` against a running service."""
+    data = tmp_path / "data"
+    env = {"PROVISIONER_DATA_DIR": str(data)}
+    svc = Service(env, tmp_path / "svc.log")
+    try:
+        env["PROVISIONER_URL"] = svc.url
+        env["PROVISIONER_TOKEN"] = cli(env, "admin", "init")["token"]
+        engine = make_engine(Settings(data_dir=data, database_url=None).effective_database_url)
+        with Session(engine) as s:
+            seed(s)
+        engine.dispose()
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        line = next(x.strip() for x in readme.splitlines() if x.strip().startswith("provisioner review --since 28d"))
+        assert line == "provisioner review --since 28d --format markdown --output review.md"
+        out = tmp_path / "review.md"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")} | env
+        r = subprocess.run([str(BIN), *line.split()[1:]], env=full, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        text = out.read_text()
+        assert text.startswith("# Service review, 28d: ") and "## Data catalogue" in text
+        assert "| restore-test |" in text
+        # The seed sits in the past: the same review ending where it ends shows its numbers.
+        end = ["--end", "2026-06-01T12:00:00"]
+        table = cli(env, "review", "--since", "28d", *end, "--format", "table", ok=False)
+        assert table.returncode == 0 and "provision-handover" in table.stdout and "62.50%" in table.stdout, table
+        week = cli(env, "review", "weekly", "--since", "7d", *end, "--format", "json")
+        assert week["top_failures"][0]["reason"] == "phase_failed"
+        bad = cli(env, "review", "--since", "a month", ok=False)
+        assert bad.returncode != 0 and "--since" in bad.stderr + bad.stdout
+    finally:
+        svc.stop()
