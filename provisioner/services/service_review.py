@@ -24,11 +24,12 @@ What toil counts, and from where (also in the document's `counted`):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 from sqlmodel import Session
 
 from provisioner.core import capacity, maturity
@@ -36,7 +37,7 @@ from provisioner.core.errors import Invalid
 from provisioner.core.slo import SloStatus, window_label
 from provisioner.core.timeutil import as_utc, iso, utcnow
 from provisioner.services import ratings
-from provisioner.services.slo_report import slo_report, status_document
+from provisioner.services.slo_report import slo_report, slo_report_with_previous, status_document
 from provisioner.store.data_catalogue import CATALOGUE
 from provisioner.store.guardrail_models import Waiver
 from provisioner.store.image_models import Image
@@ -90,15 +91,14 @@ def _finished(job: Any, start: datetime, end: datetime, tenant_id: int | None) -
     return out
 
 
-def _slo_section(statuses: list[SloStatus], before: list[SloStatus]) -> dict[str, Any]:
+def _slo_section(statuses: list[SloStatus], before: dict[str, tuple[int, int]]) -> dict[str, Any]:
     docs = [status_document(st) for st in statuses]
-    prior = {st.slo.name: st for st in before}
     goals = []
     for st in statuses:
-        was = prior.get(st.slo.name)
+        n, bad = before.get(st.slo.name, (0, 0))
         goals.append({
             "goal": st.slo.name, "description": st.slo.description, "objective": st.slo.objective,
-            "attainment": st.attainment, "previous_attainment": None if was is None else was.attainment,
+            "attainment": st.attainment, "previous_attainment": None if n == 0 else (n - bad) / n,
             "met": None if st.attainment is None else st.attainment >= st.slo.objective,
             "budget_remaining": round(st.budget_remaining, 4),
         })
@@ -114,17 +114,42 @@ def _slo_section(statuses: list[SloStatus], before: list[SloStatus]) -> dict[str
     }
 
 
-def _jobs(s: Session, start: datetime, end: datetime, tenant_id: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Group:
+    """Finished jobs of one kind, status and restore outcome, retried or not, in the period or the one before."""
+
+    current: bool
+    kind: str
+    status: str
+    restore_passed: bool | None
+    retried: bool
+    n: int
+
+
+def job_groups(s: Session, start: datetime, end: datetime, tenant_id: int | None,
+               since: datetime | None = None) -> list[Group]:
+    """One GROUP BY over the jobs finished in (since or start, end]: everything the review counts
+    about finished jobs (by kind and status, restore tests, failed and retried) in one scan."""
     job = JOB
-    rows = s.execute(select(job.kind, job.status, func.count()).where(*_finished(job, start, end, tenant_id))
-                     .group_by(job.kind, job.status)).all()
+    cur = (job.finished_at > start).label("cur")
+    retried = (job.attempts > 1).label("retried")
+    q = select(cur, job.kind, job.status, job.restore_passed, retried, func.count()).where(
+        *_finished(job, since or start, end, tenant_id))
+    q = q.group_by(cur, job.kind, job.status, job.restore_passed, retried)
+    return [Group(bool(c), k, st, None if r is None else bool(r), bool(rt), int(n))
+            for c, k, st, r, rt, n in s.execute(q).all()]
+
+
+def _jobs(s: Session, groups: list[Group], tenant_id: int | None) -> dict[str, Any]:
     by_kind: dict[str, dict[str, int]] = {}
-    for kind, status, n in rows:
-        by_kind.setdefault(kind, {})[status] = int(n)
-    live = select(job.status, func.count()).where(job.status.in_(["queued", "running"])).group_by(job.status)
+    for g in groups:
+        if g.current:
+            counts = by_kind.setdefault(g.kind, {})
+            counts[g.status] = counts.get(g.status, 0) + g.n
+    live = select(JOB.status, func.count()).where(JOB.status.in_(["queued", "running"])).group_by(JOB.status)
     if tenant_id is not None:
-        live = live.where(job.tenant_id == tenant_id)
-    return {"finished": sum(int(n) for _, _, n in rows), "by_kind": by_kind,
+        live = live.where(JOB.tenant_id == tenant_id)
+    return {"finished": sum(g.n for g in groups if g.current), "by_kind": by_kind,
             "live": {st: int(n) for st, n in s.execute(live).all()}}
 
 
@@ -147,12 +172,10 @@ def _fleet(s: Session, tenant_id: int | None) -> dict[str, Any]:
     return {"hosts": sum(by_state.values()), "by_state": by_state, "by_pool": by_pool}
 
 
-def _integrity(s: Session, start: datetime, end: datetime, tenant_id: int | None) -> dict[str, Any]:
-    job, host = JOB, HOST
-    rows = s.execute(select(job.restore_passed, func.count()).where(
-        job.restore_passed.is_not(None), *_finished(job, start, end, tenant_id)).group_by(job.restore_passed)).all()
-    passed = sum(int(n) for ok, n in rows if ok)
-    failed = sum(int(n) for ok, n in rows if not ok)
+def _integrity(s: Session, groups: list[Group], start: datetime, tenant_id: int | None) -> dict[str, Any]:
+    host = HOST
+    passed = sum(g.n for g in groups if g.current and g.restore_passed is True)
+    failed = sum(g.n for g in groups if g.current and g.restore_passed is False)
     in_use = [host.state.in_(sorted(capacity.IN_USE_STATES))]
     if tenant_id is not None:
         in_use.append(host.tenant_id == tenant_id)
@@ -174,12 +197,11 @@ def _integrity(s: Session, start: datetime, end: datetime, tenant_id: int | None
     }
 
 
-def toil(s: Session, start: datetime, end: datetime, tenant_id: int | None) -> dict[str, Any]:
-    job = JOB
-    failed, retried = s.execute(select(
-        func.coalesce(func.sum(case((job.status == "failed", 1), else_=0)), 0),
-        func.coalesce(func.sum(case((and_(job.status.in_(["succeeded", "failed", "cancelled"]), job.attempts > 1), 1),
-                                    else_=0)), 0)).where(*_finished(job, start, end, tenant_id))).one()
+def toil(s: Session, groups: list[Group], start: datetime, end: datetime, tenant_id: int | None,
+         current: bool = True) -> dict[str, Any]:
+    """Toil over (start, end]; the job counts from `groups` (those of `current`)."""
+    failed = sum(g.n for g in groups if g.current is current and g.status == "failed")
+    retried = sum(g.n for g in groups if g.current is current and g.retried)
     moves = select(func.count()).where(AUDIT.action == "host.state", AUDIT.actor_id.is_not(None), AUDIT.at > start,
                                        AUDIT.at <= end)
     waivers = select(func.count()).where(WAIVER.status.in_(["approved", "revoked"]), WAIVER.decided_at > start,
@@ -256,12 +278,12 @@ def review(s: Session, *, end: datetime | None = None, period: timedelta = DEFAU
     check_period(period)
     end = as_utc(end) if end is not None else utcnow()
     start = end - period
-    slo = _slo_section(slo_report(s, end=end, period=period, tenant_id=tenant_id),
-                       slo_report(s, end=start, period=period, tenant_id=tenant_id))
+    slo = _slo_section(*slo_report_with_previous(s, end=end, period=period, tenant_id=tenant_id))
     fleet = _fleet(s, tenant_id)
-    integrity = _integrity(s, start, end, tenant_id)
-    work = toil(s, start, end, tenant_id)
-    before = toil(s, start - period, start, tenant_id)
+    groups = job_groups(s, start, end, tenant_id, since=start - period)
+    integrity = _integrity(s, groups, start, tenant_id)
+    work = toil(s, groups, start, end, tenant_id)
+    before = toil(s, groups, start - period, start, tenant_id, current=False)
     plans = _capacity(s, fleet, start, end) if tenant_id is None else None
     rules, burn_rules = _alert_rules()
     facts = maturity.Facts(
@@ -279,7 +301,7 @@ def review(s: Session, *, end: datetime | None = None, period: timedelta = DEFAU
                    "label": window_label(period)},
         "tenant_id": tenant_id,
         "slo": slo,
-        "jobs": _jobs(s, start, end, tenant_id),
+        "jobs": _jobs(s, groups, tenant_id),
         "fleet": fleet,
         "integrity": integrity,
         "toil": {**work, "previous_period_total": before["total"], "counted": COUNTED},
@@ -331,16 +353,17 @@ def weekly(s: Session, *, end: datetime | None = None, period: timedelta = WEEK,
     end = as_utc(end) if end is not None else utcnow()
     start = end - period
     slos = slo_report(s, end=end, period=period, tenant_id=tenant_id)
+    groups = job_groups(s, start, end, tenant_id)
     return {
         "period": {"start": iso(start), "end": iso(end), "days": round(period / timedelta(days=1), 3),
                    "label": window_label(period)},
         "tenant_id": tenant_id,
-        "jobs": _jobs(s, start, end, tenant_id),
+        "jobs": _jobs(s, groups, tenant_id),
         "slo": [{"name": st.slo.name, "events": st.events, "bad": st.bad, "attainment": st.attainment,
                  "objective": st.slo.objective, "budget_remaining": round(st.budget_remaining, 4),
                  "firing": [a.alert.name for a in st.alerts if a.firing]} for st in slos],
         "changes": _changes(s, start, end),
         "top_failures": _top_failures(s, start, end, tenant_id),
-        "toil": toil(s, start, end, tenant_id),
+        "toil": toil(s, groups, start, end, tenant_id),
         "open_escalations": _open_escalations(s, end, tenant_id),
     }

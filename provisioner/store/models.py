@@ -115,7 +115,8 @@ class Job(SQLModel, table=True):
     worker_id: str | None = Field(default=None, max_length=128)
     cancel_requested: bool = False
     current_phase: str | None = Field(default=None, max_length=32)
-    phases: list = _json([])
+    # JSONB on PostgreSQL: the phase SLOs read one phase's record of every job in SQL.
+    phases: list = _json([], queried=True)
     params: dict = _json({})
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # A phase's machine-readable failure (e.g. the image writer's "image_corrupt").
