@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from provisioner.store.notify_models import Rating
 from tests.integration.harness import World
 from tests.integration.procs import Service
 from tests.integration.test_cli import BIN, cli
+from tests.integration.test_dashboard import signed_in
 
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -249,6 +251,19 @@ def test_api_and_markdown_over_the_seed(world: World) -> None:
     assert "| provision | phase_failed | 1 |" in accept.text and "| deb12 1 | candidate | stable |" in accept.text
     bad = w.get("operator", "/v1/review", params={"period_days": "0"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+
+    # The dashboard page: the same numbers, with charts drawn as SVG.
+    page = signed_in(w, "operator").get("/ui/review", params={"end": "2026-06-01T12:00:00Z"})
+    assert page.status_code == 200, page.text
+    row = re.search(r"<tr><td>provision-handover</td>.*?</tr>", page.text, re.S)
+    assert row and "<td>8</td><td>3</td>" in row.group(0) and "62.50%" in row.group(0), row
+    for chart in ("budget", "states", "ratings", "capacity"):
+        assert re.search(rf'<div id="chart-{chart}"><svg [^>]*role="img"', page.text), chart
+    assert "seed-a2" in page.text and "<code>rating</code>" in page.text
+    mine = signed_in(w, "cust_a").get("/ui/review", params={"end": "2026-06-01T12:00:00Z"}).text
+    assert f"(tenant {ids['acme']})" in mine and 'id="chart-capacity"' not in mine
+    assert re.search(r"<tr><td>provision-handover</td><td>[^<]*</td><td>5</td>", mine)
+    assert signed_in(w, "imager").get("/ui/review").status_code == 403
 
 
 def test_cli_with_the_readmes_command_line(tmp_path: Path) -> None:
