@@ -24,6 +24,7 @@ from provisioner.api import (
     quotas,
     ratings,
     requests,
+    review,
     slo,
     waivers,
     webhooks,
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, *,
     install_handlers(app)
     for r in (meta.router, admin.router, hosts.router, compliance.router, requests.router, jobs.router,
               audit_log.router, policy.router, waivers.router, quotas.router, leases.router, images.router,
-              webhooks.router, ratings.router, slo.router):
+              webhooks.router, ratings.router, slo.router, review.router):
         app.include_router(r)
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes)
     # Outermost, so a request refused by the limits is counted with its 413.

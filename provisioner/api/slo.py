@@ -22,14 +22,15 @@ router = APIRouter(prefix="/v1/slo", tags=["slo"])
                         "share of the error budget left (1 untouched, 0 spent, negative overspent), the burn "
                         "rate of each alert window (1.0 spends the budget in exactly the period; null: no event "
                         "in the window) and which of the SRE workbook's alert pairs fire (both windows at or "
-                        "above the factor). Cancelled jobs are not counted; failed ones are bad.")
+                        "above the factor). Cancelled jobs are not counted; failed ones are bad. A customer "
+                        "sees their own tenant's jobs only.")
 def get_slo(p: Annotated[Principal, Depends(require("reports:read"))], s: DbSession,
             period_days: Annotated[float | None, Query(gt=0, le=400, description="length of the period in days")]
             = None,
             end: Annotated[Instant | None, Query(description="end of the period (ISO 8601), default now")] = None,
             ) -> dict[str, Any]:
     period = None if period_days is None else timedelta(days=period_days)
-    statuses = slo_report(s, end=end or utcnow(), period=period)
+    statuses = slo_report(s, end=end or utcnow(), period=period, tenant_id=p.tenant_id if p.scoped else None)
     return {
         "end": iso(statuses[0].end) if statuses else iso(end or utcnow()),
         "alert_pairs": [{"name": a.name, "severity": a.severity, "long_window": window_label(a.long_window),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from provisioner.cli import admin, audit, guardrails, hosts, images, jobs, notify, requests, service, slo
+from provisioner.cli import admin, audit, guardrails, hosts, images, jobs, notify, requests, review, service, slo
 from provisioner.cli.output import STATE
 
 app = typer.Typer(help="Self-service host provisioning with guardrails and install-time SLIs.",
@@ -34,7 +34,8 @@ for sub, name in ((admin.admin_app, "admin"), (admin.tenants_app, "tenants"), (a
                   (admin.tokens_app, "tokens"), (hosts.hosts_app, "hosts"), (requests.requests_app, "requests"),
                   (jobs.jobs_app, "jobs"), (audit.audit_app, "audit"), (guardrails.waivers_app, "waivers"),
                   (guardrails.policy_app, "policy"), (images.images_app, "images"),
-                  (notify.webhooks_app, "webhooks"), (notify.escalations_app, "escalations")):
+                  (notify.webhooks_app, "webhooks"), (notify.escalations_app, "escalations"),
+                  (review.review_app, "review")):
     app.add_typer(sub, name=name)
 
 __all__ = ["STATE", "app"]

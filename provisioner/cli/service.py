@@ -52,7 +52,7 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
     broker) and the reconciler running for as long as the app runs."""
     from provisioner.api.app import create_app
     from provisioner.store.config import get_settings
-    from provisioner.web import dashboard
+    from provisioner.web import dashboard, review_page
 
     settings = settings or get_settings()
     run_worker = settings.embedded_broker if embedded_worker is None else embedded_worker
@@ -89,6 +89,7 @@ def build_app(settings: Settings | None = None, *, embedded_worker: bool | None 
 
     app = create_app(settings, background=background)
     dashboard.install(app)
+    review_page.install(app)
     return app
 
 

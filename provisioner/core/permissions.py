@@ -34,7 +34,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "jobs:read": ALL,
     "jobs:cancel": frozenset({R.customer, R.imager, R.operator, R.admin}),
     "audit:read": frozenset({R.auditor, R.admin}),
-    "reports:read": frozenset({R.operator, R.admin, R.auditor}),
+    # SLOs and the service review: customers read their own tenant's numbers (the API narrows them).
+    "reports:read": frozenset({R.customer, R.operator, R.admin, R.auditor}),
     "policy:read": ALL,
     "policy:write": frozenset({R.operator, R.admin}),
     "waivers:request": frozenset({R.customer, R.imager, R.operator, R.admin}),

@@ -247,26 +247,35 @@ def burn_rate(events: int, good: int, objective: float) -> float | None:
     return None if ratio is None else ratio / error_budget(objective)
 
 
+def report_windows(slo: Slo, period: timedelta | None = None,
+                   alerts: Sequence[BurnAlert] = BURN_ALERTS) -> tuple[timedelta, ...]:
+    """Every window a report of `slo` counts events over: the alert windows and the period."""
+    return tuple(sorted(set(burn_windows(alerts)) | {period or slo.period}))
+
+
+def status_from_counts(slo: Slo, counts: Mapping[timedelta, tuple[int, int]], *, end: datetime,
+                       period: timedelta | None = None, alerts: Sequence[BurnAlert] = BURN_ALERTS) -> SloStatus:
+    """The SLO's status from (events, bad) per window ending at `end` (every one of
+    `report_windows`): what a database that counted the events itself hands over."""
+    period = period or slo.period
+    burns = {w: Burn(w, n, bad, burn_rate(n, n - bad, slo.objective)) for w, (n, bad) in counts.items()}
+    states = tuple(AlertState(a, burns[a.long_window].rate, burns[a.short_window].rate) for a in alerts)
+    n, bad = counts[period]
+    return SloStatus(slo, end - period, end, n, n - bad, tuple(burns[w] for w in burn_windows(alerts)), states)
+
+
 def evaluate(slo: Slo, events: Iterable[Event], *, end: datetime, period: timedelta | None = None,
              alerts: Sequence[BurnAlert] = BURN_ALERTS) -> SloStatus:
     """The SLO over (end - period, end] (the SLO's own period by default) with burn rates of every
     alert window ending at `end`. Events after `end` are ignored, so a past period can be judged."""
-    period = period or slo.period
-    windows = sorted(set(burn_windows(alerts)) | {period})
-    start = end - period
-    # Sorted once, each window is two binary searches: a 28-day history of a large fleet is tens of
-    # thousands of events, and the report runs on every dashboard view.
+    # Sorted once, each window is two binary searches.
     timeline = sorted((ev.at, not ev.good) for ev in events if ev.at <= end)
     times = [t for t, _ in timeline]
     bad_before = [0]
     for _, is_bad in timeline:
         bad_before.append(bad_before[-1] + is_bad)
     counts = {}
-    for w in windows:
+    for w in report_windows(slo, period, alerts):
         first = bisect_right(times, end - w)  # an event exactly w old has left the window
         counts[w] = (len(times) - first, bad_before[-1] - bad_before[first])
-    burns = {w: Burn(w, n, bad, burn_rate(n, n - bad, slo.objective)) for w, (n, bad) in counts.items()}
-    states = tuple(AlertState(a, burns[a.long_window].rate, burns[a.short_window].rate) for a in alerts)
-    n, bad = counts[period]
-    return SloStatus(slo, start, end, n, n - bad, tuple(burns[w] for w in burn_windows(alerts)), states)
-
+    return status_from_counts(slo, counts, end=end, period=period, alerts=alerts)

@@ -100,7 +100,9 @@ class HostRequest(SQLModel, table=True):
 
 
 class Job(SQLModel, table=True):
-    __table_args__ = (Index("ix_job_status_enqueued", "status", "enqueued_at"),)
+    # finished_at: the service review and the SLO report count a period's finished jobs.
+    __table_args__ = (Index("ix_job_status_enqueued", "status", "enqueued_at"),
+                      Index("ix_job_finished_at", "finished_at"))
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True, max_length=16)
     host_id: int = Field(foreign_key="host.id", index=True)
@@ -118,7 +120,8 @@ class Job(SQLModel, table=True):
     worker_id: str | None = Field(default=None, max_length=128)
     cancel_requested: bool = False
     current_phase: str | None = Field(default=None, max_length=32)
-    phases: list = _json([])
+    # JSONB on PostgreSQL: the phase SLOs read one phase's record of every job in SQL.
+    phases: list = _json([], queried=True)
     params: dict = _json({})
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # A phase's machine-readable failure (e.g. the image writer's "image_corrupt").

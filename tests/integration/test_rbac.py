@@ -30,7 +30,7 @@ ALLOWED = {
     "images:read": {"admin", "operator", "auditor", "imager", "customer"},
     "images:write": {"admin", "imager"},
     "metrics:read": {"admin", "operator", "auditor"},
-    "reports:read": {"admin", "operator", "auditor"},
+    "reports:read": {"admin", "operator", "auditor", "customer"},
 }
 BOGUS = {"__not_a_field__": 1}
 
@@ -89,6 +89,8 @@ def test_rbac_matrix(sqlite_world: World) -> None:
         ("POST", "/v1/images/1/flag", "images:write", BOGUS, False, invalid),
         ("GET", "/metrics", "metrics:read", None, False, ok),
         ("GET", "/v1/slo", "reports:read", None, False, ok),
+        ("GET", "/v1/review", "reports:read", None, False, ok),
+        ("GET", "/v1/review/weekly", "reports:read", None, False, ok),
     ]
     assert {c[2] for c in cases} == set(ALLOWED), "every permission is exercised"
     wrong = []

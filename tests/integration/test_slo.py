@@ -57,7 +57,11 @@ def test_slo_report_and_metrics_follow_real_jobs(world: World) -> None:
     assert slos["restore-test"]["budget_remaining"] == 1.0
     assert slos["release"]["events"] == 0 and slos["release"]["burn_rates"]["1h"] is None
     assert w.get("auditor", "/v1/slo").status_code == 200
-    denied = w.get("cust_a", "/v1/slo")
+    # A customer reads their own tenant's SLOs (both jobs are acme's); the imaging team has no reports:read.
+    mine = {s["name"]: s for s in w.get("cust_a", "/v1/slo").json()["slos"]}
+    assert (mine["provision-handover"]["events"], mine["provision-handover"]["bad"]) == (2, 1)
+    assert w.get("cust_b", "/v1/slo").json()["slos"][0]["events"] == 0
+    denied = w.get("imager", "/v1/slo")
     assert denied.status_code == 403 and denied.headers["content-type"] == "application/problem+json"
 
     m = samples(w.get("operator", "/metrics").text)
@@ -123,7 +127,8 @@ def test_a_restore_that_fails_its_check_spends_the_restore_budget(sqlite_world: 
     budget = re.search(r'<div id="budget">.*?</div>\s*</div>', op, re.S)
     assert budget and "error budget left: 100.0%" in budget.group(0) and "0 bad of 1" in budget.group(0)
     customer = signed_in(w, "cust_a").get("/ui").text
-    assert 'id="budget"' in customer and 'id="slos"' not in customer  # the fleet table needs reports:read
+    assert 'id="budget"' in customer and 'id="slos"' in customer  # their own tenant's SLO table
+    assert 'id="slos"' not in signed_in(w, "imager").get("/ui").text  # the table needs reports:read
     other = signed_in(w, "cust_b").get("/ui").text  # another tenant: none of acme's jobs
     assert "0 bad of 0" in other and "error budget left: 100.0%" in other
 
