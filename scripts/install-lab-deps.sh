@@ -9,6 +9,10 @@ PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils debootstrap mdadm nftables restic
   openssh-server bmap-tools zstd
+  # images/build-ramdisk.sh (the deploy ramdisk ISO)
+  xorriso isolinux syslinux-common
+  # images/build-disk-image.sh (partition table of the whole-disk image)
+  fdisk
   # used by vagrant/lab and vagrant/build-box.sh (normally already present)
   iproute2 e2fsprogs python3 util-linux dnsmasq-base iptables openssh-client debian-archive-keyring gpgv
 )
