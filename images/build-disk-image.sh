@@ -7,7 +7,8 @@
 # The image: an msdos partition table, one ext4 root partition from 1 MiB (label root, UUID fixed
 # per build), GRUB for BIOS in the MBR gap (grub-install onto a loop device of the raw file, from
 # the image's own grub-pc-bin), Debian's cloud kernel + initramfs, systemd-networkd with DHCP on
-# every Ethernet NIC, openssh-server, python3, mdadm, nftables, restic (images/disk-image-packages.txt).
+# every Ethernet NIC, the root grown to the whole root disk at first boot, openssh-server,
+# python3, mdadm, nftables, restic (images/disk-image-packages.txt).
 # No SSH host keys (written per host by the service; generated at first boot when nobody did),
 # an empty /etc/machine-id, and /etc/provisioner-image.json = {name, version, build_id, os_name,
 # os_version, kernel}. GRUB's menu boots /vmlinuz and /initrd.img (the kernel package keeps those
@@ -81,6 +82,37 @@ KVER=$(basename "$(ls -1 "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -n1)" | sed '
 common_system_config "$ROOTFS"
 networkd_dhcp_all "$ROOTFS"
 printf 'UUID=%s\t/\text4\tdefaults,errors=remount-ro\t0\t1\n' "$FS_UUID" >"$ROOTFS/etc/fstab"
+# first boot: the root partition and filesystem grow to the whole root disk, before sshd answers
+cat >"$ROOTFS/usr/local/sbin/provisioner-growroot" <<'SH'
+#!/bin/sh
+# Grow the root partition and its ext4 to the end of the root disk, once. sfdisk + partx, not
+# cloud-guest-utils' growpart: that shell script forks hundreds of processes, minutes under TCG.
+set -eu
+src=$(findmnt -no SOURCE /)
+disk=/dev/$(lsblk -no PKNAME "$src")
+part=$(cat "/sys/class/block/$(basename "$src")/partition")
+echo ', +' | sfdisk -q --no-reread --no-tell-kernel -N "$part" "$disk"
+partx -u -n "$part" "$disk"
+resize2fs "$src"
+mkdir -p /var/lib/provisioner
+touch /var/lib/provisioner/growroot.done
+SH
+chmod 755 "$ROOTFS/usr/local/sbin/provisioner-growroot"
+cat >"$ROOTFS/etc/systemd/system/provisioner-growroot.service" <<'UNIT'
+[Unit]
+Description=Grow the root partition and filesystem to the root disk (first boot)
+After=local-fs.target
+Before=ssh.service
+ConditionPathExists=!/var/lib/provisioner/growroot.done
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/provisioner-growroot
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+in_chroot "$ROOTFS" systemctl enable provisioner-growroot.service >/dev/null 2>&1
 # the kernel package maintains /vmlinuz and /initrd.img; make sure they exist for GRUB's menu
 ln -sfn "boot/vmlinuz-$KVER" "$ROOTFS/vmlinuz"
 ln -sfn "boot/initrd.img-$KVER" "$ROOTFS/initrd.img"

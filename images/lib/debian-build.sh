@@ -13,6 +13,10 @@ CACHE_BASE=${PROVISIONER_LAB_CACHE:-/var/cache/provisioner-lab}
 SUITE=bookworm
 LIB_FILE="${BASH_SOURCE[0]}"
 
+# A build killed by a signal still runs its EXIT trap (unmounts the chroot's /dev, /proc, loops).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "${TAG:-build}" -1 "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "${TAG:-build}" "$*" >&2; exit 1; }
 

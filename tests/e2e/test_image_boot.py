@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -42,6 +43,7 @@ IMAGE_NAME = os.environ.get("PROVISIONER_BOOT_IMAGE_NAME", "debian-12-boot")
 IMAGE_VERSION = os.environ.get("PROVISIONER_BOOT_IMAGE_VERSION", "2026.12")
 BOOT_TIMEOUT = float(os.environ.get("PROVISIONER_BOOT_TIMEOUT", "600"))
 MiB = 1 << 20
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _build(script: str, *args: str) -> tuple[Path, float]:
@@ -99,8 +101,10 @@ class Vm:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.started = time.monotonic()
 
-    def console(self) -> str:
-        return self.serial.read_text(errors="replace")[-4000:] if self.serial.exists() else ""
+    def console(self, tail: int = 4000) -> str:
+        """The serial console's last characters, terminal escapes removed."""
+        text = self.serial.read_text(errors="replace") if self.serial.exists() else ""
+        return _ESCAPES.sub("", text)[-tail:]
 
     def wait_ssh_key(self) -> tuple[str, float]:
         """The ed25519 host key the VM presents, and seconds from start until it did."""
@@ -186,13 +190,14 @@ def test_disk_image_boots_with_the_injected_identity(disk_build: Path, login: Lo
     assert fingerprint(presented) == fingerprint(host_key.public)
     out = vm.ssh(login, _pin(tmp_path, vm.port, host_key),
                  "cat /proc/cmdline; echo ---; cat /etc/provisioner-image.json; echo ---; hostname; "
-                 "findmnt -no SOURCE /; cat /etc/machine-id; systemctl is-system-running || true")
+                 "findmnt -no SOURCE /; cat /etc/machine-id; findmnt -bno SIZE /")
     cmdline, identity, rest = out.split("---\n")
     assert cmdline.startswith("BOOT_IMAGE=/vmlinuz"), cmdline
     doc = json.loads(identity)
     assert (doc["name"], doc["version"], doc["build_id"]) == (IMAGE_NAME, IMAGE_VERSION, info["build_id"])
-    host, source, machine_id, *_ = rest.split()
+    host, source, machine_id, size = rest.split()
     assert host == hostname and source == "/dev/vda1" and len(machine_id) == 32
+    assert int(size) > 3800 * MiB, f"the root did not grow to the 4 GiB disk: {size}"
 
 
 def test_ramdisk_boots_with_the_per_job_config(ramdisk_build: Path, login: Login, tmp_path: Path,
@@ -219,3 +224,19 @@ def test_ramdisk_boots_with_the_per_job_config(ramdisk_build: Path, login: Login
     assert lines[1] in ("rootfs", "tmpfs"), lines[1]
     assert lines[2].split() == ["vda", "1G"]
     assert lines[3].startswith("zstandard ") and "mdadm" in lines[4]
+
+
+def test_ramdisk_without_a_config_medium_never_starts_sshd(ramdisk_build: Path, tmp_path: Path,
+                                                           vms: list[Vm]) -> None:
+    """No per-job config, no SSH: the shared ISO holds no key anyone could log in with or pin."""
+    vm = Vm(tmp_path, [f"file={ramdisk_build / 'deploy-ramdisk.iso'},media=cdrom,if=ide,index=2,readonly=on"],
+            boot="d")
+    vms.append(vm)
+    while "no medium labelled PROVCFG" not in vm.console():
+        assert time.monotonic() - vm.started < BOOT_TIMEOUT, f"the ramdisk never gave up:\n{vm.console()}"
+        assert vm.proc.poll() is None, vm.console()
+        time.sleep(3)
+    time.sleep(5)
+    scan = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(vm.port), "127.0.0.1"], capture_output=True, text=True)
+    assert not [ln for ln in scan.stdout.splitlines() if ln and not ln.startswith("#")], scan.stdout
+    assert "Started ssh.service" not in vm.console(tail=1 << 20)
