@@ -12,6 +12,10 @@ PACKAGES=(
   # bare-metal VMs behind a Redfish BMC (vagrant/lab bm-up): sushy-emulator's libvirt binding and
   # its venv (Debian's own python3 with --system-site-packages), TLS cert, firmware, ISO tools
   python3-libvirt python3-venv openssl seabios xorriso grub-pc-bin isolinux mtools
+  # images/build-ramdisk.sh (the deploy ramdisk ISO)
+  syslinux-common
+  # images/build-disk-image.sh (partition table of the whole-disk image)
+  fdisk
   # used by vagrant/lab and vagrant/build-box.sh (normally already present)
   iproute2 e2fsprogs python3 util-linux dnsmasq-base iptables openssh-client debian-archive-keyring gpgv
 )

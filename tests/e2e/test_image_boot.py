@@ -1,0 +1,242 @@
+"""The images boot: the whole-disk image (images/build-disk-image.sh) and the deploy ramdisk
+(images/build-ramdisk.sh) each start under plain QEMU (TCG, machine pc, SeaBIOS, user-mode
+networking forwarded to 127.0.0.1 only) and answer SSH with the host key the service generated.
+
+(a) disk: the published raw.zst is decompressed onto a bigger disk, the host's configuration
+    (core/host_config.py) is written into its root by the same writer the ramdisk uses
+    (module_utils/prov_host_config.py), it boots through its own GRUB: ssh-keyscan shows the
+    injected key, /proc/cmdline has BOOT_IMAGE=, / is the root disk, the identity file is there.
+(b) ramdisk: its ISO plus a per-job config ISO (imaging/config_iso.py) as a second CD: it answers
+    SSH with the injected host key and lets the per-job key in.
+
+Builds or reuses the cached artefacts (root needed). Not part of `.ci/run` yet: run it with
+`images/verify-boot.sh` (`-m boot`). Timings are printed (-s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provisioner.core.host_config import HostConfig, HostKeyPair, bundle, config_files
+from provisioner.core.host_keys import fingerprint
+from provisioner.imaging.config_iso import config_iso
+from provisioner.services.host_key_gen import new_host_key
+from tests.module_utils import load_module_util
+
+# `boot`: not part of scripts/e2e.sh's run (it deselects them: minutes of builds and TCG boots that
+# the deploy flow's own e2e test will cover); images/verify-boot.sh runs them.
+pytestmark = [pytest.mark.e2e, pytest.mark.boot, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_NAME = os.environ.get("PROVISIONER_BOOT_IMAGE_NAME", "debian-12-boot")
+IMAGE_VERSION = os.environ.get("PROVISIONER_BOOT_IMAGE_VERSION", "2026.12")
+BOOT_TIMEOUT = float(os.environ.get("PROVISIONER_BOOT_TIMEOUT", "600"))
+MiB = 1 << 20
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _build(script: str, *args: str) -> tuple[Path, float]:
+    t = time.monotonic()
+    run = subprocess.run([str(REPO / "images" / script), *args], capture_output=True, text=True)
+    assert run.returncode == 0, f"{script} failed:\n{run.stderr[-3000:]}"
+    took = time.monotonic() - t
+    print(f"\n{script} {' '.join(args)}: {took:.1f} s ({run.stderr.strip().splitlines()[-1]})")
+    return Path(run.stdout.strip().splitlines()[-1]), took
+
+
+@pytest.fixture(scope="module")
+def disk_build() -> Path:
+    return _build("build-disk-image.sh", IMAGE_NAME, IMAGE_VERSION)[0]
+
+
+@pytest.fixture(scope="module")
+def ramdisk_build() -> Path:
+    return _build("build-ramdisk.sh")[0]
+
+
+@dataclass
+class Login:
+    key: Path
+    public: str
+
+
+@pytest.fixture(scope="module")
+def login(tmp_path_factory: pytest.TempPathFactory) -> Login:
+    d = tmp_path_factory.mktemp("login")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provisioner@test", "-f", str(d / "id")],
+                   check=True)
+    return Login(d / "id", (d / "id.pub").read_text().strip())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Vm:
+    """One QEMU process: TCG, machine pc (SeaBIOS, IDE CDs), serial console to a file, SSH
+    forwarded from 127.0.0.1:port."""
+
+    def __init__(self, workdir: Path, drives: list[str], boot: str, memory_mib: int = 1024) -> None:
+        self.port = _free_port()
+        self.serial = workdir / "serial.log"
+        cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
+               "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}", "-no-reboot",
+               "-boot", boot, "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+               "-device", "virtio-net-pci,netdev=n0"]
+        for d in drives:
+            cmd += ["-drive", d]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.started = time.monotonic()
+
+    def console(self, tail: int = 4000) -> str:
+        """The serial console's last characters, terminal escapes removed."""
+        text = self.serial.read_text(errors="replace") if self.serial.exists() else ""
+        return _ESCAPES.sub("", text)[-tail:]
+
+    def wait_ssh_key(self) -> tuple[str, float]:
+        """The ed25519 host key the VM presents, and seconds from start until it did."""
+        while time.monotonic() - self.started < BOOT_TIMEOUT:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise AssertionError(f"qemu exited {self.proc.returncode}: {err}\n{self.console()}")
+            scan = subprocess.run(["ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", str(self.port), "127.0.0.1"],
+                                  capture_output=True, text=True)
+            lines = [ln for ln in scan.stdout.splitlines() if ln and not ln.startswith("#")]
+            if lines:
+                return " ".join(lines[0].split()[1:3]), time.monotonic() - self.started
+            time.sleep(2)
+        raise AssertionError(f"no SSH within {BOOT_TIMEOUT:.0f} s; serial console:\n{self.console()}")
+
+    def ssh(self, login: Login, known_hosts: Path, command: str) -> str:
+        run = subprocess.run(
+            ["ssh", "-i", str(login.key), "-p", str(self.port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+             "-o", "ConnectTimeout=20", "root@127.0.0.1", command],
+            capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, f"ssh {command!r}: {run.stderr}\n{self.console()}"
+        return run.stdout
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def vms() -> Iterator[list[Vm]]:
+    started: list[Vm] = []
+    yield started
+    for vm in started:
+        vm.stop()
+
+
+def _pin(tmp: Path, port: int, key: HostKeyPair) -> Path:
+    path = tmp / "known_hosts"
+    path.write_text(f"[127.0.0.1]:{port} {key.public}\n")
+    return path
+
+
+def _partition_start(disk: Path) -> int:
+    table = json.loads(subprocess.run(["sfdisk", "-J", str(disk)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    return int(table["partitions"][0]["start"]) * int(table.get("sectorsize", 512))
+
+
+def _inject(disk: Path, data: bytes, mnt: Path) -> list[str]:
+    """What the ramdisk does after writing the image: mount the new root, write the host's files."""
+    loop = subprocess.run(["losetup", "--show", "-f", "-o", str(_partition_start(disk)), str(disk)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        mnt.mkdir()
+        subprocess.run(["mount", loop, str(mnt)], check=True)
+        try:
+            return list(load_module_util("prov_host_config").apply_bundle(str(mnt), data))
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
+
+
+def test_disk_image_boots_with_the_injected_identity(disk_build: Path, login: Login, tmp_path: Path,
+                                                     vms: list[Vm]) -> None:
+    info = json.loads((disk_build / "image.json").read_text())
+    disk = tmp_path / "root-disk.raw"
+    subprocess.run(["zstd", "-q", "-d", "--sparse", str(disk_build / info["files"]["raw.zst"]), "-o", str(disk)],
+                   check=True)
+    assert subprocess.run(["sha256sum", str(disk)], capture_output=True, text=True,
+                          check=True).stdout.split()[0] == info["sha256"]
+    os.truncate(disk, 4096 * MiB)  # the host's root disk is bigger than the image
+    host_key = new_host_key()
+    hostname = f"boot-{uuid.uuid4().hex[:6]}"
+    files = config_files(HostConfig(hostname, (login.public,), (host_key,)))
+    assert _inject(disk, bundle(files), tmp_path / "mnt") == [f.path for f in files]
+
+    vm = Vm(tmp_path, [f"file={disk},format=raw,if=virtio"], boot="c")
+    vms.append(vm)
+    presented, took = vm.wait_ssh_key()
+    print(f"\ndisk image {IMAGE_NAME} {IMAGE_VERSION}: power-on to SSH {took:.1f} s")
+    assert fingerprint(presented) == fingerprint(host_key.public)
+    out = vm.ssh(login, _pin(tmp_path, vm.port, host_key),
+                 "cat /proc/cmdline; echo ---; cat /etc/provisioner-image.json; echo ---; hostname; "
+                 "findmnt -no SOURCE /; cat /etc/machine-id; findmnt -bno SIZE /")
+    cmdline, identity, rest = out.split("---\n")
+    assert cmdline.startswith("BOOT_IMAGE=/vmlinuz"), cmdline
+    doc = json.loads(identity)
+    assert (doc["name"], doc["version"], doc["build_id"]) == (IMAGE_NAME, IMAGE_VERSION, info["build_id"])
+    host, source, machine_id, size = rest.split()
+    assert host == hostname and source == "/dev/vda1" and len(machine_id) == 32
+    assert int(size) > 3800 * MiB, f"the root did not grow to the 4 GiB disk: {size}"
+
+
+def test_ramdisk_boots_with_the_per_job_config(ramdisk_build: Path, login: Login, tmp_path: Path,
+                                               vms: list[Vm]) -> None:
+    host_key = new_host_key()
+    hostname = f"deploy-{uuid.uuid4().hex[:6]}"
+    cfg = tmp_path / "provcfg.iso"
+    cfg.write_bytes(config_iso(config_files(HostConfig(hostname, (login.public,), (host_key,)))))
+    root = tmp_path / "root-disk.raw"
+    root.touch()
+    os.truncate(root, 1024 * MiB)
+    vm = Vm(tmp_path, [f"file={ramdisk_build / 'deploy-ramdisk.iso'},media=cdrom,if=ide,index=2,readonly=on",
+                       f"file={cfg},media=cdrom,if=ide,index=3,readonly=on",
+                       f"file={root},format=raw,if=virtio"], boot="d")
+    vms.append(vm)
+    presented, took = vm.wait_ssh_key()
+    print(f"\ndeploy ramdisk: power-on to SSH {took:.1f} s")
+    assert fingerprint(presented) == fingerprint(host_key.public)
+    out = vm.ssh(login, _pin(tmp_path, vm.port, host_key),
+                 "hostname; findmnt -no FSTYPE /; lsblk -dno NAME,SIZE /dev/vda; "
+                 "python3 -c 'import zstandard; print(\"zstandard\", zstandard.__version__)'; mdadm --version 2>&1")
+    lines = out.splitlines()
+    assert lines[0] == hostname
+    assert lines[1] in ("rootfs", "tmpfs"), lines[1]
+    assert lines[2].split() == ["vda", "1G"]
+    assert lines[3].startswith("zstandard ") and "mdadm" in lines[4]
+
+
+def test_ramdisk_without_a_config_medium_never_starts_sshd(ramdisk_build: Path, tmp_path: Path,
+                                                           vms: list[Vm]) -> None:
+    """No per-job config, no SSH: the shared ISO holds no key anyone could log in with or pin."""
+    vm = Vm(tmp_path, [f"file={ramdisk_build / 'deploy-ramdisk.iso'},media=cdrom,if=ide,index=2,readonly=on"],
+            boot="d")
+    vms.append(vm)
+    while "no medium labelled PROVCFG" not in vm.console():
+        assert time.monotonic() - vm.started < BOOT_TIMEOUT, f"the ramdisk never gave up:\n{vm.console()}"
+        assert vm.proc.poll() is None, vm.console()
+        time.sleep(3)
+    time.sleep(5)
+    scan = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(vm.port), "127.0.0.1"], capture_output=True, text=True)
+    assert not [ln for ln in scan.stdout.splitlines() if ln and not ln.startswith("#")], scan.stdout
+    assert "Started ssh.service" not in vm.console(tail=1 << 20)
