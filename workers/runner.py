@@ -38,6 +38,7 @@ from workers.claim import Heartbeat, claim, hand_back
 from workers.db_retry import with_retry
 from workers.event_sink import EventSink, event_row
 from workers.inventory import extravars_for, inventory_for
+from workers.remote_stop import Remote, new_tag
 from workers.shutdown import DRAINING
 
 log = logging.getLogger("provisioner.runner")
@@ -268,6 +269,9 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                 def inventory(known_hosts_file: str | None, host_d: dict[str, Any] = host_d) -> dict[str, Any]:
                     return inventory_for(host_d, host.credential_path, known_hosts_file)
 
+                remote = (Remote(address=host.address, port=host.port, user=host.ssh_user, host_key=host.host_key,
+                                 tag=new_tag(job.id or 0), private_key=key, key_file=host.credential_path)
+                          if host.connection == "ssh" else None)
                 outcome = run_playbook(
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
                     inventory=inventory,
@@ -280,6 +284,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     should_cancel=hb.should_stop,
                     on_event=on_event,
                     work_root=private_dirs.owner_dir(settings),
+                    remote=remote,
                 )
         finally:
             sink.close()
