@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,9 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
         def final() -> None:
             session.refresh(job, attribute_names=["status"])
             # Users read job errors; the worker's private paths are neither theirs nor useful to them.
-            error = private_dirs.scrub(end.error, settings) if end.error else None
+            host = session.get(Host, job.host_id) if job.host_id else None
+            error = (private_dirs.scrub(end.error, settings, [host.credential_path if host else None])
+                     if end.error else None)
             settle(session, job, end.status, error, error_code=end.error_code, expect_worker=worker_id,
                    actor=worker_id)
 
@@ -255,7 +258,8 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                    attempts=rec.get("attempts", 0) + 1)
         job.current_phase = phase.name
         _save_progress(session, job, worker_id)
-        sink = EventSink(engine, job.id or 0, job.event_count)
+        sink = EventSink(engine, job.id or 0, job.event_count,
+                         scrub=partial(private_dirs.scrub, settings=settings, key_files=[host.credential_path]))
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
         try:
