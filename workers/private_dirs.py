@@ -19,7 +19,7 @@ import secrets
 import shutil
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from provisioner.store.config import Settings
@@ -108,12 +108,20 @@ _TEMP = re.compile(r"(?:/[^\s'\"),;/]+)*/(?:prov-job-|ansible-local-)" + _REST)
 def scrub(text: str, settings: Settings, key_files: Iterable[str | None] = ()) -> str:
     """``text`` without this machine's private paths: the private dirs, temp dirs and the given
     SSH key files (they name the worker's files, not the problem, and are nobody else's business)."""
+    return scrubber(settings, key_files)(text)
+
+
+def scrubber(settings: Settings, key_files: Iterable[str | None] = ()) -> Callable[[str], str]:
+    """`scrub` with the paths resolved once (a phase's event sink scrubs every event)."""
     root = runs_root(settings)
-    forms = {str(root), os.path.realpath(root)}
-    for form in sorted(forms, key=len, reverse=True):
-        text = re.sub(re.escape(form) + _REST, SCRUBBED, text)
-    text = _TEMP.sub(SCRUBBED_TEMP, text)
-    keys = {f for path in key_files if path for f in (path, os.path.realpath(path))}
-    for form in sorted(keys, key=len, reverse=True):
-        text = text.replace(form, SCRUBBED_KEY)
-    return text
+    roots = sorted({str(root), os.path.realpath(root)}, key=len, reverse=True)
+    dirs = re.compile("|".join(re.escape(form) + _REST for form in roots))
+    keys = sorted({f for path in key_files if path for f in (path, os.path.realpath(path))}, key=len, reverse=True)
+
+    def run(text: str) -> str:
+        text = _TEMP.sub(SCRUBBED_TEMP, dirs.sub(SCRUBBED, text))
+        for form in keys:
+            text = text.replace(form, SCRUBBED_KEY)
+        return text
+
+    return run

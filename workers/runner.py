@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +258,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         job.current_phase = phase.name
         _save_progress(session, job, worker_id)
         sink = EventSink(engine, job.id or 0, job.event_count,
-                         scrub=partial(private_dirs.scrub, settings=settings, key_files=[host.credential_path]))
+                         scrub=private_dirs.scrubber(settings, [host.credential_path]))
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
         try:
