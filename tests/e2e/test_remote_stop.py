@@ -30,7 +30,7 @@ from tests.integration.procs import Api, Service, admin_token, operator
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 HOST = __import__("os").environ.get("PROVISIONER_E2E_STOP_HOST", "lab1")
-PHASE_TIMEOUT_S = 150
+PHASE_TIMEOUT_S = 200
 
 # Runs on the VM as root: the processes of job N (its run tag in their environment or command
 # line) and the sleeps of this test (by their command line). Prints JSON.
@@ -72,7 +72,8 @@ def lab_rec() -> dict[str, Any]:
 
 @pytest.fixture
 def marker(lab_rec: dict[str, Any]) -> Iterator[str]:
-    value = f"{random.randint(1000, 1900)}.{random.randint(100, 999)}"  # no other sleep on the VM lasts that long
+    # No other sleep on the VM lasts that long; no trailing zero (the detached copy's `| float` drops it).
+    value = f"{random.randint(1000, 1900)}.{random.randint(10, 99)}{random.randint(1, 9)}"
     yield value
     kill_sleeps(lab_rec, value)  # whatever the outcome, the VM is left clean
 
@@ -97,15 +98,16 @@ def enroll_sleeping(op: Api, rec: dict[str, Any], marker: str) -> tuple[dict[str
     return host, job["id"]
 
 
-def wait_sleeping(op: Api, rec: dict[str, Any], job_id: int, marker: str, timeout: float) -> dict[str, Any]:
-    """Until both sleeps (the attached one and the detached one) run on the VM."""
+def wait_sleeping(op: Api, rec: dict[str, Any], job_id: int, marker: str, timeout: float,
+                  sleeps: int = 2) -> dict[str, Any]:
+    """Until `sleeps` of the phase's sleeps (the detached one starts first) run on the VM."""
     deadline = time.monotonic() + timeout
     while True:
         seen = on_vm(rec, job_id, marker)
-        if len(seen["sleeps"]) >= 2:
+        if len(seen["sleeps"]) >= sleeps:
             return seen
         job = op.get(f"/v1/jobs/{job_id}")
-        assert job["status"] == "running" and time.monotonic() < deadline, (job, seen)
+        assert job["status"] == "running" and time.monotonic() < deadline, (job["status"], job["error"], seen)
         time.sleep(2)
 
 
@@ -139,7 +141,9 @@ def test_phase_timeout_stops_the_phase_work_on_the_vm(tmp_path: Path, lab_rec: d
     svc, op = service(tmp_path, PROVISIONER_PHASE_TIMEOUTS=json.dumps({"commission": PHASE_TIMEOUT_S}))
     try:
         _, job_id = enroll_sleeping(op, lab_rec, marker)
-        wait_sleeping(op, lab_rec, job_id, marker, timeout=PHASE_TIMEOUT_S)
+        # The timeout may hit while the second sleep's module still starts (a loaded TCG VM is slow):
+        # what must be stopped is whatever of the phase runs on the VM by then.
+        print("running on the VM:", wait_sleeping(op, lab_rec, job_id, marker, timeout=PHASE_TIMEOUT_S, sleeps=1))
         job = op.wait_job(job_id, timeout=PHASE_TIMEOUT_S + 180)
         assert job["status"] == "failed" and job["error_code"] == "phase_timeout", job
         assert_nothing_left(op, lab_rec, job, marker)

@@ -37,7 +37,7 @@ def sleepers(marker: str) -> list[psutil.Process]:
 @pytest.fixture
 def marker() -> Iterator[str]:
     """A sleep duration no other test uses, so `sleep <marker>` names this test's processes only."""
-    value = f"{random.randint(500, 900)}.{random.randint(100, 999)}"
+    value = f"{random.randint(500, 900)}.{random.randint(10, 99)}{random.randint(1, 9)}"  # no trailing zero: `| float`
     yield value
     for p in sleepers(value):  # a failed test leaves nothing behind for the next one
         p.kill()
