@@ -2,7 +2,9 @@
 
 Cancellation and timeouts go through ansible-runner's cancel callback, which first stops the whole
 process tree (workers/process_tree.py: ansible's workers live in their own sessions), so nothing is
-orphaned. The SSH key reaches ssh-agent through ansible-runner's FIFO and the data dir is removed
+orphaned; for a host reached over SSH it then stops the phase's work on the host too
+(`workers/remote_stop.py`: every remote command carries the run's tag, killed by it over SSH).
+The SSH key reaches ssh-agent through ansible-runner's FIFO and the data dir is removed
 when the phase ends; the runner puts it under this worker's owner dir (`workers/private_dirs.py`),
 so the dir of a worker killed mid-phase is removed by the next worker start or reconciler pass. The
 host's pinned host key is the only line of a known_hosts file in the same data dir, and ssh checks it
@@ -24,6 +26,7 @@ from typing import Any
 import ansible_runner
 
 from workers.process_tree import terminate_tree
+from workers.remote_stop import Remote, StopReport
 
 # What OpenSSH prints when the host's key is not the pinned one (ansible reports the host unreachable).
 KEY_REFUSED_MARKERS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -42,6 +45,8 @@ class PhaseOutcome:
     error_codes: list[str] = field(default_factory=list)
     # ssh refused the host's key: it is not the pinned one.
     host_key_refused: bool = False
+    # Cancelled or timed out over SSH: what stopping the work on the host found.
+    remote_stop: StopReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,6 +73,7 @@ def run_playbook(
     should_cancel: Callable[[], bool],
     on_event: Callable[[dict[str, Any]], None],
     work_root: Path | None = None,
+    remote: Remote | None = None,
 ) -> PhaseOutcome:
     private = Path(tempfile.mkdtemp(prefix="prov-job-", dir=work_root))
     os.chmod(private, 0o700)
@@ -101,15 +107,16 @@ def run_playbook(
         return False
 
     deadline = time.monotonic() + timeout_s
-    timed_out = False
+    timed_out = stopped = False
 
     def cancel_callback() -> bool:
-        nonlocal timed_out
+        nonlocal timed_out, stopped
         if time.monotonic() > deadline:
             timed_out = True
         if timed_out or should_cancel():
             # Stop the whole tree ourselves before ansible-runner kills only the leader's group.
             terminate_tree(str(private))
+            stopped = True
             return True
         return False
 
@@ -118,7 +125,8 @@ def run_playbook(
             private_data_dir=str(private),
             playbook=str(playbook),
             inventory=inventory(known_hosts_file),
-            extravars=extravars,
+            # Every play puts it into its remote commands' environment: what remote.stop() kills by.
+            extravars={**extravars, "provisioner_run_tag": remote.tag if remote else ""},
             ssh_key=ssh_key,
             event_handler=handler,
             cancel_callback=cancel_callback,
@@ -139,6 +147,11 @@ def run_playbook(
         )
         outcome.status = "timeout" if timed_out else runner.status
         outcome.rc = runner.rc
+        if stopped and remote is not None:
+            # ansible is gone on this side: nothing can start new work on the host while we stop it.
+            outcome.remote_stop = remote.stop()
+            on_event({"event": "remote_stop", "stdout": outcome.remote_stop.summary(remote.address),
+                      "event_data": {"host": "target", "task": "stop this phase's work on the host"}})
     finally:
         shutil.rmtree(private, ignore_errors=True)
     return outcome

@@ -1,8 +1,13 @@
-"""Batched, ordered persistence of ansible-runner events (one insert per batch, not per event)."""
+"""Batched, ordered persistence of ansible-runner events (one insert per batch, not per event).
+
+Rows are scrubbed as they come in (`scrub`, the runner passes `private_dirs.scrub`): events are read
+by the job's tenant through the API, the SSE stream and the dashboard, and the worker's private
+paths (its phase data dirs, temp dirs, SSH key files) are neither theirs nor useful to them."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -44,6 +49,10 @@ def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_m
     }
 
 
+# The free-text fields of a row that may name paths, and their column limits (stdout is TEXT).
+SCRUBBED_FIELDS: dict[str, int | None] = {"stdout": None, "task": 512}
+
+
 class EventSink:
     """Collects rows from ansible-runner's callback thread; a flusher thread writes them in batches.
 
@@ -52,8 +61,9 @@ class EventSink:
     """
 
     def __init__(self, engine: Engine, job_id: int, start_seq: int, *, batch: int = 500,
-                 interval: float = 0.25) -> None:
+                 interval: float = 0.25, scrub: Callable[[str], str] | None = None) -> None:
         self.engine = engine
+        self.scrub = scrub
         self.job_id = job_id
         self.seq = start_seq
         self.batch = batch
@@ -67,6 +77,10 @@ class EventSink:
         self._thread.start()
 
     def add(self, row_without_seq: dict[str, Any]) -> int:
+        if self.scrub is not None:
+            for key, limit in SCRUBBED_FIELDS.items():
+                if isinstance(row_without_seq.get(key), str):
+                    row_without_seq[key] = self.scrub(row_without_seq[key])[:limit]
         with self._lock:
             self.seq += 1
             row_without_seq["seq"] = self.seq

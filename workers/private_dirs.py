@@ -19,6 +19,7 @@ import secrets
 import shutil
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from provisioner.store.config import Settings
@@ -28,6 +29,8 @@ log = logging.getLogger("provisioner.private_dirs")
 RUNS = "phase-runs"
 LOCK = ".lock"
 SCRUBBED = "<worker data dir>"
+SCRUBBED_TEMP = "<worker temp dir>"
+SCRUBBED_KEY = "<ssh key file>"
 
 _mutex = threading.Lock()
 _owned: dict[tuple[int, Path], Path] = {}  # (pid, runs root) -> this process's owner dir
@@ -96,10 +99,29 @@ def sweep_stale(settings: Settings) -> list[Path]:
     return removed
 
 
-def scrub(text: str, settings: Settings) -> str:
-    """``text`` without this machine's private-dir paths (they name the worker's files, not the problem)."""
+# The rest of a path, up to what ends it in ansible's and ssh's messages.
+_REST = r"[^\s'\"),;]*"
+# A phase's data dir outside data_dir (tempfile's default dir) and ansible's own temp dirs on this machine.
+_TEMP = re.compile(r"(?:/[^\s'\"),;/]+)*/(?:prov-job-|ansible-local-)" + _REST)
+
+
+def scrub(text: str, settings: Settings, key_files: Iterable[str | None] = ()) -> str:
+    """``text`` without this machine's private paths: the private dirs, temp dirs and the given
+    SSH key files (they name the worker's files, not the problem, and are nobody else's business)."""
+    return scrubber(settings, key_files)(text)
+
+
+def scrubber(settings: Settings, key_files: Iterable[str | None] = ()) -> Callable[[str], str]:
+    """`scrub` with the paths resolved once (a phase's event sink scrubs every event)."""
     root = runs_root(settings)
-    forms = {str(root), os.path.realpath(root)}
-    for form in sorted(forms, key=len, reverse=True):
-        text = re.sub(re.escape(form) + r"[^\s'\"),;]*", SCRUBBED, text)
-    return text
+    roots = sorted({str(root), os.path.realpath(root)}, key=len, reverse=True)
+    dirs = re.compile("|".join(re.escape(form) + _REST for form in roots))
+    keys = sorted({f for path in key_files if path for f in (path, os.path.realpath(path))}, key=len, reverse=True)
+
+    def run(text: str) -> str:
+        text = _TEMP.sub(SCRUBBED_TEMP, dirs.sub(SCRUBBED, text))
+        for form in keys:
+            text = text.replace(form, SCRUBBED_KEY)
+        return text
+
+    return run

@@ -38,6 +38,7 @@ from workers.claim import Heartbeat, claim, hand_back
 from workers.db_retry import with_retry
 from workers.event_sink import EventSink, event_row
 from workers.inventory import extravars_for, inventory_for
+from workers.remote_stop import Remote, new_tag
 from workers.shutdown import DRAINING
 
 log = logging.getLogger("provisioner.runner")
@@ -115,7 +116,9 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
         def final() -> None:
             session.refresh(job, attribute_names=["status"])
             # Users read job errors; the worker's private paths are neither theirs nor useful to them.
-            error = private_dirs.scrub(end.error, settings) if end.error else None
+            host = session.get(Host, job.host_id) if job.host_id else None
+            error = (private_dirs.scrub(end.error, settings, [host.credential_path if host else None])
+                     if end.error else None)
             settle(session, job, end.status, error, error_code=end.error_code, expect_worker=worker_id,
                    actor=worker_id)
 
@@ -254,7 +257,8 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                    attempts=rec.get("attempts", 0) + 1)
         job.current_phase = phase.name
         _save_progress(session, job, worker_id)
-        sink = EventSink(engine, job.id or 0, job.event_count)
+        sink = EventSink(engine, job.id or 0, job.event_count,
+                         scrub=private_dirs.scrubber(settings, [host.credential_path]))
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
         try:
@@ -268,6 +272,9 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                 def inventory(known_hosts_file: str | None, host_d: dict[str, Any] = host_d) -> dict[str, Any]:
                     return inventory_for(host_d, host.credential_path, known_hosts_file)
 
+                remote = (Remote(address=host.address, port=host.port, user=host.ssh_user, host_key=host.host_key,
+                                 tag=new_tag(job.id or 0), private_key=key, key_file=host.credential_path)
+                          if host.connection == "ssh" else None)
                 outcome = run_playbook(
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
                     inventory=inventory,
@@ -280,6 +287,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
                     should_cancel=hb.should_stop,
                     on_event=on_event,
                     work_root=private_dirs.owner_dir(settings),
+                    remote=remote,
                 )
         finally:
             sink.close()

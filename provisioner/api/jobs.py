@@ -87,7 +87,7 @@ async def stream_job(job_id: PathId, after: Annotated[int, Depends(stream_start)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             summary="Cancel a job: a running ansible process group is stopped within seconds")
+             summary="Cancel a job: the running phase is stopped within seconds, on the worker and on the host")
 def cancel_job(job_id: PathId, p: Annotated[Principal, Depends(require("jobs:cancel"))],
                s: DbSession) -> Job:
     j = visible_job(s, p, job_id)

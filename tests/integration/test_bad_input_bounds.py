@@ -15,6 +15,8 @@ from tests.integration.harness import PUBKEY, World
 from tests.integration.test_bad_input import assert_problem, counts
 from tests.integration.test_dashboard import signed_in
 
+Case = tuple[str, str, str, Any, int, str]  # (who, method, path, json body, status, code)
+
 INT_MAX = 2**31 - 1
 OUT_OF_RANGE = [2**31, 2**63, 2**64, 10**30]
 PATH_ID_ROUTES = [
@@ -50,7 +52,7 @@ def call(w: World, who: str, method: str, path: str, body: Any = None, **kw: Any
                             json=body if body is not None and "content" not in kw else None, **kw)
 
 
-def check_all(w: World, cases: list[tuple[str, str, str, Any, int, str]]) -> None:
+def check_all(w: World, cases: list[Case]) -> None:
     """Runs every case and reports all mismatches at once; nothing may have been written."""
     before = counts(w)
     failures = []
@@ -64,33 +66,38 @@ def check_all(w: World, cases: list[tuple[str, str, str, Any, int, str]]) -> Non
     assert counts(w) == before, "a refused request wrote something"
 
 
-def test_nul_is_refused_naming_the_field(w: World) -> None:
+def nul_cases(user_id: int) -> list[tuple[str, str, str, Any, str]]:
+    """(who, method, path, json body, the field the 422 must name); `user_id`: a user to mint a token for."""
     nul = "a\x00b"
-    cases = [
+    return [
         ("cust_a", "POST", "/v1/waivers",
-         {"code": "backup.required", "scope": "tenant:acme", "justification": "long enough reason " + nul}),
+         {"code": "backup.required", "scope": "tenant:acme", "justification": "long enough reason " + nul},
+         "body.justification"),
         ("operator", "POST", "/v1/hosts", {"name": "h2", "address": "127.0.0.1", "connection": "local",
-                                           "labels": {"rack": nul}}),
+                                           "labels": {"rack": nul}}, "body.labels.rack"),
         ("operator", "POST", "/v1/hosts", {"name": "h2", "address": "127.0.0.1", "connection": "local",
-                                           "labels": {"ra\x00ck": "x"}}),
-        ("operator", "POST", "/v1/hosts", {"name": "h2", "address": "1.2.3.4" + nul, "connection": "local"}),
-        ("admin", "POST", f"/v1/users/{w.ids['cust_a']}/tokens", {"name": nul}),
-        ("imager", "POST", "/v1/images/1/flag", {"reason": nul}),
-        ("operator", "POST", "/v1/hosts/1/state", {"state": "maintenance", "reason": nul}),
-        ("cust_a", "POST", "/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY + nul}),
-        ("admin", "PUT", "/v1/policy", {"backup_schedules_allowed": ["daily", nul]}),
-        ("operator", "GET", "/v1/hosts?name=a%00b", None),
-        ("auditor", "GET", "/v1/audit?actor=%00", None),
-        ("auditor", "GET", "/v1/audit?action=x&object_id=%00", None),
-        ("cust_a", "GET", "/v1/waivers?scope=tenant:a%00", None),
-        ("admin", "DELETE", "/v1/tokens/abc%00def", None),
+                                           "labels": {"ra\x00ck": "x"}}, "body.labels.ra\\u0000ck"),
+        ("operator", "POST", "/v1/hosts", {"name": "h2", "address": "1.2.3.4" + nul, "connection": "local"},
+         "body.address"),
+        ("admin", "POST", f"/v1/users/{user_id}/tokens", {"name": nul}, "body.name"),
+        ("imager", "POST", "/v1/images/1/flag", {"reason": nul}, "body.reason"),
+        ("operator", "POST", "/v1/hosts/1/state", {"state": "maintenance", "reason": nul}, "body.reason"),
+        ("cust_a", "POST", "/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY + nul},
+         "body.ssh_public_key"),
+        ("admin", "PUT", "/v1/policy", {"backup_schedules_allowed": ["daily", nul]},
+         "body.backup_schedules_allowed.1"),
+        ("operator", "GET", "/v1/hosts?name=a%00b", None, "query.name"),
+        ("auditor", "GET", "/v1/audit?actor=%00", None, "query.actor"),
+        ("auditor", "GET", "/v1/audit?action=x&object_id=%00", None, "query.object_id"),
+        ("cust_a", "GET", "/v1/waivers?scope=tenant:a%00", None, "query.scope"),
+        ("admin", "DELETE", "/v1/tokens/abc%00def", None, "path"),
     ]
-    expected_field = ["body.justification", "body.labels.rack", "body.labels.ra\\u0000ck", "body.address",
-                      "body.name", "body.reason", "body.reason", "body.ssh_public_key",
-                      "body.backup_schedules_allowed.1", "query.name", "query.actor", "query.object_id",
-                      "query.scope", "path"]
+
+
+def test_nul_is_refused_naming_the_field(w: World) -> None:
+    cases = nul_cases(w.ids["cust_a"])
     before = counts(w)
-    for (who, method, path, body), field in zip(cases, expected_field, strict=True):
+    for who, method, path, body, field in cases:
         r = call(w, who, method, path, body)
         problem = assert_problem(r, 422, "request.nul_character")
         assert [e["field"] for e in problem["errors"]] == [field], (path, problem)
@@ -103,14 +110,18 @@ def test_nul_is_refused_naming_the_field(w: World) -> None:
     assert assert_problem(r, 422, "request.nul_character")["errors"][0]["field"] == "body.token"
 
 
-def test_ids_beyond_the_column_range_are_refused_on_every_path(w: World) -> None:
+def path_id_cases() -> list[Case]:
     cases = []
     for method, template in PATH_ID_ROUTES:
         path = template.format("{}")
         who = "admin" if "/images/" not in path else "imager"
         for value in OUT_OF_RANGE:
             cases.append((who, method, template.format(value), body_for(path), 422, "request.invalid"))
-    check_all(w, cases)
+    return cases
+
+
+def test_ids_beyond_the_column_range_are_refused_on_every_path(w: World) -> None:
+    check_all(w, path_id_cases())
 
 
 def test_path_ids_at_the_column_edge_are_ordinary_not_found(w: World) -> None:
@@ -119,8 +130,8 @@ def test_path_ids_at_the_column_edge_are_ordinary_not_found(w: World) -> None:
         assert_problem(r, 404)
 
 
-def test_id_filters_and_body_ids_beyond_the_column_range(w: World) -> None:
-    cases: list[tuple[str, str, str, Any, int, str]] = []
+def filter_cases() -> list[Case]:
+    cases: list[Case] = []
     for value in OUT_OF_RANGE:
         cases += [
             ("cust_a", "GET", f"/v1/jobs?host_id={value}", None, 422, "request.invalid"),
@@ -135,7 +146,11 @@ def test_id_filters_and_body_ids_beyond_the_column_range(w: World) -> None:
     # At the edge the value is fine and the answer is the domain's.
     cases.append(("admin", "POST", "/v1/users", {"name": "u9", "role": "customer", "tenant_id": INT_MAX}, 422,
                   "user.unknown_tenant"))
-    check_all(w, cases)
+    return cases
+
+
+def test_id_filters_and_body_ids_beyond_the_column_range(w: World) -> None:
+    check_all(w, filter_cases())
     r = w.get("cust_a", f"/v1/jobs?host_id={INT_MAX}&request_id={INT_MAX}")
     assert r.status_code == 200 and r.json()["items"] == []
     job = w.get("operator", "/v1/jobs").json()["items"]
@@ -154,11 +169,20 @@ def test_dashboard_job_id_beyond_the_column_range(w: World) -> None:
 
 
 def test_datetimes_at_the_calendar_edges(w: World) -> None:
-    r = w.post("cust_a", "/v1/waivers", {"code": "backup.required", "scope": "tenant:acme",
-                                         "justification": "the backup store is being moved this week"})
+    r = w.post("cust_a", "/v1/waivers", WAIVER)
     assert r.status_code == 201, r.text
-    waiver = r.json()["id"]
-    cases: list[tuple[str, str, str, Any, int, str]] = []
+    check_all(w, datetime_cases(r.json()["id"]))
+    assert w.get("auditor", "/v1/audit?since=1970-01-01T00:00:00%2B01:00").status_code == 200
+    assert w.get("auditor", "/v1/audit?since=8999-12-31T23:59:59-05:00").json()["items"] == []
+
+
+WAIVER = {"code": "backup.required", "scope": "tenant:acme",
+          "justification": "the backup store is being moved this week"}
+
+
+def datetime_cases(waiver: int) -> list[Case]:
+    """`waiver`: a pending waiver's id (approving it with a bad expiry must be refused)."""
+    cases: list[Case] = []
     for bad in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00", "1969-12-31T23:00:00Z",
                 "9000-01-01T00:00:00Z", "1700000000", "yesterday"):
         cases.append(("auditor", "GET", "/v1/audit?since=" + bad.replace("+", "%2B"), None, 422, "request.invalid"))
@@ -169,13 +193,11 @@ def test_datetimes_at_the_calendar_edges(w: World) -> None:
     # In range but beyond the policy: the policy's answer, not the calendar's.
     cases.append(("operator", "POST", f"/v1/waivers/{waiver}/approve", {"expires_at": "8999-12-31T23:59:59-05:00"},
                   422, "waiver.invalid"))
-    check_all(w, cases)
-    assert w.get("auditor", "/v1/audit?since=1970-01-01T00:00:00%2B01:00").status_code == 200
-    assert w.get("auditor", "/v1/audit?since=8999-12-31T23:59:59-05:00").json()["items"] == []
+    return cases
 
 
-def test_policy_numbers_are_bounded(w: World) -> None:
-    cases = [("admin", "PUT", "/v1/policy", {field: value}, 422, "policy.invalid")
+def policy_cases() -> list[Case]:
+    cases: list[Case] = [("admin", "PUT", "/v1/policy", {field: value}, 422, "policy.invalid")
              for field in ("waiver_max_days", "restore_test_max_age_days", "max_lease_hours",
                            "backup_retention_days_max", "max_open_ports")
              for value in (2**31, 2**63, 10**30, -1)]
@@ -183,12 +205,16 @@ def test_policy_numbers_are_bounded(w: World) -> None:
     # Found by schemathesis: unhashable items in a set field were a TypeError (500), not a refusal.
     cases += [("admin", "PUT", "/v1/policy", {"lab_pools": [[{}]]}, 422, "policy.invalid"),
               ("admin", "PUT", "/v1/policy", {"management_ports": [{"a": 1}]}, 422, "policy.invalid")]
-    check_all(w, cases)
+    return cases
 
 
-def test_label_maps_are_bounded(w: World) -> None:
+def test_policy_numbers_are_bounded(w: World) -> None:
+    check_all(w, policy_cases())
+
+
+def label_cases() -> list[Case]:
     many = {f"l{i}": "x" for i in range(40_000)}
-    cases = [
+    return [
         ("operator", "POST", "/v1/hosts", {"name": "h3", "address": "127.0.0.1", "connection": "local",
                                            "labels": many}, 422, "request.invalid"),
         ("operator", "POST", "/v1/hosts", {"name": "h3", "address": "127.0.0.1", "connection": "local",
@@ -204,19 +230,25 @@ def test_label_maps_are_bounded(w: World) -> None:
                                             "constraints": {"labels": {f"l{i}": "x" for i in range(16)}}},
          409, "capacity.insufficient"),
     ]
-    check_all(w, cases)
+
+
+def test_label_maps_are_bounded(w: World) -> None:
+    check_all(w, label_cases())
     r = w.post("operator", "/v1/hosts", {"name": "h4", "address": "127.0.0.1", "connection": "local",
                                          "commission": False, "labels": {f"l{i}": "x" for i in range(64)}})
     assert r.status_code == 201 and len(r.json()["labels"]) == 64
 
 
+QUERY_CASES: list[Case] = [
+    ("operator", "GET", "/v1/hosts?stat=active", None, 422, "request.invalid"),
+    ("operator", "GET", "/v1/hosts?name=a&name=b", None, 422, "request.invalid"),
+    ("cust_a", "GET", "/v1/jobs?status=failed&status=queued", None, 422, "request.invalid"),
+    ("operator", "POST", "/v1/hosts/1/state?force=1", {"state": "maintenance"}, 422, "request.invalid"),
+]
+
+
 def test_unknown_and_repeated_query_parameters(w: World) -> None:
-    check_all(w, [
-        ("operator", "GET", "/v1/hosts?stat=active", None, 422, "request.invalid"),
-        ("operator", "GET", "/v1/hosts?name=a&name=b", None, 422, "request.invalid"),
-        ("cust_a", "GET", "/v1/jobs?status=failed&status=queued", None, 422, "request.invalid"),
-        ("operator", "POST", "/v1/hosts/1/state?force=1", {"state": "maintenance"}, 422, "request.invalid"),
-    ])
+    check_all(w, QUERY_CASES)
     r = w.get("operator", "/v1/hosts?stat=active")
     assert r.json()["errors"] == [{"field": "query.stat", "message": "unknown query parameter",
                                    "type": "extra_forbidden"}]

@@ -219,3 +219,20 @@ def test_a_host_the_vagrant_driver_creates_is_pinned_at_creation(tmp_path: Path,
         (pinned,) = audit(w, "host.pin")
         assert pinned["after"]["host_key_fingerprint"] == sshd.fingerprint()
         assert pinned["after"]["job_id"] == job["id"] and pinned["after"]["driver"] == "vagrant"
+
+
+def test_a_key_file_path_is_not_shown_in_job_errors_or_events(ssh_world: World, sshd: Sshd, tmp_path: Path) -> None:
+    """ssh names a key file it cannot read; the job's error and events keep the message, not the path."""
+    from workers import private_dirs
+
+    w = ssh_world
+    missing = tmp_path / "operator-keys" / "id_missing"
+    body = enroll_body(sshd, ssh_key_path=str(missing))
+    body.pop("ssh_private_key")
+    host = w.enroll(body.pop("name"), **body)
+    job = w.get("operator", "/v1/jobs", params={"host_id": host["id"], "kind": "commission"}).json()["items"][0]
+    assert job["status"] == "failed" and job["error_code"] == "host_unreachable", job
+    events = w.get("operator", f"/v1/jobs/{job['id']}/events", params={"limit": 1000}).json()["items"]
+    text = json.dumps(events) + job["error"]
+    assert str(missing) not in text, text
+    assert private_dirs.SCRUBBED_KEY in text, text

@@ -1,9 +1,10 @@
 """A phase's private data dir holds secrets (extravars with tokens and passwords) while it runs. A
 worker killed mid-phase leaves it behind; the next worker start and the reconciler remove it. Job
-errors never show those paths."""
+errors and events never show those paths."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,10 +80,17 @@ def test_reconciler_removes_dirs_of_dead_owners_only(tmp_path: Path, pg_url: str
     assert reconcile_once(settings).get("stale_private_dirs") == 1 and not live.exists()
 
 
-def test_job_errors_do_not_show_private_paths(sqlite_world: World, tmp_path: Path) -> None:
+def test_job_errors_and_events_do_not_show_private_paths(sqlite_world: World, tmp_path: Path) -> None:
     w = sqlite_world
     w.enroll("node1", labels={"fail_phase": "firewall", "fail_shows_paths": "1"})
     job = w.wait_job(w.request().json()["job_ids"][0])
     assert job["status"] == "failed" and "asked to fail in firewall" in job["error"], job
     assert f"(inventory in {private_dirs.SCRUBBED})" in job["error"], job["error"]
     assert str(tmp_path) not in job["error"] and "prov-job-" not in job["error"]
+    # Nor do its events, as stored: the events API (and the SSE stream and the dashboard, which read
+    # the same rows) show the failed task's message with the path replaced.
+    events = w.get("cust_a", f"/v1/jobs/{job['id']}/events", params={"limit": 1000}).json()["items"]
+    failed = [e for e in events if e["status"] == "failed"]
+    assert failed and f"(inventory in {private_dirs.SCRUBBED})" in failed[-1]["stdout"], failed
+    text = json.dumps(events)
+    assert str(tmp_path) not in text and "prov-job-" not in text and private_dirs.RUNS not in text
