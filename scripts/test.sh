@@ -15,7 +15,10 @@ PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --profile production --offlin
 promtool check rules ops/prometheus/alerts.yml
 promtool test rules ops/prometheus/alerts_test.yml
 set +e
-.venv/bin/pytest -q -rs --durations=20 -m "not e2e" "$@"
+# In parallel (pytest-xdist): the tests mostly wait (ansible runs, service processes, PostgreSQL), so
+# 4 processes on 2 cores keep the CPUs busy. Each test process has its own databases, ports, data
+# dirs and broker; PYTEST_WORKERS=0 runs them in this one process.
+.venv/bin/pytest -q -rs --durations=20 -m "not e2e" -n "${PYTEST_WORKERS:-4}" --dist worksteal "$@"
 rc=$?
 set -e
 # 5 = nothing collected: not a failure of the suite by itself.

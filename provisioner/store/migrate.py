@@ -6,15 +6,20 @@ commands), or explicitly with `provisioner admin migrate`.
 * A database made before migrations existed (tables created by `create_all`, no `alembic_version`):
   stamped at the baseline revision, whose schema it has, then upgraded.
 * Processes starting together (several API processes, workers): on PostgreSQL a transaction-scoped
-  advisory lock lets one migrate while the others wait, then find nothing to do. SQLite has no
-  such lock: a process that loses the race (its CREATE fails because another made the table) looks
-  again and finds the work done.
+  advisory lock lets one migrate while the others wait, then find nothing to do. On SQLite an
+  exclusive flock on a file beside the database (`<db>.migrate-lock`) does the same; a process that
+  still loses a race (its CREATE fails because another made the table) looks again. Without the
+  lock, 4 processes started together on a loaded machine could each lose 3 times in a row while the
+  winner was still creating tables (seen once in 1188 tests run 4 at a time).
 """
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -49,8 +54,20 @@ def current(connection: Connection) -> str | None:
 
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest revision; returns it."""
-    with _in_process:  # alembic's `context` is module-global: one migration per process at a time
+    # alembic's `context` is module-global: one migration per process at a time; and one per SQLite file.
+    with _in_process, _sqlite_file_lock(engine):
         return _upgrade_retrying(engine)
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _upgrade_retrying(engine: Engine) -> str:

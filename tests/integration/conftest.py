@@ -32,7 +32,7 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
     """An engine on an empty database (no schema yet), SQLite and the real PostgreSQL."""
     url = f"sqlite:///{tmp_path / 'bare.db'}"
     if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg://")
+        url = request.getfixturevalue("pg_empty_url").replace("postgresql://", "postgresql+psycopg://")
     eng = make_engine(url)
     yield eng
     eng.dispose()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from fastapi.testclient import TestClient
 
 from provisioner.store.config import get_settings
@@ -19,6 +20,25 @@ from provisioner.store.db import reset_engines, session_scope
 REPO = Path(__file__).resolve().parents[2]
 TEST_PLAYBOOKS = REPO / "tests" / "playbooks"
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZ0ZXN0a2V5Zm9ydGhlcHJvdmlzaW9uZXJ0ZXN0cw test@example"
+
+
+def sleep_marker(seconds: int) -> str:
+    """A `sleep` length that no other running test uses, for a test that looks for its phase's
+    process among all of the machine's: the fraction is this process's id (fixed width, so no marker
+    is the prefix of another), since parallel test processes (pytest -n) run the same test at once."""
+    return f"{seconds}.{os.getpid():07d}"
+
+
+def sleepers(marker: str) -> list[psutil.Process]:
+    """Every process of the machine running `sleep <marker>`, a child whose parent died included."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.info["cmdline"] and f"sleep {marker}" in " ".join(p.info["cmdline"]):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 
 def configure(env: dict[str, str]) -> None:

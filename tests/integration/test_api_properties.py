@@ -9,13 +9,11 @@ object has no attribute '_nodeid'); this also reports every failing operation in
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -24,6 +22,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from tests.conftest import PG_BASE, create_database, drop_database
 from tests.integration.harness import TEST_PLAYBOOKS
 from tests.integration.procs import Service, admin_token
 
@@ -33,13 +32,10 @@ MAX_EXAMPLES = 6
 
 @pytest.fixture(scope="module")
 def pg_url_module(pg_admin: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for the module's service process."""
-    name = f"prov_st_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(pg_admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh, empty PostgreSQL database for the module's service process (which migrates it)."""
+    name = create_database(pg_admin, "prov_st")
+    yield f"{PG_BASE}/{name}"
+    drop_database(pg_admin, name)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 
-import psutil
-
-from tests.integration.harness import World
+from tests.integration.harness import World, sleep_marker, sleepers
 from tests.integration.sshd import Sshd
 
 
@@ -69,23 +67,12 @@ def test_failed_phase_is_retried_then_fails_with_reason(world: World) -> None:
     assert world.get("cust_a", f"/v1/requests/{job['request_id']}").json()["status"] == "failed"
 
 
-def _sleepers(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if p.info["cmdline"] and marker in " ".join(p.info["cmdline"]):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 def test_cancel_running_job_stops_the_process_group(world: World) -> None:
-    marker = "31.337"
+    marker = sleep_marker(31)
     world.enroll("node1", labels={"sleep": marker})
     job_id = world.request().json()["job_ids"][0]
     deadline = time.monotonic() + 60
-    while not _sleepers(f"sleep {marker}"):
+    while not sleepers(marker):
         assert time.monotonic() < deadline, "the phase never started"
         time.sleep(0.2)
     t0 = time.monotonic()
@@ -97,7 +84,7 @@ def test_cancel_running_job_stops_the_process_group(world: World) -> None:
     assert took < 5, f"cancel took {took:.1f}s"
     assert "cancelled during phase wipe" in job["error"]
     # The job is settled only after the process tree was stopped: nothing may be left by now.
-    assert not _sleepers(f"sleep {marker}"), "ansible's child process survived the cancel"
+    assert not sleepers(marker), "ansible's child process survived the cancel"
     assert world.post("cust_a", f"/v1/jobs/{job_id}/cancel").status_code == 409
 
 
@@ -128,7 +115,7 @@ def test_cancel_queued_job_frees_host(tmp_path) -> None:  # type: ignore[no-unty
 def test_phase_timeout_stops_the_tree_and_fails_with_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.integration.harness import base_env, running_app
 
-    marker = "41.414"
+    marker = sleep_marker(41)
     with running_app(base_env(tmp_path, PROVISIONER_PHASE_TIMEOUTS='{"wipe": 3}')) as w:
         w.enroll("node1", labels={"sleep": marker})
         t0 = time.monotonic()
@@ -137,7 +124,7 @@ def test_phase_timeout_stops_the_tree_and_fails_with_reason(tmp_path) -> None:  
         wipe = next(p for p in job["phases"] if p["name"] == "wipe")
         assert wipe["attempts"] == 1 and wipe["duration_s"] < 10  # a timeout is not retried
         assert time.monotonic() - t0 < 120
-        assert not _sleepers(f"sleep {marker}"), "the timed-out phase left processes behind"
+        assert not sleepers(marker), "the timed-out phase left processes behind"
 
 
 def test_insufficient_capacity_is_a_clear_409(world: World) -> None:

@@ -7,21 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
 from sqlmodel import select
 
-from tests.integration.harness import base_env, running_app
-
-
-def _sleepers(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if p.info["cmdline"] and f"sleep {marker}" in " ".join(p.info["cmdline"]):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
+from tests.integration.harness import base_env, running_app, sleep_marker, sleepers
 
 
 def test_leaving_the_app_stops_unfinished_jobs_and_forgets_their_messages(tmp_path: Path) -> None:
@@ -31,7 +19,7 @@ def test_leaving_the_app_stops_unfinished_jobs_and_forgets_their_messages(tmp_pa
     from provisioner.store.models import Job
     from workers.broker import get_broker
 
-    marker = "23.571"  # a sleep no other test runs, so the process is ours
+    marker = sleep_marker(23)  # a sleep no other test runs, so the process is ours
     # One worker thread: the second job waits in the broker while the first one sleeps.
     with running_app(base_env(tmp_path, PROVISIONER_WORKER_THREADS="1")) as w:
         w.enroll("slow", labels={"sleep": marker, "sleep_phase": "wipe"}, pool="p1")
@@ -39,14 +27,14 @@ def test_leaving_the_app_stops_unfinished_jobs_and_forgets_their_messages(tmp_pa
         running = w.request(pool="p1").json()["job_ids"][0]
         waiting = w.request(pool="p2").json()["job_ids"][0]
         deadline = time.monotonic() + 60
-        while not _sleepers(marker):
+        while not sleepers(marker):
             assert time.monotonic() < deadline, "the phase never started"
             time.sleep(0.2)
         left = time.monotonic()
     took = time.monotonic() - left
     # Without the harness's cancel, the worker's 10 s stop timeout runs out and the phase goes on.
     assert took < 8, f"stopping the app took {took:.1f}s"
-    assert not _sleepers(marker), "a phase of the finished test is still running"
+    assert not sleepers(marker), "a phase of the finished test is still running"
     with session_scope() as s:
         jobs = {j.id: j for j in s.exec(select(Job)).all()}
     assert jobs[running].status == "cancelled", jobs[running]

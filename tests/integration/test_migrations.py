@@ -80,7 +80,7 @@ def test_concurrent_starts_migrate_once(engine: Engine) -> None:
 def test_processes_starting_together_migrate_once(request: pytest.FixtureRequest, tmp_path: Path, db: str) -> None:
     env = cli_env(tmp_path)
     if db == "postgresql":
-        env["PROVISIONER_DATABASE_URL"] = request.getfixturevalue("pg_url")
+        env["PROVISIONER_DATABASE_URL"] = request.getfixturevalue("pg_empty_url")
     procs = [subprocess.Popen([str(BIN / "provisioner"), "-o", "json", "admin", "migrate"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]

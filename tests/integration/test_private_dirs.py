@@ -31,7 +31,7 @@ def test_private_dir_of_a_killed_worker_is_removed_by_the_next_start(tmp_path: P
     svc = Service(env, tmp_path / "api.log")
     worker = Worker(worker_env, tmp_path / "worker1.log")
     try:
-        admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "4"}})
+        admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "4", "sleep_phase": "raid"}})
         job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=90)
         (dead,) = owner_dirs(tmp_path / "worker-data")
