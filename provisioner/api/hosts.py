@@ -108,15 +108,7 @@ def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))
              credential_path=body.ssh_key_path)
     if host_key:
         host_keys.pin(h, host_key)
-    s.add(h)
-    try:
-        s.flush()
-    except IntegrityError:
-        s.rollback()
-        raise Problem(409, "host.exists", f"a host named {body.name!r} is already enrolled",
-                      hint="GET /v1/hosts?name=... to find it, or pick another name") from None
-    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
-                 object_id=h.id, after=snapshot(h), request_id=p.request_id)
+    _add_enrolled(s, h, p, after=snapshot(h))
     job_ids: list[int] = []
     if body.commission is not False:
         move_host(s, h, HostState.commissioning)
@@ -124,6 +116,19 @@ def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))
     s.commit()
     s.refresh(h)
     return host_out(h)
+
+
+def _add_enrolled(s: Session, h: Host, p: Principal, *, after: dict) -> None:
+    """Insert an enrolled host (a name taken is a 409, nothing kept) and audit it, in the caller's transaction."""
+    s.add(h)
+    try:
+        s.flush()
+    except IntegrityError:
+        s.rollback()
+        raise Problem(409, "host.exists", f"a host named {h.name!r} is already enrolled",
+                      hint="GET /v1/hosts?name=... to find it, or pick another name") from None
+    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
+                 object_id=h.id, after=after, request_id=p.request_id)
 
 
 def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> HostOut:
@@ -142,15 +147,7 @@ def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> Host
     h = Host(name=body.name, address=body.address or "", port=body.port, ssh_user=body.ssh_user,
              labels=dict(body.labels), pool=body.pool)
     bmc.attach(settings, h, creds, facts)
-    s.add(h)
-    try:
-        s.flush()
-    except IntegrityError:
-        s.rollback()
-        raise Problem(409, "host.exists", f"a host named {body.name!r} is already enrolled",
-                      hint="GET /v1/hosts?name=... to find it, or pick another name") from None
-    audit.record(s, actor_id=p.user_id, actor_name=p.name, action="host.enroll", object_type="host",
-                 object_id=h.id, after=snapshot(h) | {"hardware": facts}, request_id=p.request_id)
+    _add_enrolled(s, h, p, after=snapshot(h) | {"hardware": facts})
     s.commit()
     s.refresh(h)
     return host_out(h)

@@ -32,6 +32,7 @@ from provisioner.services import bmc
 from provisioner.store.config import Settings
 from provisioner.store.db import make_engine
 from provisioner.store.models import Host
+from tests.e2e.service_cli import cli
 from tests.integration.procs import Api, Service, admin_token, free_port, operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -39,7 +40,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 NAME = os.environ.get("PROVISIONER_E2E_BM_HOST", "bm1")
-BIN = ROOT / ".venv" / "bin" / "provisioner"
 MARKER = "PROVISIONER-BMC-E2E-ISO-BOOTED"
 AT_ONCE_S = 10.0  # "at once": a refused or unreachable BMC answers in seconds, not after a long timeout
 
@@ -83,16 +83,6 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         service.stop()
         print(f"\nservice log tail:\n{service.tail(20)}")
-
-
-def cli(svc: dict[str, Any], *args: str, ok: bool = True) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")} | {
-        "PROVISIONER_URL": svc["url"], "PROVISIONER_TOKEN": svc["op_token"]}
-    r = subprocess.run([str(BIN), "-o", "json", *args], env=env, capture_output=True, text=True, timeout=300)
-    if ok:
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return json.loads(r.stdout)
-    return r
 
 
 def enroll_body(rec: dict[str, Any], name: str, **bmc_over: Any) -> dict[str, Any]:

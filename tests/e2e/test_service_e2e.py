@@ -20,6 +20,7 @@ import pytest
 
 from provisioner.core.host_keys import fingerprint
 from tests.e2e import lab_known_hosts
+from tests.e2e.service_cli import cli
 from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -31,7 +32,6 @@ IMAGE_HOST = os.environ.get("PROVISIONER_E2E_IMAGE_HOST", "lab2")
 PREFIX = os.environ.get("PROVISIONER_LAB_PREFIX", "provlab-")
 SSH = ["ssh", *lab_known_hosts.OPTS, "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
        "-o", "ConnectTimeout=15"]
-BIN = ROOT / ".venv" / "bin" / "provisioner"
 
 
 def lab_hosts() -> list[dict[str, Any]]:
@@ -309,16 +309,6 @@ def test_image_canary_writes_verifies_and_promotes(svc: dict[str, Any], tmp_path
     assert refused.status_code == 422, refused.text
     rel = cust.post(f"/v1/requests/{req['id']}/release")
     assert wait_job(admin, max(rel["job_ids"]), 900)["status"] == "succeeded"
-
-
-def cli(svc: dict[str, Any], *args: str, ok: bool = True) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")} | {
-        "PROVISIONER_URL": svc["url"], "PROVISIONER_TOKEN": svc["op_token"]}
-    r = subprocess.run([str(BIN), "-o", "json", *args], env=env, capture_output=True, text=True, timeout=300)
-    if ok:
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return json.loads(r.stdout)
-    return r
 
 
 def _wait_sshd(rec: dict[str, Any]) -> None:
