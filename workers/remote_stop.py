@@ -31,7 +31,7 @@ from typing import Any
 
 import paramiko
 
-from provisioner.core.host_keys import parse_public_key
+from provisioner.core.host_keys import known_hosts_line
 
 log = logging.getLogger("provisioner.remote_stop")
 
@@ -151,10 +151,13 @@ class Remote:
     def _client(self) -> paramiko.SSHClient:
         if not self.host_key:
             raise ValueError("the host has no pinned SSH host key")
-        kind, blob = parse_public_key(self.host_key)
+        # The same known_hosts line the phase's ansible run is given: pinning is written in one place.
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(known_hosts_line(self.address, self.port, self.host_key).strip())
+        if entry is None or entry.key is None:
+            raise ValueError("the pinned SSH host key cannot be read")
         client = paramiko.SSHClient()
-        name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
-        client.get_host_keys().add(name, kind, paramiko.PKey.from_type_string(kind, blob))
+        for name in entry.hostnames:
+            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return client
 

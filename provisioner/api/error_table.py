@@ -24,10 +24,10 @@ STATUS: dict[type[DomainError], int] = {
     TooLarge: 413,
     Invalid: 422,
     Unavailable: 503,
-    StorageFull: 507,
+    StorageFull: 507,  # RFC 4918 Insufficient Storage: the client can do nothing but wait or ask
     # 502 Bad Gateway: the service is fine, the device it drives (a BMC) failed; not retried by
     # clients as a 503 would be, since wrong credentials or another certificate need a person.
-    DeviceFailed: 502,  # RFC 4918 Insufficient Storage: the client can do nothing but wait or ask
+    DeviceFailed: 502,
 }
 
 

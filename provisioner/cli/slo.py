@@ -9,10 +9,7 @@ import typer
 from rich.table import Table
 
 from provisioner.cli.output import STATE, call, client, console, show
-
-
-def _pct(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{v * 100:.{digits}f}%"
+from provisioner.core.review_markdown import pct
 
 
 def _rate(v: float | None) -> str:
@@ -40,8 +37,8 @@ def slo_status(
     for s in data["slos"]:
         firing = ", ".join(f"{a['name']} ({a['severity']})" for a in s["alerts"] if a["firing"])
         left = s["budget_remaining"]
-        t.add_row(s["name"], _pct(s["objective"], 1), s["period"], str(s["events"]), str(s["bad"]),
-                  _pct(s["attainment"]), f"[{'green' if left > 0 else 'red'}]{_pct(left, 1)}[/]",
+        t.add_row(s["name"], pct(s["objective"], 1), s["period"], str(s["events"]), str(s["bad"]),
+                  pct(s["attainment"]), f"[{'green' if left > 0 else 'red'}]{pct(left, 1)}[/]",
                   *[_rate(s["burn_rates"].get(w)) for w in windows], f"[red]{firing}[/red]" if firing else "")
     console.print(t)
     console.print("[dim]burn 1.00x spends the error budget in exactly the period; - means no finished job "

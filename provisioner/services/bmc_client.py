@@ -127,7 +127,7 @@ class RedfishBmc:
         except sx.AccessError as exc:
             raise BmcAuthFailed(url, _words(exc)) from None
         except sx.ConnectionError as exc:
-            if _is_fingerprint_error(exc) or "fingerprint" in str(exc).lower():
+            if _is_fingerprint_error(exc):
                 raise BmcCertMismatch(url, self.creds.cert_sha256) from None
             raise BmcUnreachable(url, _connection_words(exc)) from None
         except sx.SushyError as exc:

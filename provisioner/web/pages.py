@@ -11,12 +11,13 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from provisioner.api.deps import Principal
+from provisioner.core.review_markdown import pct
 from provisioner.core.timeutil import iso
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["iso"] = iso
 templates.env.filters["secs"] = lambda v: "-" if v is None else f"{v:,.1f} s"
-templates.env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{v * 100:.{d}f}%"
+templates.env.filters["pct"] = lambda v, d=1: pct(v, d)
 templates.env.filters["burn"] = lambda v: "-" if v is None else f"{v:.2f}x"
 
 
