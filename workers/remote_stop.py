@@ -152,7 +152,8 @@ class Remote:
         if not self.host_key:
             raise ValueError("the host has no pinned SSH host key")
         # The same known_hosts line the phase's ansible run is given: pinning is written in one place.
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(known_hosts_line(self.address, self.port, self.host_key).strip())
+        line = known_hosts_line(self.address, self.port, self.host_key).strip()
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
         if entry is None or entry.key is None:
             raise ValueError("the pinned SSH host key cannot be read")
         client = paramiko.SSHClient()
