@@ -13,7 +13,7 @@ PACKAGES=(
   # its venv (Debian's own python3 with --system-site-packages), TLS cert, firmware, ISO tools
   python3-libvirt python3-venv openssl seabios xorriso grub-pc-bin isolinux mtools
   # images/build-ramdisk.sh (the deploy ramdisk ISO)
-  syslinux-common
+  syslinux-common cpio
   # images/build-disk-image.sh (partition table of the whole-disk image)
   fdisk
   # used by vagrant/lab and vagrant/build-box.sh (normally already present)
