@@ -62,6 +62,11 @@ def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dic
         "provisioner_customer_ssh_pubkey": request_params.get("ssh_public_key", ""),
         "provisioner_image": request_params.get("image_spec"),
     }
+    # The configure phase of a bare-metal deploy: where the image went, and the host's files (a
+    # private host key among them: its playbook never logs them).
+    for key in ("prov_root_disk", "prov_config_bundle_b64"):
+        if key in request_params:
+            ev[key] = request_params[key]
     if request_params.get("mgmt_cidrs"):
         ev["provisioner_mgmt_cidrs"] = request_params["mgmt_cidrs"]
     if backup is not None:

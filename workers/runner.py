@@ -26,13 +26,13 @@ from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, fingerprint, k
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
-from provisioner.services import handover_gate, host_keys, phase_inputs
+from provisioner.services import deploy, handover_gate, host_keys, phase_inputs
 from provisioner.services.phase_results import apply_phase_result
 from provisioner.services.settle import settle
 from provisioner.store.config import Settings, get_settings
 from provisioner.store.db import get_engine
 from provisioner.store.models import Host, HostRequest, Job
-from workers import private_dirs
+from workers import bare_metal, private_dirs
 from workers.ansible_bridge import PhaseOutcome, run_playbook
 from workers.claim import Heartbeat, claim, hand_back
 from workers.db_retry import with_retry
@@ -107,6 +107,7 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
                 end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
         finally:
             hb.stop()
+            bare_metal.stop_serving(job_id)
         if hb.lost.is_set():
             return "lost"
         if end.status == "handback":
@@ -164,7 +165,7 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
             continue  # a retried job resumes after the phases it finished
         if DRAINING.is_set():
             return JobEnd("handback", f"worker {worker_id} stopping before phase {phase.name}")
-        if not phase.action and not key_checked:
+        if not phase.action and phase.target == "os" and not key_checked:
             # Before anything (keys, passwords, tokens) goes to whoever answers at the address, and
             # before any phase is recorded as started.
             refused = _refuse_unpinned_or_changed(session, job, host, worker_id)
@@ -188,6 +189,11 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
                 _save_progress(session, job, worker_id)
                 return JobEnd("failed", exc.detail, exc.code)
         phase_params = params
+        if phase.name == "configure":
+            try:
+                phase_params = {**params, **deploy.configure_params(session, settings, job, host)}
+            except DomainError as exc:
+                return JobEnd("failed", f"phase configure: {exc.detail}", exc.code)
         if phase.name == "image":
             try:
                 phase_params = phase_inputs.image_params(session, settings, job, host, req, params)
@@ -262,27 +268,34 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind}
         try:
-            if phase.action:
+            if phase.action and host.driver == deploy.DRIVER:
+                outcome = _run_bare_metal(session, settings, job, host, phase, hb, sink)
+            elif phase.action:
                 outcome = _run_driver(settings, phase, host, hb, sink)
             else:
+                # A playbook in the deploy ramdisk reaches it with this job's keys, not the host's.
+                ssh = _ssh_identity(session, settings, job, host, phase, key)
                 def on_event(ev: dict[str, Any], sink: EventSink = sink) -> None:
                     sink.add(event_row(ev, job_id=job.id or 0, seq=0, phase=phase.name,
                                        stdout_max=settings.event_stdout_max))
 
-                def inventory(known_hosts_file: str | None, host_d: dict[str, Any] = host_d) -> dict[str, Any]:
-                    return inventory_for(host_d, host.credential_path, known_hosts_file)
+                host_d["host_key"] = ssh.host_key
 
-                remote = (Remote(address=host.address, port=host.port, user=host.ssh_user, host_key=host.host_key,
-                                 tag=new_tag(job.id or 0), private_key=key, key_file=host.credential_path)
+                def inventory(known_hosts_file: str | None, host_d: dict[str, Any] = host_d,
+                              key_file: str | None = ssh.key_file) -> dict[str, Any]:
+                    return inventory_for(host_d, key_file, known_hosts_file)
+
+                remote = (Remote(address=host.address, port=host.port, user=host.ssh_user, host_key=ssh.host_key,
+                                 tag=new_tag(job.id or 0), private_key=ssh.private_key, key_file=ssh.key_file)
                           if host.connection == "ssh" else None)
                 outcome = run_playbook(
                     playbook=Path(settings.playbook_dir) / (phase.playbook or ""),
                     inventory=inventory,
-                    known_hosts=(known_hosts_line(host.address, host.port, host.host_key)
-                                 if host.host_key and host.connection == "ssh" else None),
+                    known_hosts=(known_hosts_line(host.address, host.port, ssh.host_key)
+                                 if ssh.host_key and host.connection == "ssh" else None),
                     extravars=extravars_for(job_d, host_d, params,
                                             phase_inputs.backup_inputs(session, settings, job, host, phase.name)),
-                    ssh_key=key,
+                    ssh_key=ssh.private_key,
                     timeout_s=phase.timeout_s,
                     should_cancel=hb.should_stop,
                     on_event=on_event,
@@ -298,6 +311,40 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         if outcome.ok or hb.should_stop() or outcome.status == "timeout" or outcome.unreachable:
             break
     return outcome
+
+
+@dataclass(frozen=True)
+class _SshIdentity:
+    host_key: str | None
+    private_key: str | None
+    key_file: str | None
+
+
+def _ssh_identity(session: Session, settings: Settings, job: Job, host: Host, phase: Phase,
+                  key: str | None) -> _SshIdentity:
+    if phase.target == "ramdisk":
+        keys = deploy.job_keys(session, settings, job)
+        return _SshIdentity(keys.ramdisk_host_key.public, keys.ramdisk_login_key.private.decode(), None)
+    return _SshIdentity(host.host_key, key, host.credential_path)
+
+
+def _run_bare_metal(session: Session, settings: Settings, job: Job, host: Host, phase: Phase, hb: Heartbeat,
+                    sink: EventSink) -> PhaseOutcome:
+    started = time.monotonic()
+
+    def note(line: str) -> None:
+        sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "driver_output", "host": host.name,
+                  "task": f"bmc {phase.action}", "status": None, "duration_s": round(time.monotonic() - started, 3),
+                  "stdout": line[: settings.event_stdout_max], "created_at": utcnow()})
+
+    res = bare_metal.run_action(session, settings, job, host, phase, hb.should_stop, note)
+    if not res.ok:
+        out = PhaseOutcome(status="failed", rc=1)
+        out.driver_error = res.error
+        if res.code:
+            out.error_codes.append(res.code)
+        return out
+    return PhaseOutcome(status="successful", rc=0, result=res.result)
 
 
 def _run_driver(settings: Settings, phase: Phase, host: Host, hb: Heartbeat, sink: EventSink) -> PhaseOutcome:

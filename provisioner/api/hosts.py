@@ -133,9 +133,6 @@ def _add_enrolled(s: Session, h: Host, p: Principal, *, after: dict) -> None:
 
 def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> HostOut:
     settings = get_settings()
-    if body.commission:
-        raise Problem(422, "host.commission_needs_os", "a host enrolled by its BMC has no OS to commission over SSH",
-                      hint="drop commission: its facts are read from the BMC at enrollment")
     if body.connection != "ssh" or body.host_key_fingerprint or body.ssh_key_path or body.ssh_private_key:
         raise Problem(422, "host.bmc_with_ssh", "a host enrolled by its BMC takes no SSH key, host key or connection",
                       hint="the service generates the keys of its deploy ramdisk and deployed OS, pinned from the "
@@ -148,6 +145,9 @@ def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> Host
              labels=dict(body.labels), pool=body.pool)
     bmc.attach(settings, h, creds, facts)
     _add_enrolled(s, h, p, after=snapshot(h) | {"hardware": facts})
+    if body.commission:
+        move_host(s, h, HostState.commissioning)
+        new_job(s, "commission", h, settings=settings)
     s.commit()
     s.refresh(h)
     return host_out(h)

@@ -91,7 +91,7 @@ def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("req
     req, _, _ = open_request(
         s, get_settings(), p, tenant_id=p.tenant_id, image=body.image, pool=body.pool, count=body.count,
         constraints=Constraints(pool=body.pool, labels=dict(c.labels), min_cpus=c.min_cpus,
-                                min_memory_mb=c.min_memory_mb, min_disks=c.min_disks),
+                                min_memory_mb=c.min_memory_mb, min_disks=c.min_disks, with_image=bool(body.image)),
         params=phase_params(body, policy), accepted_at=now, lease_expires_at=lease_expires_at,
         audit_after=body.model_dump(mode="json", exclude={"ssh_public_key"}))
     s.commit()

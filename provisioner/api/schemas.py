@@ -144,10 +144,13 @@ class HostIn(Strict):
     labels: dict[Name, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict, max_length=MAX_HOST_LABELS)
     pool: Name = "default"
     commission: bool | None = Field(default=None, description="start a commission job right away (default for "
-                                    "ssh hosts; a host enrolled by its BMC has its facts read from the BMC)")
+                                    "ssh hosts; a host enrolled by its BMC only when true: its commission re-reads "
+                                    "the BMC's facts and powers it off, and makes it available)")
     bmc: BmcIn | None = Field(default=None, description="enroll the host by its Redfish BMC (driver redfish): the "
                               "BMC is reached over https with the pinned certificate, its system facts (CPUs, "
-                              "memory, serial, MACs) are recorded; no SSH key or address is needed")
+                              "memory, serial, MACs) are recorded; no SSH key is needed. `address` is where its "
+                              "NIC is reached on the provisioning network (its DHCP reservation): the deploy "
+                              "ramdisk and the deployed OS answer there")
     host_key_fingerprint: str | None = Field(
         default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's SSH host key must have (as `ssh-keygen -lf` prints it); "

@@ -22,7 +22,8 @@ HOST_COLS = ["id", "name", "address", "driver", "pool", "state", "tenant_id", "r
 @hosts_app.command("enroll")
 def hosts_enroll(name: str,
                  address: Annotated[str | None, typer.Argument(
-                     help="the host's address (not needed for a host enrolled by its BMC)")] = None,
+                     help="the host's address (a BMC host: the address its NIC gets on the provisioning "
+                          "network, where its deploy ramdisk and deployed OS answer)")] = None,
                  port: int = 22, user: str = "root",
                  key_file: Annotated[Path | None,
                                      typer.Option(help="private key to store encrypted in the service")] = None,
@@ -55,7 +56,8 @@ def hosts_enroll(name: str,
     A BMC host (--bmc-url, --bmc-user, --bmc-password-file, and --bmc-cert or --bmc-cert-fingerprint)
     is reached over https with that certificate pinned; the facts its BMC knows (CPUs, memory, MACs)
     are recorded. An unreachable BMC, refused credentials or another certificate are refused with the
-    BMC's own words, and nothing is stored."""
+    BMC's own words, and nothing is stored. With --commission its commission job re-reads the facts,
+    powers it off and makes it available; a provision job then deploys its image through the BMC."""
     labels = dict(item.split("=", 1) for item in label or [] if "=" in item)
     body: dict[str, Any] = {"name": name, "port": port, "ssh_user": user, "pool": pool,
                             "labels": labels, "connection": connection}

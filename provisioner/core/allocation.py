@@ -14,6 +14,9 @@ class Constraints:
     min_cpus: int = 0
     min_memory_mb: int = 0
     min_disks: int = 0
+    # Whether the request brings an OS image: a host enrolled by its BMC (driver redfish) has no OS
+    # until a deploy writes one, so only requests with an image may get it.
+    with_image: bool = True
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class Candidate:
     pool: str
     labels: Mapping[str, str]
     hardware: Mapping[str, Any]
+    driver: str = "static"
+
+
+BARE_METAL_DRIVER = "redfish"
 
 
 def data_disk_count(hardware: Mapping[str, Any]) -> int:
@@ -39,6 +46,7 @@ def matches(c: Candidate, want: Constraints) -> bool:
         and int(hw.get("cpus") or 0) >= want.min_cpus
         and int(hw.get("memory_mb") or 0) >= want.min_memory_mb
         and data_disk_count(hw) >= want.min_disks
+        and (want.with_image or c.driver != BARE_METAL_DRIVER)
     )
 
 

@@ -12,8 +12,11 @@ class Phase:
     playbook: str | None
     timeout_s: float
     idempotent: bool = True
-    # A driver action (Python, e.g. creating a VM) instead of a playbook.
+    # A driver action (Python, e.g. creating a VM or a BMC call) instead of a playbook.
     action: str | None = None
+    # Where a playbook runs on a bare-metal host: "os" (the host's own OS, reached with its pinned
+    # host key) or "ramdisk" (the deploy ramdisk booted for this job, reached with the job's keys).
+    target: str = "os"
 
 
 # The image phase skips itself when the request names no image from the catalogue.
@@ -50,6 +53,29 @@ VM_CREATE = Phase("vm-create", None, 900, action="vm_create")
 VM_DESTROY = Phase("vm-destroy", None, 600, action="vm_destroy")
 
 
+# Hosts of the `redfish` driver (enrolled by their BMC) have no OS of ours until a deploy writes one:
+# the BMC boots the deploy ramdisk from a per-job virtual CD, the ramdisk inspects, wipes and writes
+# the image onto the root disk and writes the host's configuration into it, then the BMC boots the
+# disk and the usual phases run inside the deployed OS. Release cleans every disk in the ramdisk.
+RAMDISK_BOOT = Phase("ramdisk-boot", None, 300, action="ramdisk_boot")
+RAMDISK_WAIT = Phase("ramdisk-wait", None, 900, action="ramdisk_wait")
+DISK_BOOT = Phase("disk-boot", None, 300, action="disk_boot")
+OS_WAIT = Phase("os-wait", None, 900, action="os_wait")
+POWER_OFF = Phase("power-off", None, 300, action="power_off")
+BMC_CHECK = Phase("bmc-check", None, 300, action="bmc_check")
+DEPLOY_PHASES = (
+    RAMDISK_BOOT,
+    RAMDISK_WAIT,
+    Phase("inspect", "inspect.yml", 600, target="ramdisk"),
+    Phase("wipe", "wipe.yml", 600, target="ramdisk"),
+    Phase("image", "image.yml", 3600, target="ramdisk"),
+    Phase("configure", "configure.yml", 600, target="ramdisk"),
+    DISK_BOOT,
+    OS_WAIT,
+)
+CLEAN_PHASES = (RAMDISK_BOOT, RAMDISK_WAIT, Phase("clean", "clean.yml", 3600, target="ramdisk"), POWER_OFF)
+
+
 def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
     try:
         phases = PIPELINES[kind]
@@ -60,6 +86,14 @@ def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
             return (VM_CREATE, PIPELINES["commission"][0], *phases)
         if kind == "release":
             return (VM_DESTROY,)
+    if driver == "redfish":
+        if kind == "commission":
+            return (BMC_CHECK,)  # the BMC's facts again, and a known power state (off)
+        if kind == "provision":
+            in_os = tuple(p for p in phases if p.name not in ("wipe", "image"))
+            return (*DEPLOY_PHASES, *in_os)
+        if kind == "release":
+            return CLEAN_PHASES
     return phases
 
 

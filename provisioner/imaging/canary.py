@@ -82,8 +82,10 @@ def _image_phase(phases: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
-            writer: dict[str, Any] | None) -> tuple[bool, str]:
-    """Whether a canary passed, and why not. Pure."""
+            writer: dict[str, Any] | None, *, booted: dict[str, Any] | None = None,
+            image_version: str | None = None, bare_metal: bool = False) -> tuple[bool, str]:
+    """Whether a canary passed, and why not. Pure. On a bare-metal host it passes only when the host
+    booted the written disk and its image-identity file names this image's version."""
     if status != "succeeded":
         return False, f"job {status}: {error or 'no error recorded'}"
     phase = _image_phase(phases)
@@ -94,6 +96,15 @@ def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
                        "does services.phase_inputs.image_params reach imaging.serving.image_spec_for?)")
     if writer.get("os_release") == []:
         return False, "the image was written but its root shows no os-release"
+    if bare_metal:
+        identity = (booted or {}).get("identity")
+        if not isinstance(identity, dict):
+            return False, "the host did not report the image-identity file after booting the written disk"
+        if identity.get("version") != image_version:
+            return False, (f"the host booted an image of version {identity.get('version')!r}, "
+                           f"not this image's {image_version!r}")
+        return True, (f"the host booted the image (identity {identity.get('name')} {identity.get('version')}, "
+                      f"build {identity.get('build_id')}) and answered over SSH with its pinned key")
     return True, "the job succeeded and the image phase wrote the image"
 
 
@@ -111,7 +122,9 @@ def record_canary_outcome(session: Session, job: Job) -> Image | None:
         return None
     host = session.get(Host, job.host_id)
     writer = (host.results or {}).get("image") if host is not None else None
-    passed, reason = outcome(status, error, phases, writer)
+    booted = (host.results or {}).get("booted") if host is not None else None
+    passed, reason = outcome(status, error, phases, writer, booted=booted if isinstance(booted, dict) else None,
+                             image_version=img.version, bare_metal=host is not None and host.driver == "redfish")
     phase = _image_phase(phases) or {}
     result = {
         "passed": passed,

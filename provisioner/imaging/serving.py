@@ -28,8 +28,21 @@ from provisioner.store.config import Settings
 from provisioner.store.models import Host, Job
 
 
+def root_disk_target(host: Host) -> str | None:
+    """The root disk the inspect phase chose for a host enrolled by its BMC (/dev/...), or None."""
+    root = (host.hardware or {}).get("root_disk")
+    if isinstance(root, dict):
+        root = root.get("path") or root.get("name")
+    if not isinstance(root, str) or not root:
+        return None
+    return root if root.startswith("/dev/") else f"/dev/{root}"
+
+
 def image_target_for(host: Host) -> str | None:
-    """/dev/mdN when the raid phase reported an array, else the host's first data disk."""
+    """A bare-metal host's root disk (a whole-disk image); else /dev/mdN when the raid phase reported
+    an array, else the host's first data disk."""
+    if host.driver == "redfish":
+        return root_disk_target(host)
     results = host.results or {}
     raid = results.get("raid")
     if isinstance(raid, dict) and isinstance(raid.get("device"), str) and raid["device"].startswith("/dev/"):

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal_column
 from sqlmodel import col, select
 
-from provisioner.core.allocation import Constraints
+from provisioner.core.allocation import BARE_METAL_DRIVER, Constraints
 from provisioner.store.models import Host
 
 # "data_disks" (what commission resolved) wins when it is a list, else every disk found.
@@ -44,6 +44,8 @@ def ranked_ids(want: Constraints, dialect: str) -> Any:
     cpus, memory, disks = _number("cpus"), _number("memory_mb"), disk_count(dialect)
     q = select(Host.id).where(Host.state == "available", Host.pool == want.pool,
                               cpus >= want.min_cpus, memory >= want.min_memory_mb, disks >= want.min_disks)
+    if not want.with_image:
+        q = q.where(Host.driver != BARE_METAL_DRIVER)
     for key, value in sorted(want.labels.items()):
         q = q.where(Host.labels[key].as_string() == value)
     # Python orders names by code point: so do "C" (PostgreSQL) and BINARY (SQLite).

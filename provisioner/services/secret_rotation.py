@@ -19,7 +19,7 @@ from provisioner.services import audit
 from provisioner.store import secrets
 from provisioner.store.config import Settings
 from provisioner.store.keyset import key_set
-from provisioner.store.models import Host
+from provisioner.store.models import Host, Job
 from provisioner.store.notify_models import Webhook
 
 # Every column that holds a key-set ciphertext. A new encrypted column belongs here, or rotation
@@ -29,6 +29,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[SQLModel], str], ...] = (
     (Host, "backup_secret_ciphertext"),
     (Host, "bmc_credential_ciphertext"),
     (Webhook, "secret_ciphertext"),
+    (Job, "deploy_secret_ciphertext"),
 )
 BATCH = 200
 

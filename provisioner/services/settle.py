@@ -50,6 +50,8 @@ def settle(session: Session, job: Job, status: str, error: str | None = None,
         update(Job).where(*cond).values(
             status=status, finished_at=now, error=error, error_code=error_code, claim_until=None, sli=sli,
             slo_met=sli["slo_met"], phases=job.phases, current_phase=None,
+            # A deploy's keys serve only while its job runs: the OS key is pinned on the host by now.
+            deploy_secret_ciphertext=None,
         )
     )
     if res.rowcount != 1:

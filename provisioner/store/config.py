@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     image_store: Path | None = Field(default=None, description="default: data_dir / 'images'")
     image_max_bytes: int = 8 << 30
     public_url: str | None = None
+    # Bare-metal deploys (hosts enrolled by their BMC): the deploy ramdisk ISO built by
+    # images/build-ramdisk.sh, from which each job's boot ISO (plus its per-job config) is made.
+    ramdisk_iso: Path | None = None
 
     @property
     def effective_database_url(self) -> str:

@@ -35,7 +35,8 @@ CATALOGUE: tuple[TableEntry, ...] = (
     TableEntry("hostrequest", "customers' requests for hosts: image, count, pool, constraints, lease", KEPT,
                BACKUP, ()),
     TableEntry("job", "every provision/release/commission/compliance job: state, phases with timings, SLIs, "
-               "error", KEPT, BACKUP + "; the jobs' effects on hosts are re-observed by a compliance check", ()),
+               "error; a bare-metal deploy's generated keys, encrypted, until the job settles", KEPT,
+               BACKUP + "; the jobs' effects on hosts are re-observed by a compliance check", ()),
     TableEntry("jobevent", "per-task ansible events of each job (host, task, status, duration, output)", KEPT,
                "not derivable: the job's output is lost with it; re-running the job gives new events",
                ("stdout",)),

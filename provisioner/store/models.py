@@ -132,6 +132,10 @@ class Job(SQLModel, table=True):
     slo_met: bool | None = None
     # Whether the restore test this job ran passed (provision's restore-verify, a compliance check).
     restore_passed: bool | None = None
+    # A bare-metal deploy's keys for this job (JSON, encrypted with the key set like SSH keys): the
+    # ramdisk's host key and login key, the deployed OS's host key. Never returned or logged; a
+    # retried job finds them here. Cleared when the job settles.
+    deploy_secret_ciphertext: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class JobEvent(SQLModel, table=True):

@@ -47,7 +47,8 @@ def fleet(rng: random.Random, n: int) -> list[Host]:
         hosts.append(Host(name=f"{rng.choice(NAMES)}-{i:03d}" if rng.random() < 0.5 else f"{rng.choice(NAMES)}{i}",
                           address="10.0.0.1", pool=rng.choice(["default", "default", "gpu"]),
                           state=rng.choice(["available", "available", "available", "active", "failed"]),
-                          labels=labels, hardware=random_hardware(rng)))
+                          labels=labels, hardware=random_hardware(rng),
+                          driver=rng.choice(["static", "static", "redfish"])))
     return hosts
 
 
@@ -61,9 +62,11 @@ def test_sql_ranking_equals_the_pure_rule(engine: Engine, seed: int) -> None:
         wants = [Constraints(), Constraints(pool="gpu"), Constraints(min_cpus=4), Constraints(min_memory_mb=4096),
                  Constraints(min_disks=2), Constraints(labels={"rack": "r1"}),
                  Constraints(labels={"rack": "r2", "zone": "r1"}, min_cpus=2, min_disks=1),
-                 Constraints(min_cpus=64)]
+                 Constraints(min_cpus=64), Constraints(with_image=False),
+                 Constraints(pool="gpu", min_cpus=2, with_image=False)]
         for want in wants:
-            expected = [c.id for c in rank((Candidate(h.id or 0, h.name, h.pool, h.labels or {}, h.hardware or {})
+            expected = [c.id for c in rank((Candidate(h.id or 0, h.name, h.pool, h.labels or {}, h.hardware or {},
+                                                      h.driver)
                                             for h in hosts if h.state == "available"), want)]
             got = list(s.exec(ranked_ids(want, engine.dialect.name)).all())
             assert got == expected, want

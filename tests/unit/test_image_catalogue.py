@@ -119,6 +119,15 @@ def test_channel_moves() -> None:
 def test_canary_verdict() -> None:
     ok_phases = [{"name": "raid", "status": "succeeded"}, {"name": "image", "status": "succeeded"}]
     assert outcome("succeeded", None, ok_phases, {"mode": "ranges", "bytes_written": 10})[0] is True
+    # A bare-metal canary passes only when the host booted the disk and named this image's version.
+    wrote = {"mode": "ranges", "bytes_written": 10}
+    booted = {"identity": {"name": "debian-12-boot", "version": "2026.12", "build_id": "k"}}
+    assert outcome("succeeded", None, ok_phases, wrote, booted=booted, image_version="2026.12", bare_metal=True)[0]
+    assert outcome("succeeded", None, ok_phases, wrote, booted=None, image_version="2026.12",
+                   bare_metal=True) == (False, "the host did not report the image-identity file after booting "
+                                               "the written disk")
+    assert "version '2026.12'" in outcome("succeeded", None, ok_phases, wrote, booted=booted,
+                                          image_version="2026.13", bare_metal=True)[1]
     assert outcome("failed", "phase image failed: x", ok_phases, None) == (False, "job failed: phase image failed: x")
     assert outcome("succeeded", None, ok_phases, {"skipped": True})[0] is False
     assert outcome("succeeded", None, ok_phases, None)[0] is False

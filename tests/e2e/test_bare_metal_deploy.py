@@ -1,0 +1,202 @@
+"""A bare-metal host deployed through its Redfish BMC, end to end on a lab VM with no OS.
+
+The VM (`vagrant/lab bm-up`, SeaBIOS, a 4 GiB root disk and two 1 GiB data disks, its BMC a
+sushy-emulator over the lab's libvirtd) is enrolled by its BMC through the CLI and commissioned. A
+whole-disk Debian image built by images/build-disk-image.sh is published; its canary deploys it: the
+BMC boots the deploy ramdisk (images/build-ramdisk.sh) from a per-job ISO the worker serves, the
+ramdisk inspects, wipes, writes the image onto the root disk and writes the host's configuration
+into it, the BMC boots the disk, and RAID, firewall, backup, restore test and handover run inside the
+deployed OS. Checked from outside over SSH: the identity file and os-release match the catalogue
+entry, the image's own boot loader started the kernel, / is on the root disk, the array is [UU], the
+input policy is drop, the restore test passed, the customer's key logs in, and the host presents the
+key the service pinned. Release cleans every disk in the ramdisk (sampled read-back: zeros) and the
+BMC reports power Off.
+
+Runs inside the lab's network namespace (scripts/e2e.sh). Builds or reuses both images (cached by
+input hash: ~1-2 min each cold on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.service_cli import cli
+from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
+NAME = os.environ.get("PROVISIONER_E2E_DEPLOY_HOST", "bm2")
+SSH = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
+       "-o", "ConnectTimeout=10"]
+
+
+def run(*args: str, timeout: float = 1800) -> str:
+    out = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-4000:])
+    return out.stdout
+
+
+def build(script: str, *args: str) -> Path:
+    """Builds (or finds in its cache) an image; -> its folder."""
+    return Path(run(str(ROOT / "images" / script), *args).strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[dict[str, Any]]:
+    out = run(str(ROOT / "vagrant" / "lab"), "bm-up", NAME, timeout=300)
+    rec = json.loads(out.strip().splitlines()[-1])
+    try:
+        yield rec
+    finally:
+        subprocess.run([str(ROOT / "vagrant" / "lab"), "bm-destroy", NAME], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def artefacts() -> dict[str, Any]:
+    ramdisk = build("build-ramdisk.sh")
+    disk = build("build-disk-image.sh", "debian-12-boot", "2026.12")
+    return {"ramdisk_iso": ramdisk / "deploy-ramdisk.iso", "disk": disk,
+            "disk_info": json.loads((disk / "image.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory, artefacts: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("deploy-svc")
+    gateway = json.loads((STATE / "backup.json").read_text())["host"]
+    port = free_port()
+    env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
+           "PROVISIONER_RECONCILE_SECONDS": "5", "PROVISIONER_PUBLIC_URL": f"http://{gateway}:{port}",
+           "PROVISIONER_RAMDISK_ISO": str(artefacts["ramdisk_iso"]),
+           # Under TCG on a busy 2-core machine a boot takes 1.5-4 min: room, but a hung boot still fails.
+           "PROVISIONER_PHASE_TIMEOUTS": json.dumps({"ramdisk-wait": 600, "os-wait": 600})}
+    service = Service(env, tmp / "service.log", worker=True, host="0.0.0.0", port=port)
+    try:
+        admin = Api(service.url, admin_token(env))
+        key = tmp / "customer_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
+                       check=True)
+        op = operator(admin, service.url)
+        tenant = admin.get("/v1/tenants")["items"]
+        cust = customer(admin, service.url, tenant="metal")
+        tenant_id = next(t["id"] for t in admin.get("/v1/tenants")["items"] if t["name"] == "metal")
+        u = admin.post("/v1/users", {"name": "imgteam", "role": "imager", "tenant_id": tenant_id})
+        imager = Api(service.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
+        del tenant
+        yield {"service": service, "admin": admin, "op": op, "cust": cust, "imager": imager, "url": service.url,
+               "op_token": op.c.headers["Authorization"].split()[1], "key": str(key),
+               "pub": (tmp / "customer_key.pub").read_text().strip(), "tmp": tmp, "log": tmp / "service.log"}
+    finally:
+        service.stop()
+        print(f"\nservice log tail:\n{service.tail(40)}")
+
+
+def wait_job(api: Api, job_id: int, timeout: float) -> dict[str, Any]:
+    job = api.wait_job(job_id, timeout=timeout)
+    print(f"job {job_id} {job['kind']}: {job['status']} error={job['error']}")
+    print("phases:", json.dumps({p["name"]: p.get("duration_s") for p in job["phases"]}))
+    return job
+
+
+def publish(imager: Api, disk: Path, info: dict[str, Any], name: str) -> dict[str, Any]:
+    with (disk / f"{info['name']}.raw.zst").open("rb") as f:
+        r = imager.c.post("/v1/images", params={
+            "name": name, "version": info["version"], "os_name": "debian", "os_version": "12", "format": "raw.zst",
+            "expected_sha256": info["sha256"]}, content=f, headers={"content-type": "application/octet-stream"},
+            timeout=600)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def known_hosts(tmp: Path, address: str, key: str) -> Path:
+    path = tmp / f"known_hosts-{address}"
+    path.write_text(f"{address} {key}\n")
+    return path
+
+
+def ssh(address: str, kh: Path, key: str, user: str, cmd: str, check: bool = True) -> str:
+    out = subprocess.run([*SSH, "-o", f"UserKnownHostsFile={kh}", "-i", key, f"{user}@{address}", cmd],
+                         capture_output=True, text=True, timeout=120)
+    if check:
+        assert out.returncode == 0, (cmd, out.stdout, out.stderr)
+    return out.stdout
+
+
+def test_bare_metal_host_deployed_through_its_bmc(machine: dict[str, Any], svc: dict[str, Any],
+                                                  artefacts: dict[str, Any]) -> None:
+    rec, op, admin, cust, imager = machine, svc["op"], svc["admin"], svc["cust"], svc["imager"]
+    info = artefacts["disk_info"]
+    address = rec["address"]
+
+    # Enrolled by its BMC (the README's command), commissioned: facts re-read, powered off, available.
+    host = cli(svc, "hosts", "enroll", NAME, address, "--pool", "lab", "--commission",
+               "--bmc-url", rec["bmc_url"], "--bmc-user", rec["username"],
+               "--bmc-password-file", rec["password_file"], "--bmc-cert", rec["cert"])
+    assert host["driver"] == "redfish" and host["address"] == address, host
+    hid = host["id"]
+    job = wait_job(admin, op.get("/v1/jobs", host_id=hid, kind="commission")["items"][0]["id"], 300)
+    assert job["status"] == "succeeded", job
+    assert op.get(f"/v1/hosts/{hid}")["state"] == "available"
+    assert op.get(f"/v1/hosts/{hid}/power")["power_state"] == "Off"
+
+    # Published, and its canary deploys it through the BMC.
+    img = publish(imager, artefacts["disk"], info, "debian-12-boot-2026.12")
+    canary = imager.post(f"/v1/images/{img['id']}/canary", {"pool": "lab", "ssh_public_key": svc["pub"]})
+    t0 = time.monotonic()
+    job = wait_job(admin, canary["job_id"], 2400)
+    print(f"canary deploy: {time.monotonic() - t0:.0f} s")
+    assert job["status"] == "succeeded", job
+    assert [p["name"] for p in job["phases"]] == [
+        "ramdisk-boot", "ramdisk-wait", "inspect", "wipe", "image", "configure", "disk-boot", "os-wait",
+        "raid", "firewall", "backup", "restore-verify", "handover"], job["phases"]
+    img = imager.get(f"/v1/images/{img['id']}")
+    assert img["canary_result"]["passed"] is True, img["canary_result"]
+    assert "booted the image" in img["canary_result"]["reason"], img["canary_result"]
+    h = admin.get(f"/v1/hosts/{hid}")
+    assert h["hardware"]["root_disk"], h["hardware"]
+
+    # Checked from outside over SSH, as the customer (the canary's key), against the pinned key.
+    kh = known_hosts(svc["tmp"], address, h["host_key"])
+    identity = json.loads(ssh(address, kh, svc["key"], "canary", "cat /etc/provisioner-image.json"))
+    assert (identity["name"], identity["version"], identity["build_id"]) == (
+        info["name"], info["version"], info["build_id"]), identity
+    assert identity["version"] == img["version"]
+    os_release = ssh(address, kh, svc["key"], "canary", "cat /etc/os-release")
+    assert 'VERSION_ID="12"' in os_release and "ID=debian" in os_release, os_release
+    cmdline = ssh(address, kh, svc["key"], "canary", "cat /proc/cmdline")
+    assert cmdline.startswith("BOOT_IMAGE="), cmdline
+    root = ssh(address, kh, svc["key"], "canary", "findmnt -no SOURCE /").strip()
+    assert root.startswith(h["hardware"]["root_disk"] if str(h["hardware"]["root_disk"]).startswith("/dev/")
+                           else "/dev/" + str(h["hardware"]["root_disk"])), (root, h["hardware"]["root_disk"])
+    mdstat = ssh(address, kh, svc["key"], "canary", "cat /proc/mdstat")
+    assert "[UU]" in mdstat, mdstat
+    ruleset = json.loads(ssh(address, kh, svc["key"], "canary", "sudo -n nft -j list ruleset", check=False) or "{}")
+    if ruleset:
+        inp = next(x["chain"] for x in ruleset["nftables"] if "chain" in x and x["chain"].get("hook") == "input")
+        assert inp["policy"] == "drop"
+    assert h["last_restore_passed"] is True, h
+    presented = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", address], capture_output=True,
+                               text=True).stdout.split()
+    assert " ".join(presented[1:3]) == " ".join(h["host_key"].split()[:2]), (presented, h["host_key"])
+
+    # Promoted; released: every disk cleaned in the ramdisk, power off.
+    assert imager.post(f"/v1/images/{img['id']}/promote", {"to": "stable"})["channel"] == "stable"
+    rel = imager.post(f"/v1/requests/{job['request_id']}/release")
+    job = wait_job(admin, max(rel["job_ids"]), 1800)
+    assert job["status"] == "succeeded", job
+    assert [p["name"] for p in job["phases"]] == ["ramdisk-boot", "ramdisk-wait", "clean", "power-off"]
+    h = admin.get(f"/v1/hosts/{hid}")
+    assert h["state"] == "available", h
+    assert op.get(f"/v1/hosts/{hid}/power")["power_state"] == "Off"
+    print("clean:", json.dumps(h["results"].get("clean"))[:2000])
+    del cust, httpx
