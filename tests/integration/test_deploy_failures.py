@@ -1,0 +1,152 @@
+"""A bare-metal deploy's failures, against a real BMC emulator (sushy-tools' fake driver: real https,
+real basic auth, real virtual media that downloads the job's boot ISO from the worker) with no VM
+behind it: an unreachable BMC and refused credentials fail the deploy's first phase at once with the
+BMC's own words; a ramdisk that never answers fails with boot.timeout after the phase timeout. In each
+case the host is not handed over, and the job's keys are gone once it settled.
+(The deploy that works, on a lab VM, is tests/e2e/test_bare_metal_deploy.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.store import secrets
+from provisioner.store.config import get_settings
+from provisioner.store.db import session_scope
+from provisioner.store.models import Host, Job
+from tests.integration.harness import World, base_env, running_app
+
+from tests.integration.sushy_emulator import SushyEmulator, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="no sushy-emulator: install the test extra")
+
+ISOLINUX = Path("/usr/lib/ISOLINUX/isolinux.bin")
+LDLINUX = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+UNROUTABLE = "192.0.2.10"  # TEST-NET-1: no ramdisk will ever answer there
+
+
+def tiny_ramdisk_iso(where: Path) -> Path:
+    """An isolinux ISO shaped like images/build-ramdisk.sh's (it boots nothing useful)."""
+    root = where / "iso"
+    (root / "isolinux").mkdir(parents=True)
+    shutil.copy(ISOLINUX, root / "isolinux")
+    shutil.copy(LDLINUX, root / "isolinux")
+    (root / "isolinux" / "isolinux.cfg").write_text("DEFAULT deploy\nLABEL deploy\n  KERNEL /vmlinuz\n")
+    (root / "vmlinuz").write_bytes(b"\0" * 4096)
+    out = where / "deploy-ramdisk.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(out), "-V", "PROVDEPLOY", "-J", "-R",
+                    "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
+                    "-boot-info-table", str(root)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[SushyEmulator]:
+    emu = SushyEmulator(tmp_path / "sushy")
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def metal(tmp_path: Path) -> Iterator[World]:
+    env = base_env(tmp_path, PROVISIONER_RAMDISK_ISO=str(tiny_ramdisk_iso(tmp_path)),
+                   PROVISIONER_PHASE_TIMEOUTS=json.dumps({"ramdisk-wait": 20}))
+    with running_app(env) as w:
+        yield w
+
+
+def image(w: World, tmp_path: Path) -> str:
+    """A small candidate image in the catalogue (its bytes never leave: the deploy fails before)."""
+    raw = tmp_path / "tiny.raw"
+    raw.write_bytes(b"\x5a" * 65536)
+    r = w.client.post("/v1/images", params={"name": "tiny-disk", "format": "raw", "version": "1", "os_name": "debian",
+                                            "os_version": "12"}, content=raw.read_bytes(), headers=w.h("imager"))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def bare_metal_host(w: World, emu: SushyEmulator, *, address: str = UNROUTABLE) -> dict[str, Any]:
+    r = w.post("operator", "/v1/hosts", {"name": "bm", "address": address, "pool": "lab", "commission": True,
+                                         "bmc": {"url": emu.url, "username": emu.username, "password": emu.password,
+                                                 "cert_pem": emu.cert.read_text()}})
+    assert r.status_code == 201, r.text
+    host: dict[str, Any] = r.json()
+    job = w.get("operator", "/v1/jobs", params={"host_id": host["id"], "kind": "commission"}).json()["items"][0]
+    done = w.wait_job(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and [p["name"] for p in done["phases"]] == ["bmc-check"], done
+    assert w.get("operator", f"/v1/hosts/{host['id']}").json()["state"] == "available"
+    return host
+
+
+def canary_job(w: World, image_id: str) -> dict[str, Any]:
+    r = w.post("imager", f"/v1/images/{image_id}/canary", {"pool": "lab"})
+    assert r.status_code == 202, r.text
+    job: dict[str, Any] = w.wait_job(r.json()["job_id"], timeout=120)
+    return job
+
+
+def settled_without_keys(job_id: int) -> None:
+    with session_scope() as s:
+        row = s.get(Job, job_id)
+        assert row is not None and row.status == "failed" and row.deploy_secret_ciphertext is None
+
+
+def test_unreachable_bmc_fails_the_deploy_at_once(metal: World, emulator: SushyEmulator, tmp_path: Path) -> None:
+    host = bare_metal_host(metal, emulator)
+    img = image(metal, tmp_path)
+    emulator.stop()
+    t = time.monotonic()
+    job = canary_job(metal, img)
+    assert job["status"] == "failed" and job["error_code"] == "bmc.unreachable", job
+    assert "Connection refused" in job["error"] and job["phases"][0]["name"] == "ramdisk-boot", job
+    ramdisk_boot = job["phases"][0]
+    assert ramdisk_boot["status"] == "failed" and ramdisk_boot["duration_s"] < 15, ramdisk_boot
+    assert time.monotonic() - t < 60
+    assert metal.get("operator", f"/v1/hosts/{host['id']}").json()["state"] == "failed"
+    settled_without_keys(job["id"])
+
+
+def test_refused_credentials_fail_the_deploy_with_the_bmcs_words(metal: World, emulator: SushyEmulator,
+                                                                 tmp_path: Path) -> None:
+    host = bare_metal_host(metal, emulator)
+    img = image(metal, tmp_path)
+    # The BMC's password was changed behind the service's back.
+    with session_scope() as s:
+        row = s.get(Host, host["id"])
+        assert row is not None
+        row.bmc_credential_ciphertext = secrets.encrypt(get_settings(), json.dumps(
+            {"username": emulator.username, "password": "not the password"}))
+        s.add(row)
+        s.commit()
+    job = canary_job(metal, img)
+    assert job["status"] == "failed" and job["error_code"] == "bmc.auth_failed", job
+    assert "Incorrect username or password" in job["error"], job
+    assert "not the password" not in json.dumps(job)
+    assert metal.get("operator", f"/v1/hosts/{host['id']}").json()["state"] == "failed"
+
+
+def test_a_ramdisk_that_never_answers_is_a_boot_timeout(metal: World, emulator: SushyEmulator,
+                                                        tmp_path: Path) -> None:
+    host = bare_metal_host(metal, emulator)
+    img = image(metal, tmp_path)
+    job = canary_job(metal, img)
+    assert job["status"] == "failed" and job["error_code"] == "boot.timeout", job
+    names = [p["name"] for p in job["phases"]]
+    assert names == ["ramdisk-boot", "ramdisk-wait"], names
+    wait = job["phases"][1]
+    assert 20 <= wait["duration_s"] < 60, wait
+    assert UNROUTABLE in job["error"], job
+    # The BMC was asked for the job's ISO (downloaded from this worker) and a boot from it.
+    events = metal.get("admin", f"/v1/jobs/{job['id']}/events", params={"limit": 200}).json()["items"]
+    assert any("serving the job's boot ISO" in (e.get("stdout") or "") for e in events), events
+    h = metal.get("operator", f"/v1/hosts/{host['id']}").json()
+    assert h["state"] == "failed" and h["host_key"] is None, h
+    settled_without_keys(job["id"])
+
