@@ -301,3 +301,24 @@ def test_clean_fails_when_a_disk_keeps_data(phase: Callable[..., Any], loops: Ca
     assert outcome.error_codes == ["clean.not_zero"], (outcome.error_codes, outcome.failures)
     text = " ".join(outcome.failures)
     assert f"could not erase {stuck}" in text and "non-zero bytes in the 64 KiB at offset 0" in text, text
+
+
+def test_configure_in_check_mode_writes_nothing(loops: Callable[[int], str], tmp_path: Path,
+                                                host_key: HostKeyPair) -> None:
+    dev = loops(64 * MiB)
+    make_disk_image(dev, tmp_path)
+    before = read_root(dev, tmp_path)
+    blob = base64.b64encode(bundle(config_files(HostConfig("bm-1", (MGMT,), (host_key,))))).decode()
+    extravars = {"prov_hosts": "localhost", "provisioner_allow_local": True, "prov_root_disk": dev,
+                 "prov_config_bundle_b64": blob, "ansible_python_interpreter": sys.executable}
+    (tmp_path / "vars.json").write_text(json.dumps(extravars))
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "--check", "-i", "localhost,", "-c", "local",
+         "-e", f"@{tmp_path / 'vars.json'}", str(PLAYBOOKS / "configure.yml")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "t"),
+             "ANSIBLE_HOME": str(tmp_path / "h"), "ANSIBLE_NOCOLOR": "1"})
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "changed=0" in p.stdout, p.stdout[-2000:]
+    assert read_root(dev, tmp_path) == before
+    assert blob[:100] not in p.stdout
