@@ -11,7 +11,9 @@ from sqlmodel import Session, col
 
 from provisioner.core import backup_plan
 from provisioner.core.compliance import evaluate
-from provisioner.core.timeutil import parse_iso, utcnow
+from provisioner.core.errors import DomainError
+from provisioner.core.root_disk import hint_from_labels, root_disk
+from provisioner.core.timeutil import iso, parse_iso, utcnow
 from provisioner.services import audit, webhooks
 from provisioner.services.admission import active_waivers, load_policy
 from provisioner.store.models import Host, HostRequest, Job, Tenant
@@ -43,6 +45,10 @@ def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, 
         if isinstance(commission.get("data_disks"), list):
             hw["data_disks"] = commission["data_disks"]
         host.hardware = hw
+    refused = None
+    inspected = result.get("inspect")
+    if isinstance(inspected, dict):
+        refused = record_inspection(host, inspected)
     rv = result.get("restore_verify")
     if isinstance(rv, dict):
         host.last_restore_passed = bool(rv.get("passed"))
@@ -52,6 +58,34 @@ def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, 
     host.updated_at = utcnow()
     session.add(host)
     session.commit()
+    if refused is not None:
+        # Raised after the commit: the inspection stays on the host for the operator to read, and
+        # the job fails with the rule's code and reason (the runner turns a DomainError into both).
+        raise refused
+
+
+def record_inspection(host: Host, inspected: dict[str, Any]) -> DomainError | None:
+    """The deploy ramdisk's inventory onto the host: the facts allocation and the phases read
+    (cpus, memory_mb, disks, nics), the root disk the image goes to (core.root_disk: Ironic's
+    default, or the host's root_disk.* labels) and the data disks (every other disk), and the
+    whole inspection under `inspected`. The refusal when no disk can be the root disk, or None."""
+    hw = dict(host.hardware or {})
+    disks = [d for d in inspected.get("disks") or [] if isinstance(d, dict) and d.get("name")]
+    hw.update({k: inspected[k] for k in ("cpus", "cpu_model", "memory_mb", "nics", "system") if k in inspected})
+    hw.update(disks=disks, inspected=inspected, inspected_at=iso(utcnow()))
+    refused: DomainError | None = None
+    try:
+        chosen = root_disk(disks, hint_from_labels(host.labels))
+    except DomainError as exc:
+        refused = exc
+        hw.update(root_disk=None, root_disk_error={"code": exc.code, "detail": exc.detail, "hint": exc.hint})
+        # Without a root disk nothing is a data disk yet: no phase may take the root disk for data.
+        hw["data_disks"] = []
+    else:
+        hw.pop("root_disk_error", None)
+        hw.update(root_disk=chosen["name"], data_disks=[d["name"] for d in disks if d is not chosen])
+    host.hardware = hw
+    return refused
 
 
 def record_compliance(session: Session, host: Host, check: dict[str, Any], *, job_id: int | None) -> None:

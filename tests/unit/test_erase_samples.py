@@ -29,4 +29,15 @@ def test_spots_move_between_runs_and_tiny_disks() -> None:
     b = prov_erase.sample_offsets(size, 256, random.Random(2))
     assert a != b  # a disk cannot be made to pass by keeping data between fixed spots
     assert prov_erase.sample_offsets(CHUNK, 16) == [0]
-    assert set(prov_erase.sample_offsets(3 * CHUNK, 1024)) == {0, 2 * CHUNK}  # strata < a chunk: head + tail
+    assert set(prov_erase.sample_offsets(3 * CHUNK, 1024)) == {0, CHUNK, 2 * CHUNK}  # all of it: head + tail MiB
+
+
+def test_first_and_last_mib_are_read_whole() -> None:
+    """Partition tables, the GPT backup header and superblocks live there: every chunk is read."""
+    mib = 1 << 20
+    size = (8 << 30) + 4096
+    offs = set(prov_erase.sample_offsets(size, 64, random.Random(3)))
+    last = (size - CHUNK) // CHUNK * CHUNK
+    assert set(range(0, mib, CHUNK)) <= offs
+    assert {last - i * CHUNK for i in range(mib // CHUNK)} <= offs
+    assert len(offs) >= 64 + 2 * (mib // CHUNK) - 2

@@ -49,6 +49,10 @@ options:
     description: Strata of the disk, one random 64 KiB read-back in each (plus the first and last 64 KiB).
     type: int
     default: 1024
+  loop_disks:
+    description: Accept loop devices as whole disks (tests on a machine without spare disks).
+    type: bool
+    default: false
   mdadm_conf:
     description: mdadm.conf from which the stopped arrays' ARRAY lines are removed.
     type: str
@@ -213,17 +217,18 @@ def main():
         erase=dict(type="bool", default=False),
         erase_samples=dict(type="int", default=1024),
         mdadm_conf=dict(type="str", default="/etc/mdadm/mdadm.conf"),
+        loop_disks=dict(type="bool", default=False),
     ), supports_check_mode=True)
     p = module.params
     # Check mode: the same inspection (lsblk, mountinfo, sysfs, mdadm --detail/--examine, wipefs
     # listing, reading the head/tail regions read-only), but nothing that changes the host runs.
     # The result has the normal shape; its actions are the ones a real run would take.
     check = module.check_mode
-    disks = [resolve_disk_path(d) for d in p["disks"]]
+    disks = list(dict.fromkeys(resolve_disk_path(d) for d in p["disks"]))  # a link and its target: once
     if not disks:
         module.exit_json(changed=False, disks=[], msg="no data disks")
     mounts = mountinfo()
-    table = disk_table(lsblk(module), mounts)
+    table = disk_table(lsblk(module), mounts, loop_disks=p["loop_disks"])
     missing = [d for d in disks if d not in table]
     if missing:
         module.fail_json(msg="not whole disks on this host: %s" % ", ".join(missing))

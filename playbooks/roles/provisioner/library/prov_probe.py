@@ -10,6 +10,8 @@ description:
   - Data disks are the given device paths (validated - whole disks, no system mount) or,
     when none are given, every whole disk that holds no system mount (/, /boot, /usr, /var, swap).
   - Supports check mode (it changes nothing anyway).
+  - The same facts serve the commission phase (a host with an OS) and the inspect phase (the deploy
+    ramdisk, where no disk holds a mount, so every disk is a candidate).
 options:
   data_disks:
     description: Data disk device paths to validate; empty = find them.
@@ -20,6 +22,10 @@ options:
     description: Fail when fewer data disks resolve.
     type: int
     default: 0
+  loop_disks:
+    description: Count loop devices as whole disks (tests on a machine without spare disks).
+    type: bool
+    default: false
 notes:
   - Supports check mode.
 """
@@ -34,13 +40,22 @@ EXAMPLES = r"""
 
 RETURN = r"""
 facts:
-  description: Host inventory - hostname, cpus, memory_mb, root_disk, system_disks, disks, nics, os.
+  description:
+    - Host inventory - hostname, cpus, cpu_model, memory_mb, root_disk (the disk holding /, null in
+      the deploy ramdisk), system_disks, disks, nics, os, system (DMI).
+    - A disk's wwn, by_id and by_path are null when the disk has none (by-* links need udev).
+    - A NIC's link is its carrier (null when the kernel does not say), speed_mbps null when unknown.
   returned: success
   type: dict
-  sample: {hostname: node1, cpus: 2, memory_mb: 2048, root_disk: /dev/vda, system_disks: [/dev/vda],
-           disks: [{name: /dev/vdb, size_bytes: 1073741824, serial: null, rotational: false, model: null}],
-           nics: [], os: {name: Debian GNU/Linux, version: "12.5", id: debian, version_id: "12",
-                          codename: bookworm, kernel: 6.1.0-18-amd64, arch: x86_64}}
+  sample: {hostname: node1, cpus: 2, cpu_model: "QEMU Virtual CPU version 2.5+", memory_mb: 2048,
+           root_disk: /dev/vda, system_disks: [/dev/vda],
+           disks: [{name: /dev/vdb, size_bytes: 1073741824, serial: null, rotational: false, model: null,
+                    wwn: null, by_id: null, by_path: /dev/disk/by-path/pci-0000:00:05.0}],
+           nics: [{name: eth0, mac: "52:54:00:12:34:56", link: true, state: UP, speed_mbps: null,
+                   mtu: 1500, addresses: [192.168.121.10/24]}],
+           os: {name: Debian GNU/Linux, version: "12.5", id: debian, version_id: "12",
+                codename: bookworm, kernel: 6.1.0-18-amd64, arch: x86_64},
+           system: {vendor: QEMU, product: Standard PC (i440FX + PIIX, 1996), serial: null, uuid: null}}
 data_disks:
   description: The resolved data disks.
   returned: success
@@ -69,7 +84,16 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.prov_block import candidate, disk_table, lsblk, md_arrays, read, resolve_disk_path, run
+from ansible.module_utils.prov_block import (
+    candidate,
+    disk_links,
+    disk_table,
+    lsblk,
+    md_arrays,
+    read,
+    resolve_disk_path,
+    run,
+)
 
 
 def os_release():
@@ -81,16 +105,28 @@ def os_release():
     return res
 
 
+def as_int(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def nics(module):
     _, out, _ = run(module, ["ip", "-j", "addr", "show"])
     res = []
     for link in json.loads(out or "[]"):
         if link.get("link_type") == "loopback" or link.get("ifname") == "lo":
             continue
+        sysfs = "/sys/class/net/%s/" % link.get("ifname")
+        carrier = read(sysfs + "carrier")  # unreadable (EINVAL) while the interface is down
+        speed = as_int(read(sysfs + "speed"))  # -1 or unreadable when the driver does not know
         res.append({
             "name": link.get("ifname"),
             "mac": link.get("address"),
+            "link": None if carrier is None else carrier == "1",
             "state": link.get("operstate"),
+            "speed_mbps": speed if speed is not None and speed > 0 else None,
             "mtu": link.get("mtu"),
             "addresses": ["%s/%s" % (a["local"], a["prefixlen"])
                           for a in link.get("addr_info", []) if a.get("local")],
@@ -98,13 +134,31 @@ def nics(module):
     return res
 
 
+def cpu_model():
+    for line in (read("/proc/cpuinfo", "") or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu model", "Model"):
+            return value.strip() or None
+    return None
+
+
+def dmi():
+    """What the firmware says the machine is (product_serial and uuid are readable by root only)."""
+    base = "/sys/class/dmi/id/"
+    return {k: (read(base + f) or None) for k, f in (
+        ("vendor", "sys_vendor"), ("product", "product_name"), ("serial", "product_serial"), ("uuid", "product_uuid"))}
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(
         data_disks=dict(type="list", elements="str", default=[]),
         min_data_disks=dict(type="int", default=0),
+        loop_disks=dict(type="bool", default=False),
     ), supports_check_mode=True)
 
-    disks = disk_table(lsblk(module))
+    loops = module.params["loop_disks"]
+    disks = disk_table(lsblk(module), loop_disks=loops)
+    by_id, by_path = disk_links("by-id"), disk_links("by-path")
     root = sorted(n for n, d in disks.items() if d["root"])
     system = sorted(n for n, d in disks.items() if d["system"])
 
@@ -139,15 +193,19 @@ def main():
     facts = {
         "hostname": os.uname()[1],
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "memory_mb": int(meminfo.get("MemTotal", "0 kB").split()[0]) // 1024,
         "root_disk": root[0] if root else None,
         "system_disks": system,
-        "disks": [{k: d[k] for k in ("name", "size_bytes", "serial", "rotational", "model")}
-                  for n, d in sorted(disks.items()) if not n.startswith(("/dev/zram", "/dev/ram", "/dev/loop"))],
+        "disks": [dict({k: d[k] for k in ("name", "size_bytes", "serial", "rotational", "model", "wwn")},
+                       by_id=by_id.get(n), by_path=by_path.get(n))
+                  for n, d in sorted(disks.items())
+                  if d["loop"] or not n.startswith(("/dev/zram", "/dev/ram", "/dev/loop"))],
         "nics": nics(module),
         "os": {"name": osr.get("NAME"), "version": version, "id": osr.get("ID"),
                "version_id": osr.get("VERSION_ID"), "codename": osr.get("VERSION_CODENAME"),
                "kernel": os.uname()[2], "arch": os.uname()[4]},
+        "system": dmi(),
     }
     module.exit_json(changed=False, facts=facts, data_disks=data,
                      data_disks_discovered=not requested,

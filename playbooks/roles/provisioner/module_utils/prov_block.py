@@ -11,7 +11,7 @@ import re
 
 SYSTEM_MOUNTS = ("/", "/usr", "/var", "/boot", "/boot/efi", "[SWAP]")
 SKIP_PREFIXES = ("/dev/zram", "/dev/ram", "/dev/loop", "/dev/nbd", "/dev/sr", "/dev/fd")
-LSBLK_COLS = "NAME,KNAME,SIZE,SERIAL,ROTA,MODEL,TYPE,MAJ:MIN,UUID,PARTUUID,LABEL,FSTYPE,MOUNTPOINT"
+LSBLK_COLS = "NAME,KNAME,SIZE,SERIAL,ROTA,MODEL,TYPE,MAJ:MIN,UUID,PARTUUID,LABEL,FSTYPE,MOUNTPOINT,WWN"
 
 
 def run(module, args, check=True, data=None, **kw):
@@ -76,15 +76,33 @@ def is_system_mount(mp):
     return mp in SYSTEM_MOUNTS or mp.startswith("/boot/")
 
 
-def disk_table(tree, mounts=None):
-    """Whole disks with subtree mount info: {path: info}."""
+def disk_links(folder):
+    """{/dev/<disk>: /dev/disk/<folder>/<link>} for the whole disks udev named there (none without udev).
+    The first name in sorted order wins, so the choice is stable; wwn-* links sort after the bus ones."""
+    res = {}
+    base = "/dev/disk/%s" % folder
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return res
+    for name in names:
+        if re.search(r"-part\d+$", name):
+            continue
+        res.setdefault(os.path.realpath(os.path.join(base, name)), os.path.join(base, name))
+    return res
+
+
+def disk_table(tree, mounts=None, loop_disks=False):
+    """Whole disks with subtree mount info: {path: info}. With loop_disks, loop devices count as
+    whole disks (the tests' stand-in for disks on a machine that has none to spare)."""
     mounts = mountinfo() if mounts is None else mounts
+    types = ("disk", "loop") if loop_disks else ("disk",)
     by_majmin = {}
     for majmin, mp in mounts:
         by_majmin.setdefault(majmin, []).append(mp)
     disks = {}
     for top in tree:
-        if top.get("type") != "disk":
+        if top.get("type") not in types:
             continue
         name = top["name"]
         mps = []
@@ -102,6 +120,8 @@ def disk_table(tree, mounts=None):
             "system": any(is_system_mount(mp) for mp in mps),
             "root": "/" in mps,
             "removable": read("/sys/block/%s/removable" % os.path.basename(name), "0") == "1",
+            "wwn": top.get("wwn") or None,
+            "loop": top.get("type") == "loop",
             "node": top,
         }
     return disks
@@ -113,8 +133,10 @@ def resolve_disk_path(path):
 
 
 def candidate(info):
+    """A disk that may be a data disk: no system mount, fixed, not zram/loop/ram/nbd (a loop device
+    only when the table was made with loop_disks)."""
     return (not info["system"] and not info["removable"] and info["size_bytes"] > 0
-            and not info["name"].startswith(SKIP_PREFIXES))
+            and (info.get("loop") or not info["name"].startswith(SKIP_PREFIXES)))
 
 
 def parent_disk(kname):

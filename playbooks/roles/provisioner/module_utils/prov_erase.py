@@ -30,12 +30,14 @@ WRITE_CHUNK = 4 * MIB
 
 
 def sample_offsets(size, samples, rng=None):
-    """Aligned offsets of `samples` strata over the disk (one random spot in each), first and last chunk."""
+    """Aligned offsets of `samples` strata over the disk (one random spot in each), plus the whole
+    first and last MiB (partition tables, the GPT backup header, md and filesystem superblocks)."""
     rng = rng or random.SystemRandom()
     last = (size - CHUNK) // CHUNK * CHUNK
     if last <= 0:
         return [0]
-    offsets = {0, last}
+    edge = min(MIB, last)
+    offsets = set(range(0, edge, CHUNK)) | set(range(last, last - edge, -CHUNK)) | {0, last}
     stratum = size / samples
     for i in range(samples):
         # Chunk indexes wholly inside the stratum, so aligning never moves a spot into a neighbour.
@@ -109,9 +111,16 @@ def erase_disk(module, path, size, can_discard, samples):
         return done("zeroout")
     if rc != 0:
         tried.append({"method": "zeroout", "error": err.strip()[:300]})
-    overwrite(path, size)
-    if verified("overwrite"):
-        return done("overwrite")
-    module.fail_json(msg="could not erase %s: no method read back as zeros" % path, disk=path, tried=tried,
-                     error="erase_unverified")
+    try:
+        overwrite(path, size)
+    except OSError as e:  # a write-protected or failing disk: not erased, and the read-back says what is left
+        tried.append({"method": "overwrite", "error": str(e)[:300]})
+        verified("read-back")
+    else:
+        if verified("overwrite"):
+            return done("overwrite")
+    bad = [t for t in tried if "nonzero_at" in t]
+    module.fail_json(msg="could not erase %s: no method read back as zeros (%s)" % (path, "; ".join(
+        "after %s: non-zero bytes in the 64 KiB at offset %d" % (t["method"], t["nonzero_at"]) for t in bad)
+        or "every method failed"), disk=path, tried=tried, error="erase_unverified")
     return None
