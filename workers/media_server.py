@@ -195,7 +195,7 @@ class MediaServer:
             sock.close()
             raise
         port = sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"media-server-{port}", daemon=True)
         self._thread.start()
         self.url = f"http://{self.settings.media_url_host}:{port}{url_path}"

@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
+from provisioner.core.bmc_rules import cert_fingerprint
+from provisioner.services.bmc_client import BmcCredentials, RedfishBmc
 from provisioner.store.config import Settings
+from tests.integration import sushy_emulator
 from workers.media_server import MediaServer, byte_range
 
 SIZE = 100_000
@@ -247,3 +250,22 @@ def test_a_missing_file_is_refused_before_listening(tmp_path: Path, settings: Se
 ])
 def test_byte_range(header: str | None, size: int, want: object) -> None:
     assert byte_range(header, size) == want
+
+
+def test_a_redfish_bmc_fetches_the_iso(iso: Path, settings: Settings, tmp_path: Path) -> None:
+    """sushy-emulator (a real Redfish BMC implementation, fake driver) inserts the URL as virtual media:
+    it downloads the file from the media server, byte for byte."""
+    if not sushy_emulator.available():
+        pytest.skip("no sushy-emulator (test extra or the lab's venv)")
+    bmc_dir = tmp_path / "bmc"
+    emulator = sushy_emulator.SushyEmulator(bmc_dir)
+    try:
+        creds = BmcCredentials(emulator.url, emulator.username, emulator.password,
+                               cert_fingerprint(emulator.cert.read_text()))
+        with MediaServer(iso, settings) as url:
+            RedfishBmc(creds).insert_media(url)
+        copies = [p for p in bmc_dir.rglob("boot.iso") if p.is_file()]
+        assert len(copies) == 1 and copies[0].read_bytes() == iso.read_bytes()
+        RedfishBmc(creds).eject_media()
+    finally:
+        emulator.stop()
