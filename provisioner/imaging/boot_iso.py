@@ -77,9 +77,22 @@ def write_boot_iso(ramdisk_iso: Path, files: list[ConfigFile], out: BinaryIO) ->
             for vd in (iso.pvd, iso.joliet_vd):
                 if vd is not None:
                     vd.volume_identifier = encode_space_pad(LABEL.encode(), 32, vd.encoding)
-            iso.add_fp(io.BytesIO(data), len(data), f"/{BUNDLE_NAME.upper()};1",
-                       rr_name=BUNDLE_NAME if iso.has_rock_ridge() else None,
-                       joliet_path=f"/{BUNDLE_NAME}" if iso.has_joliet() else None, file_mode=0o100400)
+            rock_ridge = iso.has_rock_ridge()
+            iso_name = f"/{BUNDLE_NAME.upper()};1"
+            names = {name for child in iso.list_children(iso_path="/")
+                     for name in (child.file_identifier(), child.rock_ridge.name() if child.rock_ridge else b"")}
+            if iso_name[1:].encode() in names or BUNDLE_NAME.encode() in names:
+                # pycdlib would add a second one; the ramdisk would read whichever it met first
+                raise Unavailable("ramdisk.corrupt", f"{ramdisk_iso} already carries a {BUNDLE_NAME}",
+                                  hint=_HINT + " (the shared ramdisk ISO, not a boot ISO made from it)")
+            try:
+                iso.add_fp(io.BytesIO(data), len(data), iso_name,
+                           rr_name=BUNDLE_NAME if rock_ridge else None,
+                           joliet_path=f"/{BUNDLE_NAME}" if iso.has_joliet() else None,
+                           file_mode=0o100400 if rock_ridge else None)
+            except PyCdlibException as exc:
+                raise Unavailable("ramdisk.corrupt", f"{ramdisk_iso} cannot take the job's config: {exc}",
+                                  hint=_HINT) from exc
             iso.write_fp(out)
         finally:
             iso.close()

@@ -186,6 +186,11 @@ def test_the_file_is_new_and_private_or_not_at_all(ramdisk: Path, key: HostKeyPa
         write_boot_iso_file(plain / "deploy-ramdisk.iso", files, tmp_path / "dud.iso")
     assert err.value.code == "ramdisk.not_bootable"
     assert not (tmp_path / "dud.iso").exists()
+    # a "ramdisk" that already carries a config (a boot ISO fed back in): refused, not doubled
+    once = write_boot_iso_file(ramdisk_iso_path(ramdisk), files, tmp_path / "boot.iso")
+    with pytest.raises(Unavailable) as err:
+        write_boot_iso_file(once, files, tmp_path / "dud.iso")
+    assert err.value.code == "ramdisk.corrupt" and not (tmp_path / "dud.iso").exists()
     (tmp_path / "junk.iso").write_bytes(b"\0" * 65536)
     with pytest.raises(Unavailable) as err:
         write_boot_iso_file(tmp_path / "junk.iso", files, tmp_path / "dud.iso")
