@@ -33,7 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from provisioner.store.config import Settings
 
@@ -42,10 +42,10 @@ log = logging.getLogger("provisioner.media_server")
 FILE_NAME = "boot.iso"
 CONTENT_TYPE = "application/x-iso9660-image"
 IDLE_TIMEOUT_S = 60.0  # a BMC's idle keep-alive connection is dropped after this
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)  # the unit is case-insensitive
 
 
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def byte_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """The Range header as an inclusive (first, last) within ``size`` bytes; None to send the whole
     file (no header, not one valid bytes range); False when it cannot be satisfied (a 416)."""
     m = _RANGE.fullmatch(header.strip()) if header else None

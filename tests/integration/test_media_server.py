@@ -246,7 +246,7 @@ def test_a_missing_file_is_refused_before_listening(tmp_path: Path, settings: Se
 
 @pytest.mark.parametrize(("header", "size", "want"), [
     (None, 10, None), ("bytes=0-", 0, False), ("bytes=-1", 0, False), (" bytes=2-3 ", 10, (2, 3)),
-    ("bytes=9-9", 10, (9, 9)), ("bytes=10-10", 10, False),
+    ("bytes=9-9", 10, (9, 9)), ("bytes=10-10", 10, False), ("Bytes=1-2", 10, (1, 2)),
 ])
 def test_byte_range(header: str | None, size: int, want: object) -> None:
     assert byte_range(header, size) == want
