@@ -1,14 +1,16 @@
 """The host configuration bundle (core/host_config.py), the writer that puts it into a root
-(module_utils/prov_host_config.py). The per-job boot ISO that carries it to the ramdisk: test_boot_iso.py."""
+(module_utils/prov_host_config.py) and the per-job config ISO that carries it to the ramdisk."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import subprocess
 from pathlib import Path
 
+import pycdlib
 import pytest
 
 from provisioner.core.errors import Invalid
@@ -21,6 +23,7 @@ from provisioner.core.host_config import (
     config_files,
 )
 from provisioner.core.host_keys import fingerprint
+from provisioner.imaging.config_iso import BUNDLE_NAME, LABEL, config_iso
 from provisioner.services.host_key_gen import new_host_key
 from tests.module_utils import load_module_util
 
@@ -143,3 +146,25 @@ def test_writer_as_a_program(key: HostKeyPair, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "root/etc/hostname").read_text() == "ramdisk-7\n"
     assert key.private.decode() not in run.stdout + run.stderr
+
+
+def test_config_iso_carries_the_bundle_under_its_label(key: HostKeyPair, tmp_path: Path) -> None:
+    files = config_files(HostConfig("deploy-42", (MGMT,), (key,)))
+    image = config_iso(files)
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(image))
+    assert iso.pvd.volume_identifier.decode().strip() == LABEL
+    out = io.BytesIO()
+    iso.get_file_from_iso_fp(out, rr_path=f"/{BUNDLE_NAME}")
+    iso.close()
+    assert out.getvalue() == bundle(files)
+    # and the ramdisk's writer makes the same root from it
+    root = tmp_path / "root"
+    root.mkdir()
+    writer.apply_bundle(str(root), out.getvalue())
+    assert (root / "etc/ssh/ssh_host_ed25519_key").read_bytes() == key.private
+    # the ramdisk finds the medium with blkid, by this label
+    (tmp_path / "cfg.iso").write_bytes(image)
+    blkid = subprocess.run(["blkid", "-p", "-o", "export", str(tmp_path / "cfg.iso")],
+                           capture_output=True, text=True, check=True)
+    assert f"LABEL={LABEL}" in blkid.stdout.splitlines() and "TYPE=iso9660" in blkid.stdout.splitlines()
