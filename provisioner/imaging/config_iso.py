@@ -1,12 +1,9 @@
-"""The per-job config ISO of the deploy ramdisk: a tiny ISO 9660 volume labelled ``PROVCFG``
-holding one file, ``provcfg.json`` (the bundle of ``core/host_config.py``: the ramdisk's hostname,
-the job's authorized key and the SSH host key the service generated). Inserted as a second virtual
-CD next to the shared ramdisk ISO, so no secret is ever baked into the shared image; the ramdisk's
-``provisioner-provcfg.service`` finds it by its label and applies it before sshd starts.
+"""A config-only PROVCFG ISO: a tiny ISO 9660 volume labelled ``PROVCFG`` holding one file,
+``provcfg.json`` (the bundle of ``core/host_config.py``), for setups that can attach a second medium
+next to the shared ramdisk ISO (plain QEMU in tests). A deploy through a BMC, which offers one virtual
+CD, uses the per-job boot ISO instead (``boot_iso.py``: the ramdisk ISO with the same file and label).
 
-Built with ``pycdlib`` (pure Python) rather than ``xorriso``: in memory, no temporary file holding
-the private key, and no subprocess or extra Debian package on every worker machine (xorriso
-stays a build-time tool of images/build-ramdisk.sh).
+Built with ``pycdlib`` in memory: no temporary file holding the private key.
 """
 
 from __future__ import annotations
@@ -16,9 +13,9 @@ import io
 import pycdlib
 
 from provisioner.core.host_config import ConfigFile, bundle
+from provisioner.imaging.boot_iso import BUNDLE_NAME, LABEL
 
-LABEL = "PROVCFG"
-BUNDLE_NAME = "provcfg.json"
+__all__ = ["BUNDLE_NAME", "LABEL", "config_iso"]
 
 
 def config_iso(files: list[ConfigFile]) -> bytes:

@@ -9,10 +9,23 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # provisioner/store/config.py -> the checkout
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets, ``[::1]:0``) as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if (not sep or not host or not port.isdigit() or int(port) > 65535 or "[" in host or "]" in host
+            or (":" in host and not bracketed)):
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:0, 0.0.0.0:8081, [::1]:0)")
+    return host, int(port)
 
 
 class Settings(BaseSettings):
@@ -77,6 +90,34 @@ class Settings(BaseSettings):
     # Bare-metal deploys (hosts enrolled by their BMC): the deploy ramdisk ISO built by
     # images/build-ramdisk.sh, from which each job's boot ISO (plus its per-job config) is made.
     ramdisk_iso: Path | None = None
+    # The per-job boot ISO server a worker runs while a deploy boots (workers/media_server.py):
+    # HOST:PORT it listens on (port 0 = any free port), and the host name the BMC is told to fetch
+    # the ISO from (default: the bind host; required when that is a wildcard such as 0.0.0.0).
+    media_bind: str = "127.0.0.1:0"
+    media_host: str | None = None
+
+    @field_validator("media_bind")
+    @classmethod
+    def _check_media_bind(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_media_host(self) -> Settings:
+        if not self.media_host and self.media_bind_address[0] in WILDCARD_HOSTS:
+            raise ValueError(f"PROVISIONER_MEDIA_BIND={self.media_bind} listens on every address: set "
+                             "PROVISIONER_MEDIA_HOST to the name or address the BMCs reach this worker by")
+        return self
+
+    @property
+    def media_bind_address(self) -> tuple[str, int]:
+        return split_host_port(self.media_bind)
+
+    @property
+    def media_url_host(self) -> str:
+        """The host part of the boot ISO URLs handed to BMCs (IPv6 in brackets)."""
+        host = self.media_host or self.media_bind_address[0]
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     @property
     def effective_database_url(self) -> str:

@@ -6,8 +6,10 @@ networking forwarded to 127.0.0.1 only) and answer SSH with the host key the ser
     (core/host_config.py) is written into its root by the same writer the ramdisk uses
     (module_utils/prov_host_config.py), it boots through its own GRUB: ssh-keyscan shows the
     injected key, /proc/cmdline has BOOT_IMAGE=, / is the root disk, the identity file is there.
-(b) ramdisk: its ISO plus a per-job config ISO (imaging/config_iso.py) as a second CD: it answers
-    SSH with the injected host key and lets the per-job key in.
+(b) ramdisk: the per-job boot ISO (imaging/boot_iso.py: the ramdisk ISO plus the job's config,
+    labelled PROVCFG), fetched from the worker's media server (workers/media_server.py) as a BMC
+    does, is the ONLY CD: it answers SSH with the injected host key and lets the per-job key in;
+    without any config the shared ramdisk ISO never starts sshd.
 
 Builds or reuses the cached artefacts (root needed). Not part of `.ci/run` yet: run it with
 `images/verify-boot.sh` (`-m boot`). Timings are printed (-s).
@@ -15,12 +17,14 @@ Builds or reuses the cached artefacts (root needed). Not part of `.ci/run` yet: 
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,9 +34,11 @@ import pytest
 
 from provisioner.core.host_config import HostConfig, HostKeyPair, bundle, config_files
 from provisioner.core.host_keys import fingerprint
-from provisioner.imaging.config_iso import config_iso
+from provisioner.imaging.boot_iso import ramdisk_iso_path, write_boot_iso_file
 from provisioner.services.host_key_gen import new_host_key
+from provisioner.store.config import Settings
 from tests.module_utils import load_module_util
+from workers.media_server import MediaServer
 
 # `boot`: not part of scripts/e2e.sh's run (it deselects them: minutes of builds and TCG boots that
 # the deploy flow's own e2e test will cover); images/verify-boot.sh runs them.
@@ -200,30 +206,57 @@ def test_disk_image_boots_with_the_injected_identity(disk_build: Path, login: Lo
     assert int(size) > 3800 * MiB, f"the root did not grow to the 4 GiB disk: {size}"
 
 
-def test_ramdisk_boots_with_the_per_job_config(ramdisk_build: Path, login: Login, tmp_path: Path,
-                                               vms: list[Vm]) -> None:
+def _download(url: str, dest: Path, chunk: int = 8 * MiB) -> None:
+    """Fetch the ISO as a BMC may: in byte ranges, each checked against what the server says."""
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as head:
+        size = int(head.headers["Content-Length"])
+    with open(dest, "wb") as out:
+        for first in range(0, size, chunk):
+            last = min(first + chunk, size) - 1
+            req = urllib.request.Request(url, headers={"Range": f"bytes={first}-{last}"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.status == 206 and resp.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+                out.write(resp.read())
+
+
+def test_ramdisk_boots_from_the_per_job_boot_iso_alone(ramdisk_build: Path, login: Login, tmp_path: Path,
+                                                       vms: list[Vm]) -> None:
+    """One CD, as a Redfish BMC offers: the boot ISO carries the ramdisk and the job's config."""
     host_key = new_host_key()
     hostname = f"deploy-{uuid.uuid4().hex[:6]}"
-    cfg = tmp_path / "provcfg.iso"
-    cfg.write_bytes(config_iso(config_files(HostConfig(hostname, (login.public,), (host_key,)))))
+    served = tmp_path / "served"
+    served.mkdir(mode=0o700)
+    t = time.monotonic()
+    iso = write_boot_iso_file(ramdisk_iso_path(ramdisk_build),
+                              config_files(HostConfig(hostname, (login.public,), (host_key,))), served / "boot.iso")
+    made = time.monotonic() - t
+    fetched = tmp_path / "bmc-copy.iso"
+    t = time.monotonic()
+    with MediaServer(iso, Settings(data_dir=tmp_path)) as url:
+        _download(url, fetched)
+    print(f"\nper-job boot ISO: made in {made:.2f} s ({iso.stat().st_size >> 20} MiB), "
+          f"fetched in {time.monotonic() - t:.2f} s")
+    assert filecmp.cmp(fetched, iso, shallow=False)
+    iso.unlink()
     root = tmp_path / "root-disk.raw"
     root.touch()
     os.truncate(root, 1024 * MiB)
-    vm = Vm(tmp_path, [f"file={ramdisk_build / 'deploy-ramdisk.iso'},media=cdrom,if=ide,index=2,readonly=on",
-                       f"file={cfg},media=cdrom,if=ide,index=3,readonly=on",
+    vm = Vm(tmp_path, [f"file={fetched},media=cdrom,if=ide,index=2,readonly=on",
                        f"file={root},format=raw,if=virtio"], boot="d")
     vms.append(vm)
     presented, took = vm.wait_ssh_key()
-    print(f"\ndeploy ramdisk: power-on to SSH {took:.1f} s")
+    print(f"deploy ramdisk from the per-job boot ISO: power-on to SSH {took:.1f} s")
     assert fingerprint(presented) == fingerprint(host_key.public)
     out = vm.ssh(login, _pin(tmp_path, vm.port, host_key),
                  "hostname; findmnt -no FSTYPE /; lsblk -dno NAME,SIZE /dev/vda; "
+                 "lsblk -dno NAME,TYPE,LABEL | grep -c rom; blkid -p -o value -s LABEL /dev/sr0; "
                  "python3 -c 'import zstandard; print(\"zstandard\", zstandard.__version__)'; mdadm --version 2>&1")
     lines = out.splitlines()
     assert lines[0] == hostname
     assert lines[1] in ("rootfs", "tmpfs"), lines[1]
     assert lines[2].split() == ["vda", "1G"]
-    assert lines[3].startswith("zstandard ") and "mdadm" in lines[4]
+    assert lines[3:5] == ["1", "PROVCFG"], "one CD, the boot ISO, labelled PROVCFG"
+    assert lines[5].startswith("zstandard ") and "mdadm" in lines[6]
 
 
 def test_ramdisk_without_a_config_medium_never_starts_sshd(ramdisk_build: Path, tmp_path: Path,
