@@ -60,9 +60,13 @@ bm_pool() {  # a dir pool of NAME's own: its disks and the ISOs its emulator upl
 
 bm_domain_xml() {  # bm_domain_xml NAME POOLDIR
   python3 - "${BM_PREFIX}$1" "$2" "$BM_MEMORY_MB" <<'PY'
-import sys
+import hashlib, sys
 from xml.sax.saxutils import quoteattr as q
 dom, pool, mem = sys.argv[1:]
+# A MAC fixed by the name: a VM re-created under the same name gets its DHCP reservation at once
+# (a new MAC would find the reserved address still leased to its predecessor's for an hour).
+h = hashlib.sha256(dom.encode()).digest()
+mac = f"52:54:00:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
 disks = "".join(
     f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
       <source file={q(f'{pool}/{dom}-{d}.qcow2')}/><target dev='vd{chr(ord("a") + i)}' bus='virtio'/>
@@ -79,7 +83,7 @@ print(f"""<domain type='qemu'>
   <devices>
     {disks}
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='hdc' bus='ide'/><readonly/></disk>
-    <interface type='network'><source network='vagrant-libvirt'/><model type='virtio'/></interface>
+    <interface type='network'><mac address='{mac}'/><source network='vagrant-libvirt'/><model type='virtio'/></interface>
     <serial type='file'><source path={q(log)} append='on'/><target port='0'/></serial>
     <console type='file'><source path={q(log)} append='on'/><target type='serial' port='0'/></console>
     <video><model type='none'/></video>

@@ -10,7 +10,6 @@ is deleted when the ramdisk answered (or the job ended).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from sqlmodel import Session
 
 from provisioner.core.errors import DomainError, Unavailable
 from provisioner.core.pipeline import Phase
-from provisioner.imaging.boot_iso import write_boot_iso
+from provisioner.imaging.boot_iso import write_boot_iso_file
 from provisioner.services import deploy
 from provisioner.store.config import Settings
 from provisioner.store.models import Host, Job
@@ -65,23 +64,18 @@ def stop_serving(job_id: int) -> None:
     with _LOCK:
         served = _SERVED.pop(job_id, None)
     if served is not None:
-        served.server.stop()
+        served.server.__exit__(None, None, None)
         served.path.unlink(missing_ok=True)
 
 
 def _serve(settings: Settings, job: Job, host: Host, keys: deploy.DeployKeys) -> str:
     stop_serving(job.id or 0)
-    source = ramdisk_iso(settings)
     path = private_dirs.owner_dir(settings) / f"boot-job-{job.id}.iso"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_boot_iso(source, deploy.ramdisk_files(host, keys), out)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    path.unlink(missing_ok=True)  # a previous attempt's (the writer never replaces a file)
+    write_boot_iso_file(ramdisk_iso(settings), deploy.ramdisk_files(host, keys), path)
     server = MediaServer(path, settings)
-    url = server.start()
+    # Served past this phase (a BMC may read the CD while it boots): stop_serving ends it.
+    url = server.__enter__()
     with _LOCK:
         _SERVED[job.id or 0] = _Served(server, path)
     return url

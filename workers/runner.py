@@ -189,11 +189,11 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
                 _save_progress(session, job, worker_id)
                 return JobEnd("failed", exc.detail, exc.code)
         phase_params = params
-        if phase.name == "configure":
+        if phase.target == "ramdisk":
             try:
-                phase_params = {**params, **deploy.configure_params(session, settings, job, host)}
+                phase_params = {**params, **deploy.ramdisk_params(session, settings, job, host, phase.name)}
             except DomainError as exc:
-                return JobEnd("failed", f"phase configure: {exc.detail}", exc.code)
+                return JobEnd("failed", f"phase {phase.name}: {exc.detail}", exc.code)
         if phase.name == "image":
             try:
                 phase_params = phase_inputs.image_params(session, settings, job, host, req, params)
@@ -325,7 +325,8 @@ def _ssh_identity(session: Session, settings: Settings, job: Job, host: Host, ph
     if phase.target == "ramdisk":
         keys = deploy.job_keys(session, settings, job)
         return _SshIdentity(keys.ramdisk_host_key.public, keys.ramdisk_login_key.private.decode(), None)
-    return _SshIdentity(host.host_key, key, host.credential_path)
+    # A bare-metal host's management key is made during its first deploy, after the job started.
+    return _SshIdentity(host.host_key, key or phase_inputs.ssh_key(settings, host), host.credential_path)
 
 
 def _run_bare_metal(session: Session, settings: Settings, job: Job, host: Host, phase: Phase, hb: Heartbeat,

@@ -128,12 +128,18 @@ def os_bundle(host: Host, keys: DeployKeys, management_key: str) -> bytes:
                                           host_keys=(keys.os_host_key,))))
 
 
-def configure_params(session: Session, settings: Settings, job: Job, host: Host) -> dict[str, Any]:
-    """The configure phase's inputs: the root disk the image went to and the bundle for its root."""
+def ramdisk_params(session: Session, settings: Settings, job: Job, host: Host, phase: str) -> dict[str, Any]:
+    """What a playbook in the ramdisk gets besides the request's parameters: the root disk the inspect
+    phase chose (wipe, image, configure, clean) and, for configure, the bundle for the new root."""
+    if phase == "inspect":
+        return {}
     root = root_disk_target(host)
-    if root is None:
-        raise Conflict("deploy.no_root_disk", f"host {host.name} has no root disk chosen",
-                       hint="the inspect phase chooses it; re-run the job")
+    if root is None and phase != "clean":
+        why = (host.hardware or {}).get("root_disk_error") or {}
+        raise Conflict("deploy.no_root_disk", f"host {host.name} has no root disk: {why.get('detail', 'none chosen')}",
+                       hint=why.get("hint") or "the inspect phase chooses it; re-run the job")
+    if phase != "configure":
+        return {"prov_root_disk": root} if root else {}
     keys = job_keys(session, settings, job)
     doc = os_bundle(host, keys, management_public_key(session, settings, host))
     return {"prov_root_disk": root, "prov_config_bundle_b64": base64.b64encode(doc).decode()}

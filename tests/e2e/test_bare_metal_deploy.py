@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.service_cli import cli
@@ -199,4 +198,4 @@ def test_bare_metal_host_deployed_through_its_bmc(machine: dict[str, Any], svc: 
     assert h["state"] == "available", h
     assert op.get(f"/v1/hosts/{hid}/power")["power_state"] == "Off"
     print("clean:", json.dumps(h["results"].get("clean"))[:2000])
-    del cust, httpx
+    del cust

@@ -22,7 +22,6 @@ from provisioner.store.config import get_settings
 from provisioner.store.db import session_scope
 from provisioner.store.models import Host, Job
 from tests.integration.harness import World, base_env, running_app
-
 from tests.integration.sushy_emulator import SushyEmulator, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="no sushy-emulator: install the test extra")
