@@ -69,7 +69,15 @@ def phase_params(body: RequestIn, policy: guardrails.Policy) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, response_model=RequestOut,
-             summary="Request hosts: allocates matching available hosts and queues one provision job each")
+             summary="Request hosts: allocates matching available hosts and queues one provision job each",
+             description="`image` names a catalogue image the requester may use on the pool, or is left out "
+                         "(the hosts keep their installed OS; no image is written). A name outside the "
+                         "catalogue is refused with 422 `image.unknown`: `requestable` lists the first 20 "
+                         "names (sorted) this requester can request on the pool, `requestable_total` how many "
+                         "there are. Images the requester may not use keep their codes (`image.deprecated`, "
+                         "`image.retired`, `image.flagged`, `image.unavailable`, `image.channel_not_allowed`). "
+                         "Guardrail violations come in one 422 `guardrails.violations`; nothing is written "
+                         "for a refusal.")
 def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("requests:create"))],
                    s: DbSession) -> RequestOut:
     if p.tenant_id is None:
