@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.harness import PUBKEY, World
 
-GOOD_REQUEST = {"image": "debian-12", "ssh_public_key": PUBKEY}
+GOOD_REQUEST = {"ssh_public_key": PUBKEY}
 
 
 def counts(w: World) -> tuple[int, int, int, int]:
