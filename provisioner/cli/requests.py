@@ -25,7 +25,9 @@ def requests_create(
         help="a catalogue image you may request (`provisioner images list`); leave it out to keep the "
              "hosts' installed OS")] = None,
     count: int = 1, pool: str = "default", raid_level: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[list[str] | None, typer.Option(help="PORT[/PROTO][@CIDR,...] to open, repeatable")] = None,
+    port: Annotated[list[str] | None, typer.Option(
+        # "\[" keeps rich (typer's help renderer) from reading "[/PROTO]" as a closing markup tag.
+        help="PORT\\[/PROTO]\\[@CIDR,...] to open, repeatable")] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE constraint, repeatable")] = None,
     min_cpus: int = 0, min_memory_mb: int = 0, min_disks: int = 0,
     lease_hours: Annotated[int | None, typer.Option()] = None,

@@ -169,3 +169,6 @@ def test_cli_reports_problems_clearly(sqlite_world: World) -> None:
     assert res.exit_code == 1 and "client.unreachable" in res.output
     res = runner.invoke(app, ["-o", "yaml", "hosts", "list"])
     assert res.exit_code != 0 and "--output must be table or json" in res.output
+    # The help of `requests create` renders (its --port help once read as rich markup and crashed).
+    res = runner.invoke(app, ["requests", "create", "--help"])
+    assert res.exit_code == 0 and "PORT[/PROTO][@CIDR,...]" in res.output and "installed OS" in res.output
