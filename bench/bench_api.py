@@ -109,7 +109,7 @@ class Mix:
         return self.of(random.choice(READS))
 
 
-BODY = {"image": "debian-12", "ssh_public_key": PUBKEY}
+BODY = {"ssh_public_key": PUBKEY}
 
 
 async def send(c: aiohttp.ClientSession, method: str, path: str, kind: str, errors: dict[str, int]) -> None:

@@ -73,7 +73,7 @@ def main() -> None:
             cjob = op.get("/v1/jobs", host_id=host["id"])["items"][0]
             admin.wait_job(cjob["id"], timeout=600)
             hw = op.get(f"/v1/hosts/{host['id']}")["hardware"]
-            req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": pub})
+            req = cust.post("/v1/requests", {"ssh_public_key": pub})
             job = admin.wait_job(req["job_ids"][0], timeout=1800)
             assert job["status"] == "succeeded", job
             rel = cust.post(f"/v1/requests/{req['id']}/release")

@@ -57,7 +57,7 @@ def run_mode(tmp: Path, env: dict[str, str], n: int, distributed: bool, bare_s: 
             time.sleep(0.2)
         first_phase, totals, overheads = [], [], []
         for _ in range(n):
-            req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+            req = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
             job = admin.wait_job(req["job_ids"][0], timeout=300)
             assert job["status"] == "succeeded", job
             first_phase.append((parse_iso(job["phases"][0]["started_at"]) - parse_iso(job["accepted_at"]))

@@ -102,7 +102,7 @@ def seed(eng: Engine, hosts: int, jobs: int, days: int, rnd: random.Random) -> N
              "requested_by": uid, "status": rnd.choice(["approved", "rejected", "requested"]),
              "decided_at": now - timedelta(days=rnd.uniform(0, days)), "decision_note": ""} for _ in range(100)])
         reqs = conn.execute(insert(HostRequest).returning(HostRequest.id), [  # type: ignore[arg-type]
-            {"tenant_id": rnd.choice(tenants), "requested_by": uid, "image": "deb12", "count": 1, "pool": "default",
+            {"tenant_id": rnd.choice(tenants), "requested_by": uid, "image": None, "count": 1, "pool": "default",
              "constraints": {}, "params": {}, "status": "ready", "accepted_at": now} for _ in range(300)])
         reqs = reqs.scalars().all()
         conn.execute(insert(Rating), [

@@ -32,9 +32,9 @@ CJOB=$(PROVISIONER_TOKEN=$OP_TOKEN provisioner -o json jobs list --host-id "$HOS
 PROVISIONER_TOKEN=$OP_TOKEN provisioner jobs watch "$CJOB"
 PROVISIONER_TOKEN=$OP_TOKEN provisioner hosts show "$HOST_ID"
 
-say "customer requests a host: RAID1, default-deny firewall (+8080 from the lab net), backup with a verified restore"
+say "customer requests a host (no image: it keeps its installed OS): RAID1, default-deny firewall (+8080 from the lab net), backup with a verified restore"
 ssh-keygen -q -t ed25519 -N '' -C demo-customer -f "$WORK/customer_key"
-PROVISIONER_TOKEN=$CU_TOKEN provisioner requests create debian-12 --ssh-key "$WORK/customer_key.pub" \
+PROVISIONER_TOKEN=$CU_TOKEN provisioner requests create --ssh-key "$WORK/customer_key.pub" \
   --port 8080/tcp@192.168.121.0/24 --watch
 
 say "the customer logs in with their key"

@@ -16,7 +16,7 @@ from provisioner.core import guardrails
 from provisioner.core.allocation import Constraints
 from provisioner.core.timeutil import as_utc, utcnow
 from provisioner.imaging.catalogue import catalogue_image_ref, check_requestable
-from provisioner.services.admission import admit, image_ref, violations_problem
+from provisioner.services.admission import admit, load_policy, violations_problem
 from provisioner.services.release import release_request_hosts
 from provisioner.services.requests import open_request
 from provisioner.store.config import get_settings
@@ -40,7 +40,8 @@ def visible_request(s: Session, p: Principal, request_id: int) -> HostRequest:
     return r
 
 
-def request_spec(body: RequestIn, *, tenant: str, role: str, image: guardrails.ImageRef) -> guardrails.RequestSpec:
+def request_spec(body: RequestIn, *, tenant: str, role: str,
+                 image: guardrails.ImageRef | None) -> guardrails.RequestSpec:
     """The request body as the guardrails see it."""
     return guardrails.RequestSpec(
         tenant=tenant,
@@ -68,18 +69,30 @@ def phase_params(body: RequestIn, policy: guardrails.Policy) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, response_model=RequestOut,
-             summary="Request hosts: allocates matching available hosts and queues one provision job each")
+             summary="Request hosts: allocates matching available hosts and queues one provision job each",
+             description="`image` names a catalogue image the requester may use on the pool, or is left out "
+                         "(the hosts keep their installed OS; no image is written). A name outside the "
+                         "catalogue is refused with 422 `image.unknown`: `requestable` lists the first 20 "
+                         "names (sorted) this requester can request on the pool, `requestable_total` how many "
+                         "there are. Images the requester may not use keep their codes (`image.deprecated`, "
+                         "`image.retired`, `image.flagged`, `image.unavailable`, `image.channel_not_allowed`). "
+                         "Guardrail violations come in one 422 `guardrails.violations`; nothing is written "
+                         "for a refusal.")
 def create_request(body: RequestIn, p: Annotated[Principal, Depends(require("requests:create"))],
                    s: DbSession) -> RequestOut:
     if p.tenant_id is None:
         raise Problem(422, "request.no_tenant", "your user belongs to no tenant", hint="ask an admin")
     now = utcnow()
-    refusal = check_requestable(s, body.image, p.role)
-    if refusal is not None:
-        raise refusal
+    image = None
+    if body.image is not None:
+        # An unknown name is refused here, listing what this requester may ask for on this pool;
+        # the channel the guardrails judge comes from the catalogue record, never from the name.
+        channels = guardrails.allowed_channels(str(p.role), body.pool, load_policy(s))
+        refusal = check_requestable(s, body.image, p.role, channels)
+        if refusal is not None:
+            raise refusal
+        image = catalogue_image_ref(s, body.image)
     tenant = s.get(Tenant, p.tenant_id)
-    # The channel comes from the catalogue record; names outside the catalogue write no image.
-    image = catalogue_image_ref(s, body.image) or image_ref(body.image)
     policy = admit(s, p, request_spec(body, tenant=tenant.name if tenant else "", role=str(p.role), image=image),
                    now)
     # No lease asked for: the policy's default_lease_hours (None = the host never expires).

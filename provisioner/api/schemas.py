@@ -258,7 +258,11 @@ class BackupIn(Strict):
 
 
 class RequestIn(Strict):
-    image: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="a catalogue image you may request (GET /v1/images), written onto the host; an unknown "
+                    "name is refused with 422 image.unknown listing the images you can request. Leave it out "
+                    "to keep the host's installed OS (no image is written)")
     count: int = Field(default=1, ge=1, le=100)
     pool: Name = "default"
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
@@ -275,7 +279,8 @@ class RequestOut(Out):
     id: int
     tenant_id: int
     requested_by: int
-    image: str
+    image: str | None = Field(description="the catalogue image written onto the hosts; null: none, "
+                                          "the hosts keep their installed OS")
     count: int
     pool: str
     constraints: dict

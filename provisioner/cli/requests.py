@@ -18,10 +18,16 @@ requests_app = typer.Typer(help="Host requests: ask for hosts, watch, release.",
 
 @requests_app.command("create")
 def requests_create(
-    image: str,
+    # IMAGE is the one positional argument; it follows the required --ssh-key only because Python
+    # wants the parameters without a default first.
     ssh_key: Annotated[Path, typer.Option(help="public key file installed for the customer user")],
+    image: Annotated[str | None, typer.Argument(
+        help="a catalogue image you may request (`provisioner images list`); leave it out to keep the "
+             "hosts' installed OS")] = None,
     count: int = 1, pool: str = "default", raid_level: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[list[str] | None, typer.Option(help="PORT[/PROTO][@CIDR,...] to open, repeatable")] = None,
+    port: Annotated[list[str] | None, typer.Option(
+        # "\[" keeps rich (typer's help renderer) from reading "[/PROTO]" as a closing markup tag.
+        help="PORT\\[/PROTO]\\[@CIDR,...] to open, repeatable")] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE constraint, repeatable")] = None,
     min_cpus: int = 0, min_memory_mb: int = 0, min_disks: int = 0,
     lease_hours: Annotated[int | None, typer.Option()] = None,

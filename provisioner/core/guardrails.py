@@ -228,13 +228,14 @@ class RequestSpec:
     """A host request as submitted. Not validated on construction: checks report problems instead.
 
     `raid_level=None` means "the pool's default" (its minimum level in redundant pools, none in lab
-    pools); `data_disks=None` means the hardware is not known yet, so disk-count rules are skipped.
+    pools); `data_disks=None` means the hardware is not known yet, so disk-count rules are skipped;
+    `image=None` means no image is written (the host keeps its installed OS), so no image rule applies.
     """
 
     tenant: str
     requester_role: str
     pool: str
-    image: ImageRef
+    image: ImageRef | None
     backup: BackupSpec
     count: int = 1
     raid_level: str | None = None
@@ -375,7 +376,8 @@ def _parse_source(source: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return None, f"{source!r} has host bits set; did you mean {loose}?"
 
 
-def _allowed_channels(role: str, pool: str, policy: Policy) -> frozenset[str]:
+def allowed_channels(role: str, pool: str, policy: Policy) -> frozenset[str]:
+    """The image channels ``role`` may deploy on ``pool``."""
     if role in policy.lab_image_roles and pool in policy.lab_pools:
         return policy.customer_image_channels | policy.imager_image_channels_on_lab_pools
     return policy.customer_image_channels
@@ -553,25 +555,33 @@ def check_request(spec: RequestSpec, policy: Policy) -> list[Violation]:
         out.append(_v("request.invalid_count", f"count is {spec.count!r}; at least 1 host must be requested",
                       "Set count to 1 or more.", "count"))
 
-    allowed = _allowed_channels(spec.requester_role, spec.pool, policy)
-    if spec.image.channel not in allowed:
-        hint = ""
-        lab_allowed = policy.customer_image_channels | policy.imager_image_channels_on_lab_pools
-        if spec.image.channel in lab_allowed and spec.pool not in policy.lab_pools:
-            hint = f" Channel {spec.image.channel!r} is only available on lab pools."
-        out.append(_v("image.channel_not_allowed",
-                      f"role {spec.requester_role!r} may not deploy image {spec.image.name!r} from channel "
-                      f"{spec.image.channel!r} on pool {spec.pool!r}; allowed: {sorted(allowed)}",
-                      f"Pick an image from {sorted(allowed)}.{hint}", "image.channel"))
-    if spec.image.deprecated:
-        out.append(_v("image.deprecated", f"image {spec.image.name!r} is deprecated",
-                      "Pick its successor from `provisioner images list`.", "image.name"))
-
+    out.extend(_check_request_image(spec, policy))
     out.extend(_check_request_raid(spec, policy))
     out.extend(check_open_ports(spec.open_ports, policy))
     out.extend(_check_request_backup(spec.backup, policy))
     if spec.lease_hours is not None:
         out.extend(_lease_hours_violations(spec.lease_hours, policy, "lease_hours"))
+    return out
+
+
+def _check_request_image(spec: RequestSpec, policy: Policy) -> list[Violation]:
+    out: list[Violation] = []
+    image = spec.image
+    if image is None:
+        return out
+    allowed = allowed_channels(spec.requester_role, spec.pool, policy)
+    if image.channel not in allowed:
+        hint = ""
+        lab_allowed = policy.customer_image_channels | policy.imager_image_channels_on_lab_pools
+        if image.channel in lab_allowed and spec.pool not in policy.lab_pools:
+            hint = f" Channel {image.channel!r} is only available on lab pools."
+        out.append(_v("image.channel_not_allowed",
+                      f"role {spec.requester_role!r} may not deploy image {image.name!r} from channel "
+                      f"{image.channel!r} on pool {spec.pool!r}; allowed: {sorted(allowed)}",
+                      f"Pick an image from {sorted(allowed)}.{hint}", "image.channel"))
+    if image.deprecated:
+        out.append(_v("image.deprecated", f"image {image.name!r} is deprecated",
+                      "Pick its successor from `provisioner images list`.", "image.name"))
     return out
 
 

@@ -10,17 +10,20 @@ Channel moves (``promote``)::
   their bytes as soon as no host in state active/provisioning was requested with the image
   (``purge_bytes``; ``POST /v1/images/{id}/purge`` retries later).
 
-Requests (``check_requestable``): names that are not in the catalogue are allowed (free-form image
-names such as "debian-12" predate the catalogue and the image phase skips them); catalogue images
-must be stable (imagers may also request candidates, the guardrails then restrict them to lab
-pools), not deprecated or retired, not flagged, and their bytes must exist.
+Requests (``check_requestable``): a request names a catalogue image or none at all (no image: the
+host keeps its installed OS and the image phase writes nothing). A name outside the catalogue is
+refused with ``image.unknown``, listing the images the requester can request. Catalogue images must
+be stable (imagers may also request candidates, the guardrails then restrict them to lab pools), not
+deprecated or retired, not flagged, and their bytes must exist.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -41,6 +44,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 USING_STATES = ("active", "provisioning")
 TMP_DIR = ".tmp"
 CANARY_HINT = "run a canary: POST /v1/images/{id}/canary"
+# How many requestable names an image.unknown refusal lists (the catalogue can be long).
+REQUESTABLE_SHOWN = 20
 
 
 class ImageUnavailable(Conflict):
@@ -154,15 +159,43 @@ def flag_image(session: Session, image_id: int, reason: str, *, actor: str = "en
     return img
 
 
-def check_requestable(session: Session, name: str, role: str) -> Invalid | None:
+def requestable_names(session: Session, channels: Collection[str], *, limit: int = REQUESTABLE_SHOWN,
+                      ) -> tuple[list[str], int]:
+    """The first ``limit`` names (sorted) of the images a request may name from ``channels``
+    (unflagged, bytes stored), and how many there are in all."""
+    where = (col(Image.channel).in_(sorted(channels)), col(Image.flagged).is_(False),
+             col(Image.stored_path).is_not(None))
+    total = session.exec(select(func.count()).select_from(Image).where(*where)).one()
+    names = session.exec(select(Image.name).where(*where).order_by(col(Image.name)).limit(limit)).all()
+    return list(names), int(total)
+
+
+class ImageUnknown(Invalid):
+    """A request names an image the catalogue does not hold."""
+
+    def __init__(self, name: str, names: list[str], total: int) -> None:
+        if names:
+            more = f" (first {len(names)} of {total})" if total > len(names) else ""
+            listed = f"images you can request{more}: {', '.join(names)}"
+        else:
+            listed = "there is no image you can request yet"
+        super().__init__("image.unknown", f"image {name!r} is not in the catalogue",
+                         hint=f"{listed}; or leave the image out to keep the host's installed OS",
+                         requestable=names, requestable_total=total)
+
+
+def check_requestable(session: Session, name: str, role: str,
+                      channels: Collection[str] = ("stable",)) -> Invalid | None:
     """Why a host request for image ``name`` by ``role`` must be refused, or None.
 
-    Unknown names pass (see the module doc). Wire it into POST /v1/requests before allocation.
+    ``channels`` are the ones the requester may deploy on the request's pool (the policy's
+    ``guardrails.allowed_channels``): an unknown name's refusal lists the images from them.
+    Wire it into POST /v1/requests before allocation.
     """
     # Every host request passes here: leave the block map (can be thousands of ranges) unread.
     img = session.exec(select(Image).where(Image.name == name).options(defer(Image.bmap))).first()  # type: ignore[arg-type]
     if img is None:
-        return None
+        return ImageUnknown(name, *requestable_names(session, channels))
     stable_hint = "GET /v1/images lists the images you can request"
     if img.flagged:
         return Invalid("image.flagged", f"image {name} is flagged as corrupt: {img.flag_reason}",
@@ -182,7 +215,8 @@ def check_requestable(session: Session, name: str, role: str) -> Invalid | None:
 
 
 def catalogue_image_ref(session: Session, name: str) -> guardrails.ImageRef | None:
-    """The guardrails' view of a catalogue image (None for names outside the catalogue).
+    """The guardrails' view of a catalogue image (None for names outside the catalogue, which
+    ``check_requestable`` refuses before the guardrails run).
 
     POST /v1/requests judges the channel policy (customers: stable; imagers: candidates on lab pools)
     with it, so the record's channel counts, never the name.

@@ -12,8 +12,10 @@ result as ``provisioner_image`` (``request_params["image_spec"]`` in ``workers.i
 * ``target`` is the device to write: the md array when the raid phase made one, else the first data
   disk (``image_target_for``).
 
-Names outside the catalogue give None (the phase skips itself): requests for free-form names such as
-"debian-12" keep working until every request names a catalogue image.
+A request without an image gives None (the phase skips itself: the host keeps its installed OS).
+New requests name a catalogue image or none (POST /v1/requests refuses other names with
+``image.unknown``); a name outside the catalogue, left by requests accepted before that rule, also
+gives None.
 """
 
 from __future__ import annotations

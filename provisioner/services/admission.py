@@ -8,8 +8,8 @@ with ONE 422 problem listing every remaining violation. Nothing is written when 
 Decisions
 ---------
 * Image channel: judged from the catalogue record (`imaging.catalogue.catalogue_image_ref`), never
-  from the name. A name outside the catalogue gets no image written (the image phase skips itself),
-  so `image_ref()` calls it "stable".
+  from the name. A name outside the catalogue never gets here: `imaging.catalogue.check_requestable`
+  refuses it first (`image.unknown`). A request without an image has no image rule to break.
 * Disk count (`data_disks`) is unknown at admission (hosts are chosen afterwards), so the
   disk-count rules are skipped here; the raid phase and continuous compliance catch them.
 * Waivers: only tenant-scoped waivers ("tenant:<name>") can apply at admission. A request-scoped
@@ -86,11 +86,6 @@ def load_policy(session: Session) -> guardrails.Policy:
     return policy_from_doc(load_policy_doc(session))
 
 
-def image_ref(name: str) -> guardrails.ImageRef:
-    """A name outside the catalogue: nothing is written from it, whatever the name says."""
-    return guardrails.ImageRef(name=name, channel="stable", deprecated=False)
-
-
 def hosts_in_use(session: Session, tenant_id: int, pool: str) -> int:
     return session.exec(
         select(func.count()).select_from(Host).where(
@@ -156,6 +151,6 @@ def admit(session: Session, principal: Actor, spec: guardrails.RequestSpec, now:
         audit.record(session, actor_id=principal.user_id, actor_name=principal.name, action="guardrails.waived",
                      object_type="tenant", object_id=principal.tenant_id, tenant_id=principal.tenant_id,
                      after={"codes": [v.code for v in waived], "scope": f"tenant:{tenant_name}",
-                            "image": spec.image.name, "pool": spec.pool, "count": spec.count},
+                            "image": spec.image.name if spec.image else None, "pool": spec.pool, "count": spec.count},
                      request_id=principal.request_id)
     return policy

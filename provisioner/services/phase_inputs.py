@@ -122,7 +122,7 @@ def backup_config(settings: Settings, job: Job, host: Host) -> dict[str, Any] | 
 def image_params(session: Session, settings: Settings, job: Job, host: Host, req: HostRequest | None,
                  params: dict[str, Any]) -> dict[str, Any]:
     """The image phase's parameters: a fresh, job-scoped download token each run. Raises
-    ImageUnavailable when the catalogue image must not be written; names outside the catalogue
-    get no spec and the phase skips itself."""
+    ImageUnavailable when the catalogue image must not be written; a request without an image
+    (and an old one naming a name outside the catalogue) gets no spec and the phase skips itself."""
     spec = image_spec_for(session, settings, job, req.image if req else None, image_target_for(host))
     return {**params, "image_spec": spec}

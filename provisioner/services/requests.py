@@ -35,7 +35,7 @@ class CapacityInsufficient(Conflict):
             wanted=wanted, available=available, pool=pool)
 
 
-def open_request(session: Session, settings: Settings, actor: Actor, *, tenant_id: int, image: str, pool: str,
+def open_request(session: Session, settings: Settings, actor: Actor, *, tenant_id: int, image: str | None, pool: str,
                  count: int, constraints: Constraints, params: dict[str, Any], accepted_at: datetime,
                  lease_expires_at: datetime | None = None, job_params: dict[str, Any] | None = None,
                  audit_after: dict[str, Any] | None = None) -> tuple[HostRequest, list[Job], list[Host]]:

@@ -87,7 +87,8 @@ class HostRequest(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
     requested_by: int = Field(foreign_key="user.id")
-    image: str = Field(max_length=128)
+    # A catalogue image's name, or None: no image is written, the hosts keep their installed OS.
+    image: str | None = Field(default=None, max_length=128)
     count: int
     pool: str = Field(default="default", max_length=64)
     constraints: dict = _json({})

@@ -59,7 +59,8 @@ def request_body(f: dict[str, str]) -> RequestIn:
             if not eq:
                 errors.append(f"labels, line {n}: write key=value")
             labels[key.strip()] = value.strip()
-    body: dict[str, Any] = {"image": f.get("image", ""), "pool": f.get("pool") or "default",
+    # An empty image field: no image, the hosts keep their installed OS.
+    body: dict[str, Any] = {"image": f.get("image") or None, "pool": f.get("pool") or "default",
                             "ssh_public_key": f.get("ssh_public_key", ""),
                             "constraints": {"labels": labels} | {k: f[k] for k in ("min_cpus", "min_memory_mb",
                                                                                   "min_disks") if f.get(k)}}

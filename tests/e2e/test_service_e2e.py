@@ -92,7 +92,7 @@ def test_customer_gets_a_raided_firewalled_backed_up_host_and_releases_it(svc: d
     assert host["hardware"]["data_disks"] == ["/dev/vdb", "/dev/vdc"], host["hardware"]
 
     req = cust.post("/v1/requests", {
-        "image": "debian-12", "ssh_public_key": svc["pub"].strip(),
+        "ssh_public_key": svc["pub"].strip(),
         "firewall_ports": [{"port": 8080, "proto": "tcp", "sources": ["192.168.121.0/24"]}],
         "backup": {"paths": ["/etc", "/srv/data"], "retention_days": 7, "schedule": "daily"},
     })
@@ -172,7 +172,7 @@ def test_ssh_cut_mid_job_fails_clearly_and_the_host_can_be_cleaned(svc: dict[str
     op, cust, admin = svc["op"], svc["cust"], svc["admin"]
     host = op.get("/v1/hosts", name=HOST)["items"][0]
     assert host["state"] == "available", host
-    req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": svc["pub"].strip()})
+    req = cust.post("/v1/requests", {"ssh_public_key": svc["pub"].strip()})
     job_id = req["job_ids"][0]
     admin.wait_job(job_id, lambda j: j["current_phase"] == "raid", timeout=600)
     domain = f"{PREFIX}{HOST}"
@@ -203,7 +203,7 @@ def test_vagrant_driver_creates_provisions_and_destroys_a_vm(svc: dict[str, Any]
     """A CI user asks for a throw-away VM: the service creates it (its own SLI phase), commissions
     and provisions it; releasing it destroys the VM."""
     cust, admin = svc["cust"], svc["admin"]
-    req = cust.post("/v1/requests", {"image": "debian-12", "pool": "vagrant", "ssh_public_key": svc["pub"].strip()})
+    req = cust.post("/v1/requests", {"pool": "vagrant", "ssh_public_key": svc["pub"].strip()})
     job = wait_job(admin, req["job_ids"][0], 1800)
     assert job["status"] == "succeeded", job
     names = [p["name"] for p in job["phases"]]

@@ -110,7 +110,7 @@ class World:
             time.sleep(0.2)
 
     def request(self, who: str = "cust_a", **fields: Any) -> Any:
-        body = {"image": "debian-12", "ssh_public_key": PUBKEY} | fields
+        body = {"ssh_public_key": PUBKEY} | fields
         return self.post(who, "/v1/requests", body)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.harness import PUBKEY, World
 
-GOOD_REQUEST = {"image": "debian-12", "ssh_public_key": PUBKEY}
+GOOD_REQUEST = {"ssh_public_key": PUBKEY}
 
 
 def counts(w: World) -> tuple[int, int, int, int]:
@@ -169,3 +169,6 @@ def test_cli_reports_problems_clearly(sqlite_world: World) -> None:
     assert res.exit_code == 1 and "client.unreachable" in res.output
     res = runner.invoke(app, ["-o", "yaml", "hosts", "list"])
     assert res.exit_code != 0 and "--output must be table or json" in res.output
+    # The help of `requests create` renders (its --port help once read as rich markup and crashed).
+    res = runner.invoke(app, ["requests", "create", "--help"])
+    assert res.exit_code == 0 and "PORT[/PROTO][@CIDR,...]" in res.output and "installed OS" in res.output

@@ -123,7 +123,6 @@ def customer_journey(page: Page, url: str, acme: Api, admin: Api, shots: Path) -
     # A guardrail refusal reads on the page, with the form kept as typed.
     page.click("header >> text=requests")
     page.click("#new-request")
-    page.fill("input[name=image]", "debian-12")
     page.fill("textarea[name=labels]", "rack=r1")
     page.fill("input[name=lease_hours]", "1000")
     page.fill("textarea[name=ssh_public_key]", PUBKEY)

@@ -93,7 +93,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         assert cli(env, "jobs", "watch", str(cjob["id"]), token=op_tok)["status"] == "succeeded"
         key = tmp_path / "id.pub"
         key.write_text(PUBKEY)
-        out = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), "--port", "443/tcp@10.0.0.0/8",
+        out = cli(env, "requests", "create", "--ssh-key", str(key), "--port", "443/tcp@10.0.0.0/8",
                   "--watch", token=cu_tok)
         assert [j["status"] for j in out["jobs"]] == ["succeeded"] and out["request"]["count"] == 1
         req = cli(env, "requests", "list", token=cu_tok)["items"][0]
@@ -156,8 +156,15 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         assert img["size"] == raw.stat().st_size and img["channel"] == "candidate"
         assert [i["name"] for i in cli(env, "images", "list", token=admin)["items"]] == ["tiny"]
         assert cli(env, "compliance", token=op_tok)["fleet"]["active"] == 0
-        bad = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), "--port", "http", token=cu_tok,
+        bad = cli(env, "requests", "create", "--ssh-key", str(key), "--port", "http", token=cu_tok,
                   ok=False)
         assert bad.returncode == 2 and "expected PORT" in bad.stderr
+        # A name outside the catalogue is refused, with what the customer can request (the candidate
+        # "tiny" is not theirs to request): nothing is opened.
+        unknown = cli(env, "requests", "create", "debian-12", "--ssh-key", str(key), token=cu_tok, ok=False)
+        problem = json.loads(unknown.stderr)
+        assert unknown.returncode == 1 and problem["code"] == "image.unknown", unknown.stderr
+        assert problem["requestable"] == [] and "debian-12" in problem["detail"]
+        assert cli(env, "requests", "list", token=cu_tok)["total"] == 1
     finally:
         svc.stop()

@@ -13,7 +13,7 @@ def test_request_form_shows_refusals_and_creates_a_request(sqlite_world: World) 
     w = sqlite_world
     a = signed_in(w, "cust_a")
     assert 'id="request-form"' in a.get("/ui/requests/new").text
-    form = {"image": "debian-12", "ssh_public_key": PUBKEY, "csrf": page_csrf(a, "/ui/requests/new")}
+    form = {"ssh_public_key": PUBKEY, "csrf": page_csrf(a, "/ui/requests/new")}
     # Malformed input: every field's problem listed, nothing stored.
     r = a.post("/ui/requests", data=form | {"count": "0", "labels": "rack", "ssh_public_key": "nope"})
     assert r.status_code == 422 and "The form has errors" in r.text
@@ -47,6 +47,7 @@ def test_request_form_shows_refusals_and_creates_a_request(sqlite_world: World) 
 
     page = a.get(f"/ui/requests/{req['id']}").text
     assert 'id="release"' in page and 'id="extend"' in page and "ready" in page
+    assert "none (the installed OS)" in page  # no image asked for: the host keeps its OS
     csrf = page_csrf(a, f"/ui/requests/{req['id']}")
     r = a.post(f"/ui/requests/{req['id']}/extend", data={"hours": "800", "csrf": csrf})
     assert r.status_code == 200 and re.search(r'id="note">the lease extension violates 1 guardrail', r.text)

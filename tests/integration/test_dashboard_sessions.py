@@ -88,7 +88,7 @@ def test_forms_without_the_sessions_csrf_token_are_refused(sqlite_world: World) 
     b = signed_in(w, "cust_b")
     good, foreign = page_csrf(a), page_csrf(b)
     assert good != foreign
-    form = {"image": "debian-12", "ssh_public_key": "ssh-ed25519 AAAA x"}
+    form = {"ssh_public_key": "ssh-ed25519 AAAA x"}
     for data in (form, form | {"csrf": ""}, form | {"csrf": "0" * 64}, form | {"csrf": foreign}):
         for path in ("/ui/requests", "/ui/requests/1/release", "/ui/requests/1/extend", "/ui/requests/1/rate",
                      "/ui/logout"):

@@ -63,7 +63,7 @@ def test_distributed_job_runs_in_worker_process(tmp_path: Path, pg_url: str, red
     worker = Worker(env, tmp_path / "worker.log")
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {}})
-        req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+        req = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
         job = admin.wait_job(req["job_ids"][0])
         assert job["status"] == "succeeded", (job.get("error_code"), job.get("error"), worker.tail())
         assert job["attempts"] == 1 and job["sli"]["slo_met"] is True
@@ -80,7 +80,7 @@ def test_worker_killed_mid_job_is_retried_by_the_reconciler(tmp_path: Path, pg_u
     try:
         # Only raid works long enough to be caught in; the other phases need not wait.
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "3", "sleep_phase": "raid"}})
-        job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
+        job_id = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=90)
         worker.kill9()  # no goodbye: the lease simply stops being renewed
         j = admin.wait_job(job_id, lambda j: j["status"] == "queued" and j["attempts"] == 1, timeout=30)
@@ -106,7 +106,7 @@ def test_worker_killed_without_attempts_left_fails_with_reason(tmp_path: Path, p
     worker = Worker(env, tmp_path / "worker.log")
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "3"}})
-        req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+        req = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
         job_id = req["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "wipe", timeout=90)
         worker.kill9()
@@ -128,11 +128,11 @@ def test_redis_restart_loses_no_job(tmp_path: Path, pg_url: str, redis_srv: Redi
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {}, "n2": {}})
         # 1: a message sits in Redis, then Redis restarts empty (it keeps nothing on disk).
-        first = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+        first = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
         port = redis_srv.port
         redis_srv.stop()
         # 2: a request while Redis is down is still accepted: the job is safe in the database.
-        second = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+        second = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
         assert admin.get(f"/v1/jobs/{second['job_ids'][0]}")["status"] == "queued"
         restarted = RedisServer(tmp_path / "redis2.log", port=port)
         try:
@@ -160,7 +160,7 @@ def test_100_concurrent_requests_for_10_hosts(tmp_path: Path, pg_url: str, redis
 
         def one(_: int) -> httpx.Response:
             with httpx.Client(base_url=svc.url, headers={"Authorization": token}, timeout=60) as c:
-                return c.post("/v1/requests", json={"image": "debian-12", "ssh_public_key": PUBKEY})
+                return c.post("/v1/requests", json={"ssh_public_key": PUBKEY})
 
         with cf.ThreadPoolExecutor(100) as ex:
             results = list(ex.map(one, range(100)))

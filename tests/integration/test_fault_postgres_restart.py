@@ -55,7 +55,7 @@ def test_postgres_restart_mid_job_loses_no_event(tmp_path: Path, private_pg: Pri
         # Only raid works long enough to be caught in; the other phases need not wait.
         labels = {"sleep": str(SLEEP_S), "sleep_phase": "raid"}
         admin, cust = setup_world(tmp_path, env, svc, private_pg.url, {"n1": labels})
-        job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
+        job_id = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=120)
         deadline = time.monotonic() + 60
         while not [p for p in psutil.Process(worker.p.pid).children(recursive=True) if p.name() == "sleep"]:

@@ -43,7 +43,7 @@ def test_sigterm_mid_phase_hands_the_job_back(tmp_path: Path, pg_url: str, redis
     second = None
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "6", "sleep_phase": "raid"}})
-        job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
+        job_id = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=300)
         deadline = time.monotonic() + 60
         while not (sleepers := [p for p in descendants(worker.p.pid) if p.name() == "sleep"]):

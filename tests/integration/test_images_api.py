@@ -346,7 +346,7 @@ def test_channel_rules_and_retirement(world: World, fs_image: Path) -> None:
     with session_scope() as s:
         assert check_requestable(s, "chan", "customer").code == "image.channel_not_allowed"  # type: ignore[union-attr]
         assert check_requestable(s, "chan", "imager") is None
-        assert check_requestable(s, "debian-12", "customer") is None  # not in the catalogue: allowed
+        assert check_requestable(s, "debian-12", "customer").code == "image.unknown"  # type: ignore[union-attr]
     pass_canary(iid)
     r = world.post("imager", f"/v1/images/{iid}/promote", {"to": "stable", "reason": "canary ok"})
     assert r.status_code == 200 and r.json()["channel"] == "stable" and r.json()["promoted_at"], r.text

@@ -32,7 +32,7 @@ def test_private_dir_of_a_killed_worker_is_removed_by_the_next_start(tmp_path: P
     worker = Worker(worker_env, tmp_path / "worker1.log")
     try:
         admin, cust = setup_world(tmp_path, env, svc, pg_url, {"n1": {"sleep": "4", "sleep_phase": "raid"}})
-        job_id = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})["job_ids"][0]
+        job_id = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=90)
         (dead,) = owner_dirs(tmp_path / "worker-data")
         deadline = time.monotonic() + 10

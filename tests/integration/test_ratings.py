@@ -56,7 +56,7 @@ def test_low_rating_is_an_escalation_until_answered(world: World) -> None:
 def test_only_delivered_requests_can_be_rated_and_good_ones_open_nothing(sqlite_world: World) -> None:
     w = sqlite_world
     with Session(get_engine()) as s:
-        pending = HostRequest(tenant_id=w.ids["acme"], requested_by=w.ids["cust_a"], image="debian-12", count=1)
+        pending = HostRequest(tenant_id=w.ids["acme"], requested_by=w.ids["cust_a"], image=None, count=1)
         s.add(pending)
         s.commit()
         pending_id = pending.id

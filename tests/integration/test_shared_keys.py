@@ -100,7 +100,7 @@ def test_api_and_worker_on_two_machines_share_and_rotate_keys(tmp_path: Path, pg
                                    "ssh_private_key": ssh_key(tmp_path, "k1"), "labels": {"sleep": "1"},
                                    "commission": False})
         make_available(pg_url, ["h1"])
-        req = cust.post("/v1/requests", {"image": "debian-12", "ssh_public_key": PUBKEY})
+        req = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
         job_id = req["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running", timeout=60)
 

@@ -37,7 +37,7 @@ def test_vagrant_cap_holds_under_concurrent_requests(tmp_path: Path, pg_url: str
 
         def one(_: int) -> httpx.Response:
             with httpx.Client(base_url=svc.url, headers={"Authorization": token}, timeout=60) as c:
-                return c.post("/v1/requests", json={"image": "debian-12", "pool": "vagrant",
+                return c.post("/v1/requests", json={"pool": "vagrant",
                                                     "ssh_public_key": PUBKEY})
 
         with cf.ThreadPoolExecutor(REQUESTS) as ex:

@@ -170,7 +170,7 @@ def test_lease_warning_and_image_deprecation_write_outbox_rows_with_their_event(
                                                                                  "image.deprecated"]}).json()
     b = w.post("cust_b", "/v1/webhooks", {"url": "https://b.invalid/h", "events": ["image.deprecated"]}).json()
     with Session(get_engine()) as s:
-        req = HostRequest(tenant_id=w.ids["acme"], requested_by=w.ids["cust_a"], image="debian-12", count=1,
+        req = HostRequest(tenant_id=w.ids["acme"], requested_by=w.ids["cust_a"], image=None, count=1,
                           status="ready", lease_expires_at=utcnow() + timedelta(minutes=10))
         img = Image(name="deb", version="1", os_name="debian", os_version="12", format_in="raw", channel="stable",
                     size=1, sha256="0" * 64, published_by="imager")

@@ -315,6 +315,13 @@ def test_image_channel_by_role_and_pool(role: str, channel: str, pool: str) -> N
         assert found[0].field == "image.channel"
 
 
+@pytest.mark.parametrize(("role", "pool"), list(itertools.product(ROLES, POOLS)))
+def test_no_image_breaks_no_image_rule(role: str, pool: str) -> None:
+    """No image is written: the host keeps its installed OS, whoever asks, on any pool."""
+    assert [v for v in g.check_request(req(requester_role=role, pool=pool, image=None), P) if v.rule == "image"] == []
+    assert g.allowed_channels(role, pool, P) == {c for (r, c, p) in ALLOWED if (r, p) == (role, pool)}
+
+
 def test_candidate_on_production_pool_explains_lab_only() -> None:
     (v,) = g.check_request(req(requester_role="imager", image=ImageRef("img", "candidate")), P)
     assert "only available on lab pools" in v.remedy
