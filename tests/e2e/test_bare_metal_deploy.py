@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.service_cli import cli
-from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
+from tests.integration.procs import Api, Service, admin_token, free_port, operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -86,12 +86,11 @@ def svc(tmp_path_factory: pytest.TempPathFactory, artefacts: dict[str, Any]) -> 
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
                        check=True)
         op = operator(admin, service.url)
-        tenant = admin.get("/v1/tenants")["items"]
-        cust = customer(admin, service.url, tenant="metal")
-        tenant_id = next(t["id"] for t in admin.get("/v1/tenants")["items"] if t["name"] == "metal")
+        tenant_id = admin.post("/v1/tenants", {"name": "metal", "quota": {"lab": 2}})["id"]
+        u = admin.post("/v1/users", {"name": "cust-metal", "role": "customer", "tenant_id": tenant_id})
+        cust = Api(service.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
         u = admin.post("/v1/users", {"name": "imgteam", "role": "imager", "tenant_id": tenant_id})
         imager = Api(service.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
-        del tenant
         yield {"service": service, "admin": admin, "op": op, "cust": cust, "imager": imager, "url": service.url,
                "op_token": op.c.headers["Authorization"].split()[1], "key": str(key),
                "pub": (tmp / "customer_key.pub").read_text().strip(), "tmp": tmp, "log": tmp / "service.log"}
@@ -190,12 +189,54 @@ def test_bare_metal_host_deployed_through_its_bmc(machine: dict[str, Any], svc: 
 
     # Promoted; released: every disk cleaned in the ramdisk, power off.
     assert imager.post(f"/v1/images/{img['id']}/promote", {"to": "stable"})["channel"] == "stable"
-    rel = imager.post(f"/v1/requests/{job['request_id']}/release")
-    job = wait_job(admin, max(rel["job_ids"]), 1800)
+    release(svc, imager, job["request_id"], hid)
+
+    # A customer requests the stable image: deployed again, with a new host key the service pinned;
+    # the customer's key logs in as their user.
+    req = cust.post("/v1/requests", {"image": img["name"], "pool": "lab", "ssh_public_key": svc["pub"]})
+    t0 = time.monotonic()
+    job = wait_job(admin, req["job_ids"][0], 2400)
+    print(f"customer deploy: {time.monotonic() - t0:.0f} s")
+    assert job["status"] == "succeeded", job
+    h2 = cust.get(f"/v1/hosts/{hid}")
+    assert h2["state"] == "active" and h2["host_key"] != h["host_key"], h2
+    kh = known_hosts(svc["tmp"], address, h2["host_key"])
+    assert ssh(address, kh, svc["key"], "customer", "id -un").strip() == "customer"
+    identity = json.loads(ssh(address, kh, svc["key"], "customer", "cat /etc/provisioner-image.json"))
+    assert identity["version"] == img["version"] and identity["build_id"] == info["build_id"], identity
+    presented = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", address], capture_output=True,
+                               text=True).stdout.split()
+    assert " ".join(presented[1:3]) == " ".join(h2["host_key"].split()[:2]), (presented, h2["host_key"])
+    release(svc, cust, req["id"], hid)
+
+    # A bit rots in the store: the writer in the ramdisk catches it; the job fails before the boot
+    # device is switched (no disk-boot), the host is not handed over, the image is flagged.
+    stored = Path(admin.get(f"/v1/images/{img['id']}")["stored_path"])
+    stored = stored if stored.is_absolute() else svc["tmp"] / "data" / "images" / stored
+    with stored.open("r+b") as fh:
+        fh.seek(stored.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    req = cust.post("/v1/requests", {"image": img["name"], "pool": "lab", "ssh_public_key": svc["pub"]})
+    job = wait_job(admin, req["job_ids"][0], 1800)
+    assert job["status"] == "failed" and job["error_code"] == "image_corrupt", job
+    names = [p["name"] for p in job["phases"]]
+    assert names[-1] == "image" and "disk-boot" not in names, names
+    assert admin.get(f"/v1/hosts/{hid}")["state"] == "failed"
+    assert imager.get(f"/v1/images/{img['id']}")["flagged"] is True
+
+
+def release(svc: dict[str, Any], who: Api, request_id: int, hid: int) -> None:
+    """Released: every disk cleaned in the ramdisk (sampled read-back: zeros), then powered off."""
+    rel = who.post(f"/v1/requests/{request_id}/release")
+    job = wait_job(svc["admin"], max(rel["job_ids"]), 1800)
     assert job["status"] == "succeeded", job
     assert [p["name"] for p in job["phases"]] == ["ramdisk-boot", "ramdisk-wait", "clean", "power-off"]
-    h = admin.get(f"/v1/hosts/{hid}")
+    h = svc["admin"].get(f"/v1/hosts/{hid}")
     assert h["state"] == "available", h
-    assert op.get(f"/v1/hosts/{hid}/power")["power_state"] == "Off"
-    print("clean:", json.dumps(h["results"].get("clean"))[:2000])
-    del cust
+    assert svc["op"].get(f"/v1/hosts/{hid}/power")["power_state"] == "Off"
+    clean = h["results"]["clean"]
+    assert sorted(d["name"] for d in clean["disks"]) == ["/dev/vda", "/dev/vdb", "/dev/vdc"], clean
+    assert all(d["samples"] > 1000 and d["method"] in ("discard", "zeroout", "overwrite") for d in clean["disks"])
+    print("clean:", json.dumps([(d["name"], d["method"], d["seconds"], d["samples"]) for d in clean["disks"]]))
