@@ -26,6 +26,7 @@ from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, fingerprint, k
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
+from provisioner.imaging.serving import root_disk_target
 from provisioner.services import deploy, handover_gate, host_keys, phase_inputs
 from provisioner.services.phase_results import apply_phase_result
 from provisioner.services.settle import settle
@@ -189,6 +190,10 @@ def _run_phases(session: Session, engine: Any, settings: Settings, job: Job, hb:
                 _save_progress(session, job, worker_id)
                 return JobEnd("failed", exc.detail, exc.code)
         phase_params = params
+        if phase.name == "wipe" and phase.target == "ramdisk":
+            # The disk the image goes to: a reimage that keeps the data array wipes only this one.
+            root = root_disk_target(host)
+            phase_params = {**params, "prov_root_disk": root} if root else params
         if phase.name == "configure":
             try:
                 phase_params = {**params, **deploy.configure_params(session, settings, job, host)}
@@ -266,7 +271,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         sink = EventSink(engine, job.id or 0, job.event_count,
                          scrub=private_dirs.scrubber(settings, [host.credential_path]))
         host_d = host.model_dump()
-        job_d = {"id": job.id, "kind": job.kind}
+        job_d = {"id": job.id, "kind": job.kind, "keep_data": (job.params or {}).get("keep_data", True)}
         try:
             if phase.action and host.driver == deploy.DRIVER:
                 outcome = _run_bare_metal(session, settings, job, host, phase, hb, sink)
