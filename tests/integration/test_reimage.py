@@ -296,3 +296,25 @@ def test_settle_reimage_cancelled_while_running_fails_the_host(engine: Engine) -
     rid, hosts, jobs = started_reimage(engine, 1)
     end(engine, jobs[0], "cancelled", started=True)
     assert state(engine, rid, hosts) == ("failed", NEW, ["failed"], [rid])
+
+
+def test_dashboard_reimage_form(sqlite_world: World) -> None:
+    from tests.integration.test_dashboard import page_csrf, signed_in
+
+    w = sqlite_world
+    st_ = setup(w)
+    a = signed_in(w, "cust_a")
+    page = a.get(f"/ui/requests/{st_.bm}").text
+    assert 'id="reimage"' in page
+    csrf = page_csrf(a, f"/ui/requests/{st_.bm}")
+    r = a.post(f"/ui/requests/{st_.bm}/reimage", data={"image": "debian-12", "keep_data": "on", "csrf": csrf})
+    assert 'id="note">image &#39;debian-12&#39; is not in the catalogue' in r.text, r.text
+    assert NEW in r.text  # the hint lists what they can request
+    assert snapshot(st_.bm)[3] == 0  # no job
+    r = a.post(f"/ui/requests/{st_.bm}/reimage", data={"image": NEW, "csrf": csrf})  # box unticked
+    assert f"Reimage to {NEW} started (wiping every disk): the request is reimaging" in r.text, r.text
+    assert 'id="reimage"' not in r.text
+    with session_scope() as s:
+        assert {j.params["keep_data"] for j in s.exec(select(Job).where(Job.kind == "reimage")).all()} == {False}
+    b = signed_in(w, "cust_b")
+    assert b.post(f"/ui/requests/{st_.bm}/reimage", data={"image": NEW, "csrf": page_csrf(b)}).status_code == 404
