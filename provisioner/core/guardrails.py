@@ -375,7 +375,8 @@ def _parse_source(source: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return None, f"{source!r} has host bits set; did you mean {loose}?"
 
 
-def _allowed_channels(role: str, pool: str, policy: Policy) -> frozenset[str]:
+def allowed_channels(role: str, pool: str, policy: Policy) -> frozenset[str]:
+    """The image channels ``role`` may deploy on ``pool``."""
     if role in policy.lab_image_roles and pool in policy.lab_pools:
         return policy.customer_image_channels | policy.imager_image_channels_on_lab_pools
     return policy.customer_image_channels
@@ -553,7 +554,7 @@ def check_request(spec: RequestSpec, policy: Policy) -> list[Violation]:
         out.append(_v("request.invalid_count", f"count is {spec.count!r}; at least 1 host must be requested",
                       "Set count to 1 or more.", "count"))
 
-    allowed = _allowed_channels(spec.requester_role, spec.pool, policy)
+    allowed = allowed_channels(spec.requester_role, spec.pool, policy)
     if spec.image.channel not in allowed:
         hint = ""
         lab_allowed = policy.customer_image_channels | policy.imager_image_channels_on_lab_pools

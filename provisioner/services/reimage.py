@@ -37,10 +37,12 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from provisioner.core.errors import Conflict, Invalid
+from provisioner.core.guardrails import allowed_channels
 from provisioner.core.timeutil import utcnow
 from provisioner.imaging.catalogue import check_requestable, image_by_name
 from provisioner.services import audit
 from provisioner.services.actor import Actor
+from provisioner.services.admission import load_policy
 from provisioner.services.host_transitions import StateChanged, cas_state
 from provisioner.services.jobs import new_job
 from provisioner.store.image_models import Image
@@ -63,11 +65,11 @@ class NotReimageable(Conflict):
                               "for its status and jobs", request_status=req.status)
 
 
-def _unknown_image(session: Session, name: str, role: str) -> Invalid:
-    # What check_requestable lets this role request: stable (the imaging team: candidates too),
-    # unflagged, with stored bytes.
-    channels = ("stable", "candidate") if role == "imager" else ("stable",)
-    where = (col(Image.channel).in_(channels), col(Image.flagged).is_(False), col(Image.stored_path).is_not(None))
+def _unknown_image(session: Session, name: str, channels: frozenset[str]) -> Invalid:
+    # What the caller may request: the channels the policy gives them on the request's pool,
+    # unflagged, with stored bytes (check_requestable's rules).
+    where = (col(Image.channel).in_(sorted(channels)), col(Image.flagged).is_(False),
+             col(Image.stored_path).is_not(None))
     total = session.exec(select(func.count()).select_from(Image).where(*where)).one()
     names = list(session.exec(select(Image.name).where(*where).order_by(col(Image.name)).limit(NAMES_SHOWN)).all())
     more = f" (first {len(names)} of {total})" if total > len(names) else ""
@@ -76,13 +78,20 @@ def _unknown_image(session: Session, name: str, role: str) -> Invalid:
                    requestable=names, requestable_total=int(total))
 
 
-def check_image(session: Session, name: str, role: str) -> None:
-    """Raise unless `role` may have hosts written with catalogue image `name`."""
-    if image_by_name(session, name) is None:
-        raise _unknown_image(session, name, role)
+def check_image(session: Session, name: str, role: str, pool: str) -> None:
+    """Raise unless `role` may have hosts of `pool` written with catalogue image `name`: the checks of
+    a new request's image (the catalogue's, then the policy's channels for the role and pool)."""
+    channels = allowed_channels(role, pool, load_policy(session))
+    img = image_by_name(session, name)
+    if img is None:
+        raise _unknown_image(session, name, channels)
     refusal = check_requestable(session, name, role)
     if refusal is not None:
         raise refusal
+    if img.channel not in channels:
+        raise Invalid("image.channel_not_allowed", f"role {role!r} may not deploy image {name!r} from channel "
+                      f"{img.channel!r} on pool {pool!r}; allowed: {sorted(channels)}",
+                      hint=f"pick an image from {sorted(channels)}; {IMAGES_HINT}")
 
 
 def _hosts(session: Session, req: HostRequest, host_id: int | None) -> list[Host]:
@@ -117,7 +126,7 @@ def reimage_request(session: Session, req: HostRequest, principal: Actor, *, ima
     Nothing is written when it refuses (the caller does not commit). Does not commit."""
     if req.status != REIMAGEABLE:
         raise NotReimageable(req)
-    check_image(session, image, str(principal.role))
+    check_image(session, image, str(principal.role), req.pool)
     hosts = _hosts(session, req, host_id)
     before = {"status": req.status, "image": req.image}
     # Compare-and-set: of two concurrent reimages (or a reimage and a release) one wins.

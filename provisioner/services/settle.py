@@ -109,7 +109,11 @@ def _move_host(session: Session, job: Job, host: Host, status: str, started: boo
 
 
 def _settle_request(session: Session, request_id: int, now: datetime) -> None:
-    req = session.get(HostRequest, request_id)
+    # Locked (PostgreSQL; SQLite has one writer anyway): the last two jobs of a request of several
+    # hosts ending at once would otherwise each see the other still running, and the request would
+    # stay provisioning/reimaging for good. The second waits here and then reads the first's end.
+    req = session.exec(select(HostRequest).where(col(HostRequest.id) == request_id).with_for_update()
+                       .execution_options(populate_existing=True)).first()
     if req is None:
         return
     jobs = session.exec(select(Job).where(Job.request_id == request_id)).all()
@@ -145,10 +149,10 @@ def _settle_reimage(session: Session, req: HostRequest, jobs: Sequence[Job]) -> 
     states = session.exec(select(Host.state).where(Host.request_id == req.id)).all()
     before = {"status": req.status, "image": req.image}
     req.status = "ready" if states and all(st == "active" for st in states) else "failed"
-    previous = (last.params or {}).get("previous_image")
-    if (previous and req.image == (last.params or {}).get("image")
+    params = last.params or {}
+    if ("previous_image" in params and req.image == params.get("image")
             and all(j.status == "cancelled" and j.started_at is None for j in this_round)):
-        req.image = previous
+        req.image = params["previous_image"]
     if req.image != before["image"]:
         audit.record(session, actor_id=None, actor_name="settle", action="request.reimage_aborted",
                      object_type="request", object_id=req.id, tenant_id=req.tenant_id, before=before,
