@@ -18,12 +18,14 @@ from sqlmodel import Session, col, select
 
 from provisioner.core.timeutil import utcnow
 from provisioner.services.reimage import reimage_request
+from provisioner.services.release import NotReleasable, release_request_hosts
 from provisioner.services.settle import settle
 from provisioner.store.db import session_scope
 from provisioner.store.image_models import Image
 from provisioner.store.migrate import upgrade
 from provisioner.store.models import AuditEntry, Host, HostRequest, Job, Tenant, User
 from tests.integration.harness import World
+from workers.leases import Lease, lease_actions
 
 OLD, NEW = "deb12-v1", "deb12-v2"
 # name -> (channel, flagged, stored): the catalogue every test here starts from
@@ -290,6 +292,20 @@ def test_settle_reimage_cancelled_before_it_started_puts_everything_back(engine:
         entry = s.exec(select(AuditEntry).where(AuditEntry.action == "request.reimage_aborted")).one()
         assert entry.before == {"status": "reimaging", "image": NEW}
         assert entry.after is not None and entry.after["image"] == OLD
+
+
+def test_a_reimaging_request_is_not_released_until_its_jobs_end(engine: Engine) -> None:
+    rid, hosts, jobs = started_reimage(engine, 1)
+    with Session(engine) as s:
+        req = s.get(HostRequest, rid)
+        assert req is not None
+        with pytest.raises(NotReleasable, match="is reimaging") as exc:
+            release_request_hosts(s, req, actor_id=None, actor_name="lease-expiry")
+        assert exc.value.hint is not None and "cancel running jobs first" in exc.value.hint
+    assert lease_actions([Lease(rid, "reimaging", utcnow() - timedelta(hours=1))], set(), utcnow(),
+                         timedelta(hours=1)) == ([], [])  # expired, left alone until the jobs end
+    end(engine, jobs[0], "succeeded")
+    assert state(engine, rid, hosts)[0] == "ready"
 
 
 def test_settle_reimage_cancelled_while_running_fails_the_host(engine: Engine) -> None:
