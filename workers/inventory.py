@@ -61,10 +61,13 @@ def extravars_for(job: dict[str, Any], host: dict[str, Any], request_params: dic
         "provisioner_customer_user": request_params.get("customer_user", "customer"),
         "provisioner_customer_ssh_pubkey": request_params.get("ssh_public_key", ""),
         "provisioner_image": request_params.get("image_spec"),
+        # A reimage keeping the host's data array: the ramdisk's wipe spares the data disks and the
+        # raid phase assembles the existing array instead of creating one. Never for a new host.
+        "prov_keep_data": job["kind"] == "reimage" and bool(job.get("keep_data", True)),
     }
     # The configure phase of a bare-metal deploy: where the image went, and the host's files (a
     # private host key among them: its playbook never logs them).
-    for key in ("prov_root_disk", "prov_config_bundle_b64"):
+    for key in ("prov_root_disk", "prov_config_bundle_b64"):  # prov_root_disk: the ramdisk's wipe too
         if key in request_params:
             ev[key] = request_params[key]
     if request_params.get("mgmt_cidrs"):

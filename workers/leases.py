@@ -8,7 +8,7 @@
   extension moves the expiry, so the new expiry is warned about again) and a log warning;
 * expiry: a ready or failed request whose lease has ended is released exactly like
   POST /v1/requests/{id}/release (`provisioner.services.release.release_request_hosts`), audited as
-  "lease.expired" by actor "lease-expiry". A request still provisioning is left alone until its job
+  "lease.expired" by actor "lease-expiry". A request still provisioning (or reimaging) is left alone until its job
   ends (the next pass releases it); releasing/released requests are done already.
 """
 
@@ -33,7 +33,7 @@ log = logging.getLogger("provisioner.leases")
 
 ACTOR = "lease-expiry"
 DEFAULT_WARNING_MINUTES = 60.0
-LIVE = ("provisioning", "ready", "failed")
+LIVE = ("provisioning", "reimaging", "ready", "failed")
 BATCH = 500
 
 

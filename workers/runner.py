@@ -266,7 +266,7 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         sink = EventSink(engine, job.id or 0, job.event_count,
                          scrub=private_dirs.scrubber(settings, [host.credential_path]))
         host_d = host.model_dump()
-        job_d = {"id": job.id, "kind": job.kind}
+        job_d = {"id": job.id, "kind": job.kind, "keep_data": (job.params or {}).get("keep_data", True)}
         try:
             if phase.action and host.driver == deploy.DRIVER:
                 outcome = _run_bare_metal(session, settings, job, host, phase, hb, sink)

@@ -11,12 +11,13 @@ from provisioner.api.bounds import PathId
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.api.pagination import Paging, page_meta
 from provisioner.api.problems import Problem, not_found
-from provisioner.api.schemas import Page, RequestIn, RequestOut
+from provisioner.api.schemas import Page, ReimageIn, RequestIn, RequestOut
 from provisioner.core import guardrails
 from provisioner.core.allocation import Constraints
 from provisioner.core.timeutil import as_utc, utcnow
 from provisioner.imaging.catalogue import catalogue_image_ref, check_requestable
 from provisioner.services.admission import admit, load_policy, violations_problem
+from provisioner.services.reimage import reimage_request
 from provisioner.services.release import release_request_hosts
 from provisioner.services.requests import open_request
 from provisioner.store.config import get_settings
@@ -135,5 +136,26 @@ def release_request(request_id: PathId, p: Annotated[Principal, Depends(require(
                     s: DbSession) -> RequestOut:
     req = visible_request(s, p, request_id)
     release_request_hosts(s, req, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
+    s.commit()
+    return request_out(s, req)
+
+
+@router.post("/{request_id}/reimage", status_code=202, response_model=RequestOut,
+             summary="Reimage a ready request's hosts (enrolled by their BMC) with another catalogue image",
+             description="The deploy runs again on every host of the request (or on `host_id` only): the deploy "
+                         "ramdisk writes the image onto the root disk, then RAID, firewall, backups, a restore "
+                         "test and handover run in the new OS. With `keep_data` (the default) only the root disk "
+                         "is wiped and the existing data array is assembled with its files; false wipes every "
+                         "disk. The request's image becomes the new one at once (audited as `request.reimage`); "
+                         "the request is `reimaging`, its hosts `provisioning`, until the jobs end: then `ready` "
+                         "with active hosts (same tenant, request and lease), or `failed`. Refused: a request "
+                         "that is not ready (409 `request.not_active`), a name outside the catalogue (422 "
+                         "`image.unknown`, listing the images you can request), an image you may not request "
+                         "(422 `image.channel_not_allowed`, `image.deprecated`, `image.retired`, "
+                         "`image.flagged`), a host enrolled over SSH (409 `host.reimage_needs_bmc`).")
+def reimage(request_id: PathId, body: ReimageIn, p: Annotated[Principal, Depends(require("requests:reimage"))],
+            s: DbSession) -> RequestOut:
+    req = visible_request(s, p, request_id)
+    reimage_request(s, req, p, image=body.image, keep_data=body.keep_data, host_id=body.host_id)
     s.commit()
     return request_out(s, req)

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -273,6 +274,17 @@ class RequestIn(Strict):
                                 description="installed for the customer user at handover")
     customer_user: str = Field(default="customer", max_length=32, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     lease_hours: int | None = Field(default=None, ge=1, le=24 * 365)
+
+
+class ReimageIn(Strict):
+    image: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+                       description="a catalogue image you may request (GET /v1/images); it becomes the request's "
+                                   "image")
+    keep_data: StrictBool = Field(default=True, description="keep the data array and its files: only the root "
+                                  "disk is wiped and written, RAID assembles the existing array; false wipes every "
+                                  "disk and creates a new array")
+    host_id: BodyId | None = Field(default=None, description="reimage only this host of the request; left out: "
+                                   "every host of the request")
 
 
 class RequestOut(Out):

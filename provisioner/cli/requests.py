@@ -1,4 +1,4 @@
-"""`provisioner requests`: ask for hosts, watch, release, extend."""
+"""`provisioner requests`: ask for hosts, watch, reimage, release, extend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from provisioner.cli.jobs import watch_job
 from provisioner.cli.output import STATE, call, client, show
 
-requests_app = typer.Typer(help="Host requests: ask for hosts, watch, release.", no_args_is_help=True)
+requests_app = typer.Typer(help="Host requests: ask for hosts, watch, reimage, release.", no_args_is_help=True)
 
 
 # --- requests -----------------------------------------------------------------------------------------
@@ -82,6 +82,26 @@ def requests_release(request_id: int, watch: Annotated[bool, typer.Option("--wat
     release_jobs = [j["id"] for j in call(client().get, "/v1/jobs", request_id=request_id, kind="release",
                                           limit=500)["items"] if j["status"] in ("queued", "running")]
     _show_and_watch(req, release_jobs if watch else [])
+
+
+@requests_app.command("reimage")
+def requests_reimage(
+    request_id: int,
+    image: Annotated[str, typer.Option(help="catalogue image to write (provisioner images list)")],
+    keep_data: Annotated[bool, typer.Option("--keep-data/--no-keep-data",
+                                            help="keep the data array and its files (default) or wipe every disk")
+                         ] = True,
+    host_id: Annotated[int | None, typer.Option(help="only this host of the request (default: all of them)")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the jobs until they end")] = False,
+) -> None:
+    """Write a ready request's hosts (enrolled by their BMC) with another image."""
+    body: dict[str, Any] = {"image": image, "keep_data": keep_data}
+    if host_id is not None:
+        body["host_id"] = host_id
+    req = call(client().post, f"/v1/requests/{request_id}/reimage", body)
+    jobs = [j["id"] for j in call(client().get, "/v1/jobs", request_id=request_id, kind="reimage",
+                                  limit=500)["items"] if j["status"] in ("queued", "running")]
+    _show_and_watch(req, jobs if watch else [])
 
 
 @requests_app.command("extend")

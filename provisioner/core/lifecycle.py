@@ -2,6 +2,8 @@
 
 enrolled → commissioning → available → provisioning → active → releasing → available,
 with failed and maintenance as side states and retired as the end (a destroyed VM, a removed host).
+A reimage takes an active host back to provisioning (same tenant and request) and, when it ends,
+to active again (written and handed over, or cancelled before it touched the host) or to failed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ ALLOWED: dict[HostState, frozenset[HostState]] = {
     S.available: frozenset({S.provisioning, S.commissioning, S.maintenance, S.retired}),
     # provisioning → available: the job was cancelled before it touched the host.
     S.provisioning: frozenset({S.active, S.failed, S.available}),
-    S.active: frozenset({S.releasing, S.failed}),
+    # active → provisioning: a reimage (the host keeps its tenant and request).
+    S.active: frozenset({S.releasing, S.failed, S.provisioning}),
     # A vagrant host is destroyed instead of going back to the pool.
     S.releasing: frozenset({S.available, S.failed, S.retired}),
     # A failed host may hold customer data: it is released (wiped) or looked at in maintenance.
@@ -92,6 +95,8 @@ class HostEvent(StrEnum):
     cleaned = "cleaned"  # a release job succeeded: disks erased, back to the pool
     destroyed = "destroyed"  # a release job destroyed the host (an on-demand VM)
     aborted = "aborted"  # a provision job was cancelled before it touched the host
+    reimaged = "reimaged"  # a reimage job succeeded: the host runs the new image, handed back
+    reimage_aborted = "reimage_aborted"  # a reimage job was cancelled before it touched the host
     failed = "failed"  # any other end: someone has to look at the host
     # The host answered with another SSH host key than the pinned one: whoever answers may not be
     # the host, so it leaves the pool (even after a compliance check, which otherwise only observes)
@@ -106,6 +111,8 @@ EVENT_TARGET: dict[HostEvent, HostState] = {
     HostEvent.cleaned: S.available,
     HostEvent.destroyed: S.retired,
     HostEvent.aborted: S.available,
+    HostEvent.reimaged: S.active,
+    HostEvent.reimage_aborted: S.active,
     HostEvent.failed: S.failed,
     HostEvent.key_changed: S.failed,
 }
@@ -118,6 +125,9 @@ def job_end_event(kind: str, status: str, driver: str, started: bool,
                   error_code: str | None = None) -> HostEvent | None:
     """The host's event when a job of `kind` ends with `status` (None: the host is not affected).
 
+    A reimage that started and did not succeed is `failed`: its root disk may be half written, so
+    the host is never handed back as it was.
+
     A compliance check only observes; a commission job cancelled before it started leaves the host
     where it was."""
     if status == "failed" and error_code == KEY_CHANGED:
@@ -129,12 +139,16 @@ def job_end_event(kind: str, status: str, driver: str, started: bool,
             return HostEvent.commissioned
         if kind == "provision":
             return HostEvent.deployed
+        if kind == "reimage":
+            return HostEvent.reimaged
         if kind == "release":
             return HostEvent.destroyed if driver in EPHEMERAL_DRIVERS else HostEvent.cleaned
         return None
     if status == "cancelled" and not started:
         if kind == "provision":
             return HostEvent.aborted
+        if kind == "reimage":
+            return HostEvent.reimage_aborted  # back to its tenant, running the image it had
         if kind == "commission":
             return None
     return HostEvent.failed

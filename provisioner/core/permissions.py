@@ -31,6 +31,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "requests:create": frozenset({R.customer, R.imager}),
     "requests:read": ALL,
     "requests:release": frozenset({R.customer, R.imager, R.operator, R.admin}),
+    # A customer reimages their tenant's hosts, operators any; the imaging team tries images on
+    # canaries (POST /v1/images/{id}/canary), not on customers' hosts.
+    "requests:reimage": frozenset({R.customer, R.operator, R.admin}),
     "jobs:read": ALL,
     "jobs:cancel": frozenset({R.customer, R.imager, R.operator, R.admin}),
     "audit:read": frozenset({R.auditor, R.admin}),

@@ -19,40 +19,6 @@ class Phase:
     target: str = "os"
 
 
-# The image phase skips itself when the request names no image from the catalogue.
-PIPELINES: dict[str, tuple[Phase, ...]] = {
-    "commission": (Phase("commission", "commission.yml", 600),),
-    "provision": (
-        Phase("wipe", "wipe.yml", 600),
-        Phase("raid", "raid.yml", 900),
-        Phase("image", "image.yml", 3600),
-        Phase("firewall", "firewall.yml", 600),
-        Phase("backup", "backup.yml", 1200),
-        Phase("restore-verify", "restore-verify.yml", 1200),
-        Phase("handover", "handover.yml", 600),
-    ),
-    "release": (Phase("release", "release.yml", 1200),),
-    "compliance": (Phase("compliance", "compliance.yml", 1200),),
-}
-
-JOB_KINDS = frozenset(PIPELINES)
-
-
-class JobKind(StrEnum):
-    commission = "commission"
-    provision = "provision"
-    release = "release"
-    compliance = "compliance"
-
-
-assert set(JobKind) == JOB_KINDS, "every pipeline is a job kind"
-
-# Hosts of the `vagrant` driver are created for a request and destroyed at release: their
-# provision job starts by creating the VM (its own phase in the SLIs) and commissioning it.
-VM_CREATE = Phase("vm-create", None, 900, action="vm_create")
-VM_DESTROY = Phase("vm-destroy", None, 600, action="vm_destroy")
-
-
 # Hosts of the `redfish` driver (enrolled by their BMC) have no OS of ours until a deploy writes one:
 # the BMC boots the deploy ramdisk from a per-job virtual CD, the ramdisk inspects, wipes and writes
 # the image onto the root disk and writes the host's configuration into it, then the BMC boots the
@@ -76,6 +42,48 @@ DEPLOY_PHASES = (
 CLEAN_PHASES = (RAMDISK_BOOT, RAMDISK_WAIT, Phase("clean", "clean.yml", 3600, target="ramdisk"), POWER_OFF)
 
 
+# Hosts of the `vagrant` driver are created for a request and destroyed at release: their
+# provision job starts by creating the VM (its own phase in the SLIs) and commissioning it.
+VM_CREATE = Phase("vm-create", None, 900, action="vm_create")
+VM_DESTROY = Phase("vm-destroy", None, 600, action="vm_destroy")
+
+
+# The image phase skips itself when the request names no image from the catalogue.
+PIPELINES: dict[str, tuple[Phase, ...]] = {
+    "commission": (Phase("commission", "commission.yml", 600),),
+    "provision": (
+        Phase("wipe", "wipe.yml", 600),
+        Phase("raid", "raid.yml", 900),
+        Phase("image", "image.yml", 3600),
+        Phase("firewall", "firewall.yml", 600),
+        Phase("backup", "backup.yml", 1200),
+        Phase("restore-verify", "restore-verify.yml", 1200),
+        Phase("handover", "handover.yml", 600),
+    ),
+    "release": (Phase("release", "release.yml", 1200),),
+    "compliance": (Phase("compliance", "compliance.yml", 1200),),
+}
+# A bare-metal provision: the deploy, then the provision phases that run inside the deployed OS.
+BARE_METAL_DEPLOY = (*DEPLOY_PHASES, *(p for p in PIPELINES["provision"] if p.name not in ("wipe", "image")))
+# A reimage writes an active host again with another image: the same deploy (the ramdisk wipes only
+# the root disk and RAID assembles the existing array when the data is kept). Only hosts enrolled by
+# their BMC are reimaged (services/reimage.py refuses the others), so it is the pipeline of every driver.
+PIPELINES["reimage"] = BARE_METAL_DEPLOY
+
+JOB_KINDS = frozenset(PIPELINES)
+
+
+class JobKind(StrEnum):
+    commission = "commission"
+    provision = "provision"
+    release = "release"
+    reimage = "reimage"
+    compliance = "compliance"
+
+
+assert set(JobKind) == JOB_KINDS, "every pipeline is a job kind"
+
+
 def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
     try:
         phases = PIPELINES[kind]
@@ -90,8 +98,7 @@ def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
         if kind == "commission":
             return (BMC_CHECK,)  # the BMC's facts again, and a known power state (off)
         if kind == "provision":
-            in_os = tuple(p for p in phases if p.name not in ("wipe", "image"))
-            return (*DEPLOY_PHASES, *in_os)
+            return BARE_METAL_DEPLOY
         if kind == "release":
             return CLEAN_PHASES
     return phases

@@ -96,6 +96,10 @@ DEFAULT_SLOS: tuple[Slo, ...] = (
         "request's acceptance", "provision", SliKind.latency, 0.99, threshold_s=30 * 60),
     Slo("provision-image", "the image phase of a provision job (stream, write, read back) succeeds within "
         "15 minutes", "provision", SliKind.latency, 0.99, threshold_s=15 * 60, phase="image"),
+    # A reimage is the same deploy on a host already handed over: the provision target
+    # (PROVISIONER_SLO_PROVISION_SECONDS), counted from the reimage's acceptance.
+    Slo("reimage-handover", "reimage jobs hand the host back within the target, counted from the "
+        "reimage's acceptance", "reimage", SliKind.latency, 0.99, threshold_s=30 * 60),
     Slo("release", "release jobs return the host within the target", "release", SliKind.latency, 0.99,
         threshold_s=15 * 60),
     Slo("commission", "commission jobs finish within the target", "commission", SliKind.latency, 0.99,

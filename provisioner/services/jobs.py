@@ -18,7 +18,7 @@ def new_job(session: Session, kind: str, host: Host, *, request_id: int | None =
             tenant_id: int | None = None, accepted_at: datetime | None = None,
             settings: Settings | None = None, params: dict | None = None) -> Job:
     settings = settings or get_settings()
-    phases_for(kind)  # unknown kinds fail here, before anything is written
+    phases_for(kind, host.driver)  # unknown kinds fail here, before anything is written
     now = utcnow()
     job = Job(kind=kind, host_id=host.id or 0, request_id=request_id, tenant_id=tenant_id,
               accepted_at=accepted_at or now, queued_at=now, enqueued_at=now,

@@ -22,7 +22,7 @@ from provisioner.store.config import Settings
 from provisioner.store.models import Host, HostRequest, Job
 
 # The job kinds whose phases talk to the backup store.
-BACKUP_KINDS = ("provision", "compliance")
+BACKUP_KINDS = ("provision", "reimage", "compliance")
 # The only phases whose playbooks open the backup repository: nothing else gets its password or key.
 BACKUP_PHASES = frozenset({"backup", "restore-verify", "compliance"})
 # The phases a request's `backup.enabled=false` switches off.
@@ -39,7 +39,7 @@ class BackupStoreUnpinned(Unavailable):
 
 def ensure_backup_secret(session: Session, settings: Settings, job: Job, host: Host) -> None:
     """One restic password per host, made before any phase needs it and kept encrypted."""
-    if job.kind == "provision" and not host.backup_secret_ciphertext:
+    if job.kind in ("provision", "reimage") and not host.backup_secret_ciphertext:
         host.backup_secret_ciphertext = secrets.encrypt(settings, secrets.new_token()[0])
         session.add(host)
         session.commit()

@@ -29,7 +29,7 @@ class NotReleasable(Conflict):
     def __init__(self, req: HostRequest) -> None:
         super().__init__("request.not_releasable", f"request {req.id} is {req.status}",
                          hint="a request can be released once it is ready or failed; cancel running jobs first"
-                         if req.status == "provisioning" else "it is already released or releasing")
+                         if req.status in ("provisioning", "reimaging") else "it is already released or releasing")
 
 
 def release_request_hosts(session: Session, req: HostRequest, *, actor_id: int | None, actor_name: str,

@@ -5,6 +5,7 @@ Used by the worker (normal end), the reconciler (dead worker) and the API (cance
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import update
@@ -108,7 +109,11 @@ def _move_host(session: Session, job: Job, host: Host, status: str, started: boo
 
 
 def _settle_request(session: Session, request_id: int, now: datetime) -> None:
-    req = session.get(HostRequest, request_id)
+    # Locked (PostgreSQL; SQLite has one writer anyway): the last two jobs of a request of several
+    # hosts ending at once would otherwise each see the other still running, and the request would
+    # stay provisioning/reimaging for good. The second waits here and then reads the first's end.
+    req = session.exec(select(HostRequest).where(col(HostRequest.id) == request_id).with_for_update()
+                       .execution_options(populate_existing=True)).first()
     if req is None:
         return
     jobs = session.exec(select(Job).where(Job.request_id == request_id)).all()
@@ -118,9 +123,37 @@ def _settle_request(session: Session, request_id: int, now: datetime) -> None:
             req.status = "ready" if all(j.status == "succeeded" for j in prov) else "failed"
             if req.status == "ready":
                 req.ready_at = now
+    elif req.status == "reimaging":
+        _settle_reimage(session, req, jobs)
     elif req.status == "releasing":
         rel = [j for j in jobs if j.kind == "release"]
         if rel and all(j.status in ("succeeded", "failed", "cancelled") for j in rel):
             req.status = "released" if all(j.status == "succeeded" for j in rel) else "release_failed"
             req.released_at = now
     session.add(req)
+
+
+def _settle_reimage(session: Session, req: HostRequest, jobs: Sequence[Job]) -> None:
+    """Once every job of the request's reimage has ended: ready when all its hosts are active again
+    (written and handed back, or cancelled before a job touched them), failed otherwise. The lease
+    and ready_at stay: the customer keeps the hosts they had. A reimage none of whose jobs started
+    wrote nothing: the request names its previous image again."""
+    ours = [j for j in jobs if j.kind == "reimage"]
+    if not ours:
+        return
+    last = max(ours, key=lambda j: j.id or 0)
+    round_ = (last.params or {}).get("round")
+    this_round = [j for j in ours if (j.params or {}).get("round") == round_]
+    if any(j.status not in ("succeeded", "failed", "cancelled") for j in this_round):
+        return
+    states = session.exec(select(Host.state).where(Host.request_id == req.id)).all()
+    before = {"status": req.status, "image": req.image}
+    req.status = "ready" if states and all(st == "active" for st in states) else "failed"
+    params = last.params or {}
+    if ("previous_image" in params and req.image == params.get("image")
+            and all(j.status == "cancelled" and j.started_at is None for j in this_round)):
+        req.image = params["previous_image"]
+    if req.image != before["image"]:
+        audit.record(session, actor_id=None, actor_name="settle", action="request.reimage_aborted",
+                     object_type="request", object_id=req.id, tenant_id=req.tenant_id, before=before,
+                     after={"status": req.status, "image": req.image, "jobs": [j.id for j in this_round]})

@@ -47,7 +47,8 @@ MAX_PERIOD = timedelta(days=400)
 
 def configured_slos(settings: Settings) -> tuple[Slo, ...]:
     """The default SLOs with this deployment's per-kind targets (PROVISIONER_SLO_*_SECONDS)."""
-    return with_targets(DEFAULT_SLOS, {k: settings.slo_seconds(k) for k in ("provision", "release", "commission")})
+    kinds = ("provision", "reimage", "release", "commission")
+    return with_targets(DEFAULT_SLOS, {k: settings.slo_seconds(k) for k in kinds})
 
 
 def _check_period(period: timedelta | None) -> None:

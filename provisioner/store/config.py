@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     def slo_seconds(self, kind: str) -> float:
         return {
             "provision": self.slo_provision_seconds,
+            # A reimage is a provision of a host the customer already holds: the same target.
+            "reimage": self.slo_provision_seconds,
             "release": self.slo_reclaim_seconds,
             "commission": self.slo_commission_seconds,
         }.get(kind, self.slo_provision_seconds)

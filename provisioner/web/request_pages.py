@@ -1,5 +1,5 @@
 """The customer's request pages: ask for hosts (a form with what POST /v1/requests takes), see a
-request with its jobs, hosts and lease, release it and extend its lease.
+request with its jobs, hosts and lease, reimage it, release it and extend its lease.
 
 Each form calls the API operation itself (the same validation, guardrails, quota, audit entry and
 commit), so a refusal reads on the page exactly as the API words it (detail, hint, every violated
@@ -23,7 +23,7 @@ from provisioner.api.deps import DbSession, Principal
 from provisioner.api.guardrail_schemas import ExtendIn
 from provisioner.api.pagination import PageParams
 from provisioner.api.problems import Problem, problem_for
-from provisioner.api.schemas import RequestIn
+from provisioner.api.schemas import ReimageIn, RequestIn
 from provisioner.core.errors import DomainError
 from provisioner.core.permissions import allowed
 from provisioner.services import ratings
@@ -120,7 +120,7 @@ def request_detail(request: Request, request_id: PathId, p: Annotated[Principal,
         return page(request, "error.html", p, status=exc.status, message=exc.detail)
     job_rows = s.exec(select(Job).where(Job.request_id == req.id).order_by(col(Job.id))).all()
     return page(request, "request.html", p, req=req, jobs=job_rows, rating=ratings.for_request(s, req.id or 0),
-                may_release=allowed(p.role, "requests:release"),
+                may_release=allowed(p.role, "requests:release"), may_reimage=allowed(p.role, "requests:reimage"),
                 note=note, done=done)
 
 
@@ -138,6 +138,32 @@ def release(request_id: PathId, p: Annotated[Principal, Depends(form_principal)]
     except (Problem, DomainError) as exc:
         return _refused(request_id, _refusal(exc))
     return _back(request_id, done=f"Release started: the request is {out.status}.")
+
+
+async def reimage_fields(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    image = form.get("image")
+    # An unticked checkbox is absent from the form: keep the data only when it is ticked.
+    return {"image": image[:MAX_FIELD] if isinstance(image, str) else "", "keep_data": form.get("keep_data") == "on"}
+
+
+@router.post("/{request_id}/reimage")
+def reimage(request_id: PathId, p: Annotated[Principal, Depends(form_principal)],
+            fields: Annotated[dict[str, Any], Depends(reimage_fields)], s: DbSession) -> Response:
+    """POST /v1/requests/{id}/reimage from the request page."""
+    try:
+        if not allowed(p.role, "requests:reimage"):
+            raise Problem(403, "auth.forbidden", "Your role may not reimage hosts.")
+        try:
+            body = ReimageIn.model_validate(fields)
+        except ValidationError:
+            raise Problem(422, "request.invalid", f"{fields['image'][:200]!r} is not an image name") from None
+        out = requests.reimage(request_id, body, p, s)
+    except (Problem, DomainError) as exc:
+        s.rollback()
+        return _refused(request_id, _refusal(exc))
+    kept = "keeping the data array" if body.keep_data else "wiping every disk"
+    return _back(request_id, done=f"Reimage to {out.image} started ({kept}): the request is {out.status}.")
 
 
 async def hours_field(request: Request) -> str:

@@ -115,6 +115,10 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         hook = cli(env, "webhooks", "add", "https://hooks.invalid/provisioner", "-e", "job.succeeded", token=cu_tok)
         assert hook["secret"].startswith("whsec_") and hook["events"] == ["job.succeeded"]
         assert "secret" not in cli(env, "webhooks", "list", token=cu_tok)["items"][0]
+        # A reimage: this host was enrolled over SSH (and the name is outside the catalogue): refused, as JSON.
+        re_ = cli(env, "requests", "reimage", str(req["id"]), "--image", "debian-12", "--no-keep-data", token=cu_tok,
+                  ok=False)
+        assert re_.returncode == 1 and json.loads(re_.stderr)["code"] == "image.unknown", re_.stderr
         rel = cli(env, "requests", "release", str(req["id"]), "--watch", token=cu_tok)
         assert rel["request"]["status"] == "releasing" and rel["jobs"][0]["kind"] == "release"
         assert rel["jobs"][0]["status"] == "succeeded"

@@ -19,6 +19,7 @@ ALLOWED = {
     "requests:create": {"imager", "customer"},
     "requests:read": {"admin", "operator", "auditor", "imager", "customer"},
     "requests:release": {"admin", "operator", "imager", "customer"},
+    "requests:reimage": {"admin", "operator", "customer"},
     "jobs:read": {"admin", "operator", "auditor", "imager", "customer"},
     "jobs:cancel": {"admin", "operator", "imager", "customer"},
     "audit:read": {"admin", "auditor"},
@@ -81,6 +82,9 @@ def test_rbac_matrix(sqlite_world: World) -> None:
         ("POST", f"/v1/waivers/{wv}/approve", "waivers:decide", BOGUS, True, invalid),
         ("POST", f"/v1/waivers/{wv}/reject", "waivers:decide", BOGUS, True, invalid),
         ("POST", f"/v1/waivers/{wv}/revoke", "waivers:decide", BOGUS, True, invalid),
+        # A valid body (a name outside the catalogue: refused, nothing changes), so that another
+        # tenant's customer meets the visibility check, not the body's validation.
+        ("POST", f"/v1/requests/{req['id']}/reimage", "requests:reimage", {"image": "debian-12"}, True, invalid),
         ("POST", f"/v1/requests/{req['id']}/extend", "requests:release", {"hours": 1}, True, {409}),  # no lease
         ("GET", "/v1/images", "images:read", None, False, ok),
         ("POST", "/v1/images/register", "images:write", BOGUS, False, invalid),

@@ -27,7 +27,7 @@ LEGAL = {
     (S.available, S.provisioning), (S.available, S.commissioning), (S.available, S.maintenance),
     (S.available, S.retired),
     (S.provisioning, S.active), (S.provisioning, S.failed), (S.provisioning, S.available),
-    (S.active, S.releasing), (S.active, S.failed),
+    (S.active, S.releasing), (S.active, S.failed), (S.active, S.provisioning),  # the last: a reimage
     (S.releasing, S.available), (S.releasing, S.failed), (S.releasing, S.retired),
     (S.failed, S.releasing), (S.failed, S.maintenance), (S.failed, S.commissioning), (S.failed, S.retired),
     (S.maintenance, S.commissioning), (S.maintenance, S.available), (S.maintenance, S.retired),
@@ -55,6 +55,14 @@ def test_happy_path_cycle() -> None:
     for nxt in (S.commissioning, S.available, S.provisioning, S.active, S.releasing, S.available):
         state = transition(state, nxt)
     assert state is S.available
+
+
+def test_reimage_cycle() -> None:
+    """An active host is reimaged through provisioning and comes back active (a job's end moves it)."""
+    state = transition(S.active, S.provisioning)
+    assert transition(state, host_after_job("reimage", "succeeded", "redfish", True) or S.failed) is S.active
+    assert host_after_job("reimage", "cancelled", "redfish", False) is S.active
+    assert host_after_job("reimage", "failed", "redfish", True) is S.failed
 
 
 def test_retired_is_terminal_and_says_so() -> None:
@@ -99,6 +107,13 @@ JOB_END = {
     ("provision", "failed", "static", False): E.failed,  # e.g. claimed, then the host vanished
     ("release", "failed", "static", True): E.failed,  # a host that was not erased never returns
     ("release", "cancelled", "vagrant", True): E.failed,
+    # A reimage: written and handed back, or cancelled before it touched the host: active again;
+    # any other end may have left a half-written root disk.
+    ("reimage", "succeeded", "redfish", True): E.reimaged,
+    ("reimage", "cancelled", "redfish", False): E.reimage_aborted,
+    ("reimage", "cancelled", "redfish", True): E.failed,
+    ("reimage", "failed", "redfish", True): E.failed,
+    ("reimage", "failed", "redfish", False): E.failed,
     ("compliance", "succeeded", "static", True): None,  # a check only observes
     ("compliance", "failed", "static", True): None,
 }
@@ -106,12 +121,14 @@ JOB_END = {
 
 # Where each event takes the host, written out (not read back from the code under test).
 TARGET = {E.commissioned: S.available, E.deployed: S.active, E.cleaned: S.available, E.destroyed: S.retired,
-          E.aborted: S.available, E.failed: S.failed, E.key_changed: S.failed}
+          E.aborted: S.available, E.reimaged: S.active, E.reimage_aborted: S.active, E.failed: S.failed,
+          E.key_changed: S.failed}
 
 # A changed host key takes the host out of the pool whatever the job was, even a check.
 KEY_CHANGED_END = {
     ("commission", "failed", "static", True): E.key_changed,
     ("provision", "failed", "static", True): E.key_changed,
+    ("reimage", "failed", "redfish", True): E.key_changed,
     ("release", "failed", "vagrant", True): E.key_changed,
     ("compliance", "failed", "static", True): E.key_changed,
 }
@@ -134,7 +151,8 @@ def test_every_event_has_a_target_the_lifecycle_reaches() -> None:
     assert dict(EVENT_TARGET) == TARGET
     # Each target is reachable from the state a host is in while such a job runs.
     running_state = {E.commissioned: S.commissioning, E.deployed: S.provisioning, E.cleaned: S.releasing,
-                     E.destroyed: S.releasing, E.aborted: S.provisioning}
+                     E.destroyed: S.releasing, E.aborted: S.provisioning, E.reimaged: S.provisioning,
+                     E.reimage_aborted: S.provisioning}
     for event, state in running_state.items():
         assert can_transition(state, EVENT_TARGET[event]), event
     for state in (S.commissioning, S.provisioning, S.releasing):

@@ -11,6 +11,7 @@ EXPECTED = {
     "hosts:write": {R.operator, R.admin}, "hosts:read": set(R),
     "requests:create": {R.customer, R.imager}, "requests:read": set(R),
     "requests:release": {R.customer, R.imager, R.operator, R.admin},
+    "requests:reimage": {R.customer, R.operator, R.admin},
     "jobs:read": set(R), "jobs:cancel": {R.customer, R.imager, R.operator, R.admin},
     "audit:read": {R.auditor, R.admin}, "me:read": set(R), "reports:read": {R.customer, R.operator, R.admin, R.auditor},
     "policy:read": set(R), "policy:write": {R.operator, R.admin},

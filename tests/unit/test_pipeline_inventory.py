@@ -12,6 +12,27 @@ def test_provision_phase_order() -> None:
         "wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
 
 
+def test_reimage_is_the_bare_metal_deploy_then_the_os_phases() -> None:
+    deploy = ["ramdisk-boot", "ramdisk-wait", "inspect", "wipe", "image", "configure", "disk-boot", "os-wait"]
+    in_os = ["raid", "firewall", "backup", "restore-verify", "handover"]
+    assert [p.name for p in phases_for("reimage", "redfish")] == deploy + in_os
+    assert [p.target for p in phases_for("reimage", "redfish") if p.playbook] == ["ramdisk"] * 4 + ["os"] * 5
+    # the same phases as a bare-metal provision: one deploy, whatever the job's kind
+    assert phases_for("reimage", "redfish") == phases_for("provision", "redfish")
+
+
+def test_keep_data_reaches_the_playbooks_only_for_a_reimage() -> None:
+    host = {"name": "h1", "hardware": {}}
+    assert extravars_for({"id": 1, "kind": "reimage", "keep_data": True}, host, {}, None)["prov_keep_data"] is True
+    assert extravars_for({"id": 1, "kind": "reimage", "keep_data": False}, host, {}, None)["prov_keep_data"] is False
+    assert extravars_for({"id": 1, "kind": "reimage"}, host, {}, None)["prov_keep_data"] is True  # the default
+    # a new host has no data to keep, whatever a request's params say
+    ev = extravars_for({"id": 1, "kind": "provision", "keep_data": True}, host, {"keep_data": True}, None)
+    assert ev["prov_keep_data"] is False
+    assert extravars_for({"id": 1, "kind": "reimage"}, host, {"prov_root_disk": "/dev/sda"}, None)[
+        "prov_root_disk"] == "/dev/sda"
+
+
 def test_resume_after_done_phases() -> None:
     assert next_phase("provision", {"wipe", "raid"}).name == "image"  # type: ignore[union-attr]
     assert next_phase("release", {"release"}) is None

@@ -10,6 +10,8 @@ description:
   - If the disks carry superblocks of one complete array of that level, it is re-assembled as I(device).
   - Otherwise the array is created (mdadm --create --run, metadata 1.2). Disks with foreign md
     superblocks or another layout make the module fail (run the wipe phase first).
+  - With I(keep_data) (a reimage keeping the host's data) the array is only ever adopted or
+    assembled from the disks' superblocks, never created: no array there fails the module.
   - Waits up to I(wait_seconds) for the initial resync/recovery; state is reported either way.
 options:
   device:
@@ -31,6 +33,10 @@ options:
     default: 300
   assume_clean:
     description: Create with --assume-clean (skips the initial resync; only for blank disks).
+    type: bool
+    default: false
+  keep_data:
+    description: Assemble the existing array (and keep its data) instead of creating one; fail when there is none.
     type: bool
     default: false
   name:
@@ -161,6 +167,7 @@ def main():
         disks=dict(type="list", elements="str", required=True),
         wait_seconds=dict(type="int", default=300),
         assume_clean=dict(type="bool", default=False),
+        keep_data=dict(type="bool", default=False),
         name=dict(type="str", default=None),
         mdadm_conf=dict(type="str", default="/etc/mdadm/mdadm.conf"),
     ))
@@ -207,6 +214,10 @@ def main():
             changed = True
         exams = {d: mdadm_export(module, ["--examine", d]) for d in disks}
         uuids = {e.get("MD_UUID") for e in exams.values()}
+        if uuids == {None} and p["keep_data"]:
+            # Creating would write new superblocks over the disks the customer asked to keep.
+            module.fail_json(msg="keep_data: no md array on the data disks (%s) to assemble; reimage without "
+                                 "keep_data to create a new one" % ", ".join(disks))
         if uuids == {None}:
             cmd = ["mdadm", "--create", device, "--run", "--metadata=1.2", "--level=%d" % level,
                    "--raid-devices=%d" % len(disks)]
@@ -221,7 +232,8 @@ def main():
             run(module, ["mdadm", "--assemble", device, "--run"] + disks)
             action = "assembled"
         else:
-            module.fail_json(msg="data disks carry md superblocks of another array; run the wipe phase first",
+            module.fail_json(msg="data disks carry md superblocks of another array; run the wipe phase first"
+                             + (" (keep_data: they are left as they are)" if p["keep_data"] else ""),
                              superblocks={d: {k: e.get(k) for k in ("MD_UUID", "MD_LEVEL", "MD_DEVICES")}
                                           for d, e in exams.items()})
         changed = True
