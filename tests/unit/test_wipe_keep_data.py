@@ -20,14 +20,16 @@ def task(module: str) -> dict[str, Any]:
 
 
 def render(expr: str, **variables: Any) -> Any:
-    return Templar(loader=DataLoader(), variables=PROBE | variables).template(trust_as_template(expr))
+    play_vars = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in PLAY.get("vars", {}).items()}
+    return Templar(loader=DataLoader(), variables=PROBE | play_vars | variables).template(trust_as_template(expr))
 
 
 def test_keep_data_wipes_only_the_root_disk() -> None:
     disks = task("prov_disk_wipe")["prov_disk_wipe"]["disks"]
     assert render(disks, prov_keep_data=True, prov_root_disk="/dev/sda") == ["/dev/sda"]
-    assert render(disks, prov_keep_data=False, prov_root_disk="/dev/sda") == ["/dev/sdb", "/dev/sdc"]
-    assert render(disks) == ["/dev/sdb", "/dev/sdc"]  # a provision: every data disk, as before
+    # A deploy in the ramdisk: the data disks and the disk the image goes to.
+    assert render(disks, prov_keep_data=False, prov_root_disk="/dev/sda") == ["/dev/sdb", "/dev/sdc", "/dev/sda"]
+    assert render(disks) == ["/dev/sdb", "/dev/sdc"]  # a provision in the host's OS: every data disk, as before
 
 
 def test_keep_data_without_a_root_disk_refuses() -> None:
