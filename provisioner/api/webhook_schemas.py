@@ -12,7 +12,10 @@ from provisioner.store.column_ranges import INT_COLUMN_MAX
 
 
 class WebhookIn(Strict):
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH,
+    # Printable ASCII without spaces (a URL's characters; IRIs are percent-encoded or punycode): strings
+    # are stripped before they are checked (Strict), so a schema that let "\n" through would describe a
+    # body the service then refuses, and `\s` means other characters in JSON Schema than in Python.
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=r"^[!-~]+$",
                      description="https:// anywhere, or http:// to a loopback address (127.0.0.1, ::1, localhost)")
     events: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=len(EVENT_TYPES),
                               description="event types: " + ", ".join(EVENT_TYPES))

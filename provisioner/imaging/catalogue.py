@@ -205,7 +205,7 @@ def check_requestable(session: Session, name: str, role: str,
     if img.channel == "deprecated":
         return Invalid("image.deprecated", f"image {name} is deprecated and takes no new requests",
                        hint=f"request its successor; {stable_hint}")
-    if img.channel == "candidate" and role != "imager":
+    if img.channel == "candidate" and role != "imager" and "candidate" not in channels:
         return Invalid("image.channel_not_allowed",
                        f"image {name} is a candidate: only the imaging team installs it (on lab pools)",
                        hint=f"wait until it is promoted to stable; {stable_hint}")
