@@ -22,7 +22,7 @@ BM_DATA_GB=${PROVISIONER_LAB_BM_DATA_GB:-1}
 BM_FEATURE_SET=${PROVISIONER_LAB_BM_FEATURE_SET:-full}
 # Each bare-metal VM's fixed address on the lab network (a DHCP reservation for its MAC, as a
 # datacenter's IPAM gives a machine): its deploy ramdisk and the OS deployed on it both get it, and
-# the service reaches it there. bm1 (first BMC port) gets .201, the next .202, ...
+# the service reaches it there. bm1 gets .201, bm2 .202, ... (other names: .221-.250 by a hash).
 BM_ADDRESS_BASE=${PROVISIONER_LAB_BM_ADDRESS_BASE:-201}
 
 bm_names() { local f; for f in "$BM_DIR"/*.json; do [[ -f $f ]] && basename "$f" .json; done; true; }
@@ -93,9 +93,13 @@ print(f"""<domain type='qemu'>
 PY
 }
 
-bm_address() {  # bm_address NAME: its reserved address (from its port's offset, kept across calls)
-  local port; port=$(bm_port "$1")
-  echo "$(lab_subnet_prefix).$((BM_ADDRESS_BASE + port - BM_PORT_BASE))"
+bm_address() {  # bm_address NAME: its reserved address, from the name alone (bmN -> base+N-1, else a hash)
+  # Not from the port: bm2 made after bm1 is gone would get bm1's port and address, still leased
+  # to bm1's MAC for an hour, and answer nowhere.
+  local name=$1 n
+  if [[ $name =~ ^bm([0-9]{1,2})$ ]]; then n=$((10#${BASH_REMATCH[1]} - 1))
+  else n=$(( 20 + 0x$(printf %s "$name" | sha256sum | cut -c1-4) % 30 )); fi
+  echo "$(lab_subnet_prefix).$((BM_ADDRESS_BASE + n))"
 }
 
 lab_subnet_prefix() {  # "192.168.121" of the lab network's gateway
