@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ class ActionResult:
 
 @dataclass
 class _Served:
-    server: MediaServer
+    serving: ExitStack  # the media server's `with`, held open past the phase that started it
     path: Path
 
 
@@ -64,7 +65,7 @@ def stop_serving(job_id: int) -> None:
     with _LOCK:
         served = _SERVED.pop(job_id, None)
     if served is not None:
-        served.server.__exit__(None, None, None)
+        served.serving.close()
         served.path.unlink(missing_ok=True)
 
 
@@ -73,11 +74,11 @@ def _serve(settings: Settings, job: Job, host: Host, keys: deploy.DeployKeys) ->
     path = private_dirs.owner_dir(settings) / f"boot-job-{job.id}.iso"
     path.unlink(missing_ok=True)  # a previous attempt's (the writer never replaces a file)
     write_boot_iso_file(ramdisk_iso(settings), deploy.ramdisk_files(host, keys), path)
-    server = MediaServer(path, settings)
     # Served past this phase (a BMC may read the CD while it boots): stop_serving ends it.
-    url = server.__enter__()
+    serving = ExitStack()
+    url = serving.enter_context(MediaServer(path, settings))
     with _LOCK:
-        _SERVED[job.id or 0] = _Served(server, path)
+        _SERVED[job.id or 0] = _Served(serving, path)
     return url
 
 

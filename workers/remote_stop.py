@@ -21,7 +21,6 @@ the next scan).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -31,7 +30,7 @@ from typing import Any
 
 import paramiko
 
-from provisioner.core.host_keys import known_hosts_line
+from provisioner.services.host_keys import load_private_key, pinned_client
 
 log = logging.getLogger("provisioner.remote_stop")
 
@@ -148,20 +147,6 @@ class Remote:
             log.warning("remote stop on %s:%s failed: %s", self.address, self.port, exc)
             return StopReport(error=str(exc) or type(exc).__name__)
 
-    def _client(self) -> paramiko.SSHClient:
-        if not self.host_key:
-            raise ValueError("the host has no pinned SSH host key")
-        # The same known_hosts line the phase's ansible run is given: pinning is written in one place.
-        line = known_hosts_line(self.address, self.port, self.host_key).strip()
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        if entry is None or entry.key is None:
-            raise ValueError("the pinned SSH host key cannot be read")
-        client = paramiko.SSHClient()
-        for name in entry.hostnames:
-            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        return client
-
     def _connect_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"hostname": self.address, "port": self.port, "username": self.user,
                                 "timeout": CONNECT_TIMEOUT_S, "banner_timeout": CONNECT_TIMEOUT_S,
@@ -173,7 +158,8 @@ class Remote:
         return args
 
     def _stop(self) -> StopReport:
-        client = self._client()
+        # The same known_hosts line the phase's ansible run is given: pinning is written in one place.
+        client = pinned_client(self.address, self.port, self.host_key)
         try:
             client.connect(**self._connect_args())
             sudo = "" if self.user == "root" else "sudo -n "
@@ -193,14 +179,3 @@ class Remote:
             return StopReport(error=f"rc={rc}: {err.strip()[-300:]}")
         res = json.loads(lines[-1])
         return StopReport(found=int(res["found"]), left=len(res["left"]))
-
-
-def load_private_key(text: str) -> paramiko.PKey:
-    """A private key from its text, in memory (the key is never written anywhere)."""
-    last: Exception | None = None
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(text))
-        except (paramiko.SSHException, ValueError) as exc:
-            last = exc
-    raise ValueError(f"cannot load the host's SSH key: {last}")

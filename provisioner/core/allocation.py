@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner.core.pipeline import BARE_METAL_DRIVER
+
 
 @dataclass(frozen=True)
 class Constraints:
@@ -27,9 +29,6 @@ class Candidate:
     labels: Mapping[str, str]
     hardware: Mapping[str, Any]
     driver: str = "static"
-
-
-BARE_METAL_DRIVER = "redfish"
 
 
 def data_disk_count(hardware: Mapping[str, Any]) -> int:

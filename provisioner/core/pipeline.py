@@ -19,6 +19,9 @@ class Phase:
     target: str = "os"
 
 
+# The driver of hosts enrolled by their BMC (Redfish): the one name every layer compares against.
+BARE_METAL_DRIVER = "redfish"
+
 # Hosts of the `redfish` driver (enrolled by their BMC) have no OS of ours until a deploy writes one:
 # the BMC boots the deploy ramdisk from a per-job virtual CD, the ramdisk inspects, wipes and writes
 # the image onto the root disk and writes the host's configuration into it, then the BMC boots the
@@ -94,7 +97,7 @@ def phases_for(kind: str, driver: str = "static") -> tuple[Phase, ...]:
             return (VM_CREATE, PIPELINES["commission"][0], *phases)
         if kind == "release":
             return (VM_DESTROY,)
-    if driver == "redfish":
+    if driver == BARE_METAL_DRIVER:
         if kind == "commission":
             return (BMC_CHECK,)  # the BMC's facts again, and a known power state (off)
         if kind == "provision":

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.core.errors import Conflict, Invalid
+from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import flag_image, image_by_name, snapshot
 from provisioner.services import audit
@@ -123,8 +124,9 @@ def record_canary_outcome(session: Session, job: Job) -> Image | None:
     host = session.get(Host, job.host_id)
     writer = (host.results or {}).get("image") if host is not None else None
     booted = (host.results or {}).get("booted") if host is not None else None
+    bare_metal = host is not None and host.driver == BARE_METAL_DRIVER
     passed, reason = outcome(status, error, phases, writer, booted=booted if isinstance(booted, dict) else None,
-                             image_version=img.version, bare_metal=host is not None and host.driver == "redfish")
+                             image_version=img.version, bare_metal=bare_metal)
     phase = _image_phase(phases) or {}
     result = {
         "passed": passed,

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.imaging import tokens
 from provisioner.imaging.catalogue import ImageUnavailable, image_by_name, stored_file
 from provisioner.store.config import Settings
@@ -43,7 +44,7 @@ def root_disk_target(host: Host) -> str | None:
 def image_target_for(host: Host) -> str | None:
     """A bare-metal host's root disk (a whole-disk image); else /dev/mdN when the raid phase reported
     an array, else the host's first data disk."""
-    if host.driver == "redfish":
+    if host.driver == BARE_METAL_DRIVER:
         return root_disk_target(host)
     results = host.results or {}
     raid = results.get("raid")

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal_column
 from sqlmodel import col, select
 
-from provisioner.core.allocation import BARE_METAL_DRIVER, Constraints
+from provisioner.core.allocation import Constraints
+from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.store.models import Host
 
 # "data_disks" (what commission resolved) wins when it is a list, else every disk found.

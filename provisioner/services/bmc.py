@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from provisioner.core.bmc_rules import BootDevice, PowerAction, check_url, pinned_fingerprint
 from provisioner.core.errors import Conflict
+from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit
 from provisioner.services.bmc_client import BmcCredentials, RedfishBmc
@@ -21,7 +22,7 @@ from provisioner.store.config import Settings
 from provisioner.store.models import Host
 from provisioner.store.secrets import decrypt, encrypt
 
-DRIVER = "redfish"
+DRIVER = BARE_METAL_DRIVER
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ run in the ramdisk are not here.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from collections.abc import Callable
@@ -228,12 +227,9 @@ def booted_identity(settings: Settings, host: Host) -> dict[str, Any]:
     require_address(host)
     if not host.host_key:
         raise Conflict("host.key_unpinned", f"host {host.name} has no pinned host key", hint="deploy it first")
-    client = paramiko.SSHClient()
-    kind, b64 = canonical(host.host_key).split()[:2]
-    client.get_host_keys().add(host.address, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(b64)))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client = host_keys.pinned_client(host.address, SSH_PORT, host.host_key)
     private = secrets.decrypt(settings, host.credential_ciphertext) if host.credential_ciphertext else None
-    pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(private)) if private else None
+    pkey = host_keys.load_private_key(private) if private else None
     try:
         client.connect(host.address, SSH_PORT, username=host.ssh_user or "root", pkey=pkey,
                        key_filename=None if pkey else host.credential_path, timeout=15, banner_timeout=15,

@@ -5,13 +5,14 @@ audited call. The rules (fingerprints, mismatches) are `core/host_keys.py`.
 
 from __future__ import annotations
 
+import io
 import socket
 
 import paramiko
 from sqlmodel import Session
 
 from provisioner.core.errors import Invalid
-from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, canonical, expect, fingerprint
+from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, canonical, expect, fingerprint, known_hosts_line
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit
 from provisioner.store.models import Host
@@ -47,6 +48,33 @@ def fetch_host_key(address: str, port: int, timeout_s: float = FETCH_TIMEOUT_S) 
         raise HostUnreachable(address, port, str(exc) or type(exc).__name__) from None
     finally:
         transport.close()
+
+
+def pinned_client(address: str, port: int, host_key: str | None) -> paramiko.SSHClient:
+    """An SSH client that trusts exactly the pinned key for address:port (the known_hosts line the
+    phases' ansible runs get), and refuses any other. ValueError without a readable pin."""
+    if not host_key:
+        raise ValueError("the host has no pinned SSH host key")
+    line = known_hosts_line(address, port, host_key).strip()
+    entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+    if entry is None or entry.key is None:
+        raise ValueError("the pinned SSH host key cannot be read")
+    client = paramiko.SSHClient()
+    for name in entry.hostnames:
+        client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def load_private_key(text: str) -> paramiko.PKey:
+    """A private key from its text, in memory (the key is never written anywhere)."""
+    last: Exception | None = None
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError) as exc:
+            last = exc
+    raise ValueError(f"cannot load the host's SSH key: {last}")
 
 
 def host_key_view(host: Host) -> dict[str, str | None]:

@@ -38,6 +38,7 @@ from sqlmodel import Session, col, select
 
 from provisioner.core.errors import Conflict, Invalid
 from provisioner.core.guardrails import allowed_channels
+from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.core.timeutil import utcnow
 from provisioner.imaging.catalogue import check_requestable, image_by_name
 from provisioner.services import audit
@@ -47,7 +48,7 @@ from provisioner.services.host_transitions import StateChanged, cas_state
 from provisioner.services.jobs import new_job
 from provisioner.store.models import Host, HostRequest
 
-DRIVER = "redfish"
+DRIVER = BARE_METAL_DRIVER
 REIMAGEABLE = "ready"
 IMAGES_HINT = "GET /v1/images lists the images you can request"
 
