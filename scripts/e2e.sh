@@ -14,6 +14,13 @@ bm_log=$(mktemp --suffix=.log)
 # The bare-metal deploy suite (its own VM and BMC, ~20 min of boots and writes under TCG) runs beside
 # the rest: the two mostly wait on different VMs. PROVISIONER_E2E_BARE_METAL=0 leaves it out.
 BARE_METAL=tests/e2e/test_bare_metal_deploy.py
+if [[ ${PROVISIONER_E2E_BARE_METAL:-1} == 1 ]]; then
+  # Built (or found in their cache) here, outside the lab's namespace: debootstrap needs the mirror,
+  # which the namespace cannot reach. The suite's own build calls then find them cached.
+  images/build-ramdisk.sh >/dev/null
+  images/build-disk-image.sh debian-12-boot 2026.12 >/dev/null
+  images/build-disk-image.sh debian-12-boot 2026.12.1 >/dev/null
+fi
 vagrant/lab up --hosts "${PROVISIONER_LAB_HOSTS:-2}"
 trap 'vagrant/lab down || true; rm -f "$report" "$bm_report" "$bm_log"' EXIT
 set +e
