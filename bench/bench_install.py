@@ -25,7 +25,7 @@ from workers.inventory import extravars_for, inventory_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path("/run/provisioner-lab")
-PHASES = ["wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
+PHASES = ["wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
 
 
 def bare_run(rec: dict, hw: dict, pub: str, tmp: Path) -> dict[str, float]:

@@ -296,7 +296,12 @@ def purge(image_id: PathId, p: Annotated[Principal, Depends(image_writer)], s: D
 
 
 @router.post("/{image_id}/canary", status_code=202, response_model=CanaryOut,
-             summary="Install a candidate image on one lab host through the normal provisioning pipeline")
+             summary="Install a candidate image on one lab host through the normal provisioning pipeline",
+             description="The canary takes a host enrolled by its BMC in a lab pool: the deploy ramdisk writes "
+                         "the image onto its root disk, the host boots it, and the canary passes only when the "
+                         "booted host reports this image's identity file over SSH. A lab pool with no host "
+                         "enrolled by its BMC is 409 `image.needs_bmc`; all of them taken, 409 "
+                         "`capacity.insufficient`.")
 def canary(*, image_id: PathId, body: CanaryIn | None = None, p: Annotated[Principal, Depends(image_writer)],
            s: DbSession) -> CanaryOut:
     body = body or CanaryIn()

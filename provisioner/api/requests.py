@@ -72,7 +72,9 @@ def phase_params(body: RequestIn, policy: guardrails.Policy) -> dict[str, Any]:
 @router.post("", status_code=202, response_model=RequestOut,
              summary="Request hosts: allocates matching available hosts and queues one provision job each",
              description="`image` names a catalogue image the requester may use on the pool, or is left out "
-                         "(the hosts keep their installed OS; no image is written). A name outside the "
+                         "(hosts reached over SSH, which keep their installed OS; no image is written). An "
+                         "image is written only by the deploy ramdisk on hosts enrolled by their BMC: an image "
+                         "request in a pool with none is refused with 409 `image.needs_bmc`. A name outside the "
                          "catalogue is refused with 422 `image.unknown`: `requestable` lists the first 20 "
                          "names (sorted) this requester can request on the pool, `requestable_total` how many "
                          "there are. Images the requester may not use keep their codes (`image.deprecated`, "

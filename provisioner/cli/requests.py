@@ -22,8 +22,9 @@ def requests_create(
     # wants the parameters without a default first.
     ssh_key: Annotated[Path, typer.Option(help="public key file installed for the customer user")],
     image: Annotated[str | None, typer.Argument(
-        help="a catalogue image you may request (`provisioner images list`); leave it out to keep the "
-             "hosts' installed OS")] = None,
+        help="a catalogue image you may request (`provisioner images list`), written on hosts enrolled by "
+             "their BMC (a pool without any: 409 image.needs_bmc); leave it out to get hosts reached over SSH, "
+             "which keep their installed OS")] = None,
     count: int = 1, pool: str = "default", raid_level: Annotated[str | None, typer.Option()] = None,
     port: Annotated[list[str] | None, typer.Option(
         # "\[" keeps rich (typer's help renderer) from reading "[/PROTO]" as a closing markup tag.

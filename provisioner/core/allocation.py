@@ -16,9 +16,11 @@ class Constraints:
     min_cpus: int = 0
     min_memory_mb: int = 0
     min_disks: int = 0
-    # Whether the request brings an OS image: a host enrolled by its BMC (driver redfish) has no OS
-    # until a deploy writes one, so only requests with an image may get it.
-    with_image: bool = True
+    # Whether the request brings an OS image. Hosts and requests pair up by it: a host enrolled by
+    # its BMC (driver redfish) has no OS until a deploy writes one, so it serves image requests only;
+    # an image is written only by the deploy ramdisk, which only a BMC can boot, so a host reached
+    # over SSH alone (its own OS, never overwritten) serves requests without an image only.
+    with_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def matches(c: Candidate, want: Constraints) -> bool:
         and int(hw.get("cpus") or 0) >= want.min_cpus
         and int(hw.get("memory_mb") or 0) >= want.min_memory_mb
         and data_disk_count(hw) >= want.min_disks
-        and (want.with_image or c.driver != BARE_METAL_DRIVER)
+        and (c.driver == BARE_METAL_DRIVER) == want.with_image
     )
 
 

@@ -51,13 +51,13 @@ VM_CREATE = Phase("vm-create", None, 900, action="vm_create")
 VM_DESTROY = Phase("vm-destroy", None, 600, action="vm_destroy")
 
 
-# The image phase skips itself when the request names no image from the catalogue.
+# A host reached over SSH keeps its own OS: no image is written under it (image requests go to hosts
+# enrolled by their BMC, services/requests.py), so its provision has no image phase.
 PIPELINES: dict[str, tuple[Phase, ...]] = {
     "commission": (Phase("commission", "commission.yml", 600),),
     "provision": (
         Phase("wipe", "wipe.yml", 600),
         Phase("raid", "raid.yml", 900),
-        Phase("image", "image.yml", 3600),
         Phase("firewall", "firewall.yml", 600),
         Phase("backup", "backup.yml", 1200),
         Phase("restore-verify", "restore-verify.yml", 1200),
@@ -67,7 +67,7 @@ PIPELINES: dict[str, tuple[Phase, ...]] = {
     "compliance": (Phase("compliance", "compliance.yml", 1200),),
 }
 # A bare-metal provision: the deploy, then the provision phases that run inside the deployed OS.
-BARE_METAL_DEPLOY = (*DEPLOY_PHASES, *(p for p in PIPELINES["provision"] if p.name not in ("wipe", "image")))
+BARE_METAL_DEPLOY = (*DEPLOY_PHASES, *(p for p in PIPELINES["provision"] if p.name != "wipe"))
 # A reimage writes an active host again with another image: the same deploy (the ramdisk wipes only
 # the root disk and RAID assembles the existing array when the data is kept). Only hosts enrolled by
 # their BMC are reimaged (services/reimage.py refuses the others), so it is the pipeline of every driver.

@@ -2,13 +2,15 @@
 
 ``start_canary`` opens an ordinary host request for the image (``services.requests.open_request``:
 one host of a lab pool, one provision job) in the caller's transaction, so the canary runs every
-phase a customer's host would run, with the image phase writing this image. The request belongs to
+phase a customer's host would run: the deploy ramdisk writes this image onto the root disk of a host
+enrolled by its BMC, the host boots it, and the phases after run inside it. The request belongs to
 the caller's tenant (admins name one); the host stays allocated after the canary so the imaging team
 can look at it, and is given back with ``POST /v1/requests/{request_id}/release``.
 
 ``record_canary_outcome`` is called by ``settle()`` for every job that ends, inside its transaction:
-for a canary job it stores ``canary_result`` (passed = the job succeeded and its image phase really
-wrote the image); for any job whose image write failed with "image corrupt" it flags the image.
+for a canary job it stores ``canary_result`` (passed = the job succeeded, its image phase really
+wrote the image, and the host booted it and reported its image-identity file); for any job whose
+image write failed with "image corrupt" it flags the image.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from sqlmodel import Session, col, select
 
 from provisioner.core.allocation import Constraints
 from provisioner.core.errors import Conflict, Invalid
-from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import flag_image, image_by_name, snapshot
 from provisioner.services import audit
@@ -84,9 +85,10 @@ def _image_phase(phases: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
             writer: dict[str, Any] | None, *, booted: dict[str, Any] | None = None,
-            image_version: str | None = None, bare_metal: bool = False) -> tuple[bool, str]:
-    """Whether a canary passed, and why not. Pure. On a bare-metal host it passes only when the host
-    booted the written disk and its image-identity file names this image's version."""
+            image_version: str | None = None) -> tuple[bool, str]:
+    """Whether a canary passed, and why not. Pure. It passes only when the host (enrolled by its
+    BMC: the only hosts an image is written to) booted the written disk and its image-identity file
+    names this image's version."""
     if status != "succeeded":
         return False, f"job {status}: {error or 'no error recorded'}"
     phase = _image_phase(phases)
@@ -97,16 +99,14 @@ def outcome(status: str, error: str | None, phases: list[dict[str, Any]],
                        "does services.phase_inputs.image_params reach imaging.serving.image_spec_for?)")
     if writer.get("os_release") == []:
         return False, "the image was written but its root shows no os-release"
-    if bare_metal:
-        identity = (booted or {}).get("identity")
-        if not isinstance(identity, dict):
-            return False, "the host did not report the image-identity file after booting the written disk"
-        if identity.get("version") != image_version:
-            return False, (f"the host booted an image of version {identity.get('version')!r}, "
-                           f"not this image's {image_version!r}")
-        return True, (f"the host booted the image (identity {identity.get('name')} {identity.get('version')}, "
-                      f"build {identity.get('build_id')}) and answered over SSH with its pinned key")
-    return True, "the job succeeded and the image phase wrote the image"
+    identity = (booted or {}).get("identity")
+    if not isinstance(identity, dict):
+        return False, "the host did not report the image-identity file after booting the written disk"
+    if identity.get("version") != image_version:
+        return False, (f"the host booted an image of version {identity.get('version')!r}, "
+                       f"not this image's {image_version!r}")
+    return True, (f"the host booted the image (identity {identity.get('name')} {identity.get('version')}, "
+                  f"build {identity.get('build_id')}) and answered over SSH with its pinned key")
 
 
 def record_canary_outcome(session: Session, job: Job) -> Image | None:
@@ -124,9 +124,8 @@ def record_canary_outcome(session: Session, job: Job) -> Image | None:
     host = session.get(Host, job.host_id)
     writer = (host.results or {}).get("image") if host is not None else None
     booted = (host.results or {}).get("booted") if host is not None else None
-    bare_metal = host is not None and host.driver == BARE_METAL_DRIVER
     passed, reason = outcome(status, error, phases, writer, booted=booted if isinstance(booted, dict) else None,
-                             image_version=img.version, bare_metal=bare_metal)
+                             image_version=img.version)
     phase = _image_phase(phases) or {}
     result = {
         "passed": passed,

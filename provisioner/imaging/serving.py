@@ -9,8 +9,8 @@ result as ``provisioner_image`` (``request_params["image_spec"]`` in ``workers.i
 * ``token`` is a per-job image token (``tokens.py``) valid for this image only, while the job runs;
 * ``bmap`` is the block-map dict (the module checks every range's sha256), ``compression`` "none"
   (the writer fetches data ranges in parallel) or "zstd" (one stream);
-* ``target`` is the device to write: the md array when the raid phase made one, else the first data
-  disk (``image_target_for``).
+* ``target`` is the device to write: the root disk the inspect phase chose, on a host enrolled by
+  its BMC, in the deploy ramdisk (``image_target_for``).
 
 A request without an image gives None (the phase skips itself: the host keeps its installed OS).
 New requests name a catalogue image or none (POST /v1/requests refuses other names with
@@ -42,22 +42,9 @@ def root_disk_target(host: Host) -> str | None:
 
 
 def image_target_for(host: Host) -> str | None:
-    """A bare-metal host's root disk (a whole-disk image); else /dev/mdN when the raid phase reported
-    an array, else the host's first data disk."""
-    if host.driver == BARE_METAL_DRIVER:
-        return root_disk_target(host)
-    results = host.results or {}
-    raid = results.get("raid")
-    if isinstance(raid, dict) and isinstance(raid.get("device"), str) and raid["device"].startswith("/dev/"):
-        return raid["device"]
-    hw = host.hardware or {}
-    data_disks = hw.get("data_disks")
-    disks = data_disks if isinstance(data_disks, list) else hw.get("disks") or []
-    for d in disks:
-        name = d if isinstance(d, str) else (d or {}).get("name")
-        if name:
-            return name if name.startswith("/dev/") else f"/dev/{name}"
-    return None
+    """The root disk of a host enrolled by its BMC (a whole-disk image, written by the deploy ramdisk);
+    None for any other host: nothing writes an image under a running OS (services/requests.py)."""
+    return root_disk_target(host) if host.driver == BARE_METAL_DRIVER else None
 
 
 def image_spec_for(session: Session, settings: Settings, job: Job, request_image_name: str | None,

@@ -45,8 +45,7 @@ def ranked_ids(want: Constraints, dialect: str) -> Any:
     cpus, memory, disks = _number("cpus"), _number("memory_mb"), disk_count(dialect)
     q = select(Host.id).where(Host.state == "available", Host.pool == want.pool,
                               cpus >= want.min_cpus, memory >= want.min_memory_mb, disks >= want.min_disks)
-    if not want.with_image:
-        q = q.where(Host.driver != BARE_METAL_DRIVER)
+    q = q.where(Host.driver == BARE_METAL_DRIVER if want.with_image else Host.driver != BARE_METAL_DRIVER)
     for key, value in sorted(want.labels.items()):
         q = q.where(Host.labels[key].as_string() == value)
     # Python orders names by code point: so do "C" (PostgreSQL) and BINARY (SQLite).

@@ -114,6 +114,20 @@ class World:
         return self.post(who, "/v1/requests", body)
 
 
+def bare_metal_host(name: str, pool: str = "default") -> int:
+    """An available host enrolled by its BMC, written straight into the store: a BMC where nothing
+    answers, so its deploy fails at its first phase (the deploy that works, on a lab VM, is
+    tests/e2e/test_bare_metal_deploy.py)."""
+    from provisioner.store.models import Host
+
+    with session_scope() as s:
+        h = Host(name=name, address="192.0.2.10", driver="redfish", state="available", pool=pool,
+                 bmc_url="https://127.0.0.1:9/redfish/v1/Systems/1")
+        s.add(h)
+        s.commit()
+        return h.id or 0
+
+
 def populate(client: TestClient) -> World:
     from provisioner.services.bootstrap import init_admin
 

@@ -62,8 +62,8 @@ def test_sql_ranking_equals_the_pure_rule(engine: Engine, seed: int) -> None:
         wants = [Constraints(), Constraints(pool="gpu"), Constraints(min_cpus=4), Constraints(min_memory_mb=4096),
                  Constraints(min_disks=2), Constraints(labels={"rack": "r1"}),
                  Constraints(labels={"rack": "r2", "zone": "r1"}, min_cpus=2, min_disks=1),
-                 Constraints(min_cpus=64), Constraints(with_image=False),
-                 Constraints(pool="gpu", min_cpus=2, with_image=False)]
+                 Constraints(min_cpus=64), Constraints(with_image=True),
+                 Constraints(pool="gpu", min_cpus=2, with_image=True)]
         for want in wants:
             expected = [c.id for c in rank((Candidate(h.id or 0, h.name, h.pool, h.labels or {}, h.hardware or {},
                                                       h.driver)

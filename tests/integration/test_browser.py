@@ -150,7 +150,7 @@ def customer_journey(page: Page, url: str, acme: Api, admin: Api, shots: Path) -
     # The end event reloads the finished page: handed over, the rating form shown.
     expect(page.locator("#rate")).to_be_visible(timeout=300_000)
     expect(page.locator("#status")).to_have_text("succeeded")
-    for phase in ("wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"):
+    for phase in ("wipe", "raid", "firewall", "backup", "restore-verify", "handover"):
         expect(page.locator("#phases")).to_contain_text(phase)
     page.screenshot(path=str(shots / "04-handed-over.png"), full_page=True)
     job = acme.get(f"/v1/jobs/{job_id}")

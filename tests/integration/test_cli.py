@@ -99,7 +99,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         req = cli(env, "requests", "list", token=cu_tok)["items"][0]
         assert req["status"] == "ready" and req["params"]["firewall_ports"][0]["sources"] == ["10.0.0.0/8"]
         shown = cli(env, "jobs", "show", str(req["job_ids"][0]), token=cu_tok)
-        assert shown["sli"]["slo_met"] is True and len(shown["phases"]) == 7
+        assert shown["sli"]["slo_met"] is True and len(shown["phases"]) == 6
         events = cli(env, "jobs", "events", str(req["job_ids"][0]), token=cu_tok)
         assert events["items"][0]["seq"] == 1
         denied = cli(env, "audit", "list", token=cu_tok, ok=False)

@@ -76,7 +76,7 @@ def test_customer_sees_their_job_phases_slo_and_hosts_only(world: World) -> None
     slo = re.search(r'id="slo".*?</div>\s*</div>', page, re.S)
     assert slo and "100.0% met" in slo.group(0) and "1 of 1 within target" in slo.group(0)
     detail = a.get(f"/ui/jobs/{job_id}").text
-    for phase in ("wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"):
+    for phase in ("wipe", "raid", "firewall", "backup", "restore-verify", "handover"):
         assert f"<td>{phase}</td>" in detail
     assert 'http-equiv="refresh"' not in detail  # finished: no auto-refresh
     hosts_page = a.get("/ui/hosts").text

@@ -25,7 +25,7 @@ def test_request_runs_all_phases_with_events_and_slis(world: World) -> None:
     job = world.wait_job(req["job_ids"][0], who="cust_a")
     assert job["status"] == "succeeded", job
     names = [p["name"] for p in job["phases"]]
-    assert names == ["wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
+    assert names == ["wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
     assert all(p["status"] == "succeeded" and p["duration_s"] > 0 for p in job["phases"])
     sli = job["sli"]
     assert set(sli["phases_s"]) == set(names)

@@ -91,16 +91,16 @@ def test_image_channels_by_role_and_pool(sqlite_world: World) -> None:
     candidate = catalogue_image("debian-13", "candidate")
     r = w.request(image=candidate, pool="lab")
     assert r.status_code == 422 and r.json()["code"] == "image.channel_not_allowed", r.text
-    # An imager may use candidate images on lab pools: admitted, then refused only for capacity.
+    # An imager may use candidate images on lab pools: admitted, then refused only for want of a BMC host.
     r = w.request("imager", image=candidate, pool="lab")
-    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
+    assert r.status_code == 409 and r.json()["code"] == "image.needs_bmc", r.text
     # ...but never on a production pool: the catalogue's channel is judged, not the name.
     r = w.request("imager", image=candidate)
     assert r.status_code == 422 and codes(r) == ["image.channel_not_allowed"], r.text
     assert "only available on lab pools" in r.json()["violations"][0]["remedy"]
     # A name that merely looks like a candidate is judged by its record (stable here).
     r = w.request("imager", image=catalogue_image("debian-12:candidate", "stable"))
-    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
+    assert r.status_code == 409 and r.json()["code"] == "image.needs_bmc", r.text
 
 
 def test_waiver_lifecycle(world: World) -> None:

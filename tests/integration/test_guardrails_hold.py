@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from provisioner.core.timeutil import parse_iso
-from provisioner.store.config import get_settings
 from tests.integration.harness import World, base_env, running_app
-from tests.integration.test_guardrails_api import ask_waiver, audit, catalogue_image, in_days, put
+from tests.integration.test_guardrails_api import ask_waiver, audit, in_days, put
 
-PROVISION = ["wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
+# A host reached over SSH keeps its OS: no image phase (an image is written only on bare metal).
+PROVISION = ["wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
 SFTP_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWJhY2t1cC1rZXktZm9yLXRlc3Rz\n"
             "-----END OPENSSH PRIVATE KEY-----\n")
 
@@ -59,10 +59,7 @@ def test_backup_block_reaches_only_the_backup_phases(world_with_store: World, in
     w = world_with_store
     # The stand-in compliance check reports this retention as installed: someone changed the host.
     host = w.enroll("node1", labels={"backup_retention": "7"})
-    image = catalogue_image("debian-12-app", "stable")
-    (get_settings().effective_image_store / "debian-12-app.raw").parent.mkdir(parents=True, exist_ok=True)
-    (get_settings().effective_image_store / "debian-12-app.raw").write_bytes(b"\0" * 4096)
-    r = w.request(image=image, backup={"paths": ["/srv/app", "/etc"], "retention_days": 21, "schedule": "6h"})
+    r = w.request(backup={"paths": ["/srv/app", "/etc"], "retention_days": 21, "schedule": "6h"})
     assert r.status_code == 202, r.text
     job = w.wait_job(r.json()["job_ids"][0], timeout=600)
     assert job["status"] == "succeeded", job
@@ -75,14 +72,12 @@ def test_backup_block_reaches_only_the_backup_phases(world_with_store: World, in
         assert bk["sftp_private_key"] == SFTP_KEY  # bytes as stored: not stripped
         assert bk["repository"].startswith("sftp:bk@backup.invalid:/srv/backups/node1-") and bk["password"]
     password = got["backup"]["provisioner_backup"]["password"]
-    token = got["image"]["provisioner_image"]["token"]
-    assert token and got["image"]["provisioner_image"]["name"] == image
     for name in set(PROVISION) - {"backup", "restore-verify"}:
         assert "provisioner_backup" not in got[name], name
         text = json.dumps(got[name])
         assert password not in text and "c2VjcmV0LWJhY2t1cC1rZXk" not in text, name
-    for name in set(PROVISION) - {"image"}:
-        assert got[name]["provisioner_image"] is None and token not in json.dumps(got[name]), name
+    for name in PROVISION:
+        assert got[name]["provisioner_image"] is None, name
     # What the backup phase reported installing is the request's block, and the host was handed over.
     h = w.get("cust_a", f"/v1/hosts/{host['id']}").json()
     assert h["results"]["backup"] == {"paths": ["/srv/app", "/etc"], "retention_days": 21,

@@ -38,7 +38,7 @@ from provisioner.store.config import get_settings
 from provisioner.store.db import session_scope
 from provisioner.store.image_models import Image
 from provisioner.store.models import Host, HostRequest, Job
-from tests.integration.harness import REPO, World, base_env, running_app
+from tests.integration.harness import REPO, World, bare_metal_host, base_env, running_app
 
 MiB = 1 << 20
 WRITER = REPO / "playbooks" / "library" / "provisioner_image_write.py"
@@ -628,50 +628,43 @@ def test_writer_module_installs_from_the_service(sqlite_world: World, live_serve
 # canary through the normal pipeline
 
 
-def test_canary_then_promote(world: World, fs_image: Path) -> None:
+def test_canary_needs_a_bmc_host_and_its_outcome_gates_promotion(world: World, fs_image: Path) -> None:
     iid = publish(world, "can", fs_image, "raw").json()["id"]
     r = world.post("imager", f"/v1/images/{iid}/canary", {"pool": "default"})
     assert r.status_code == 422 and r.json()["code"] == "image.canary_pool_not_lab"
-    r = world.post("imager", f"/v1/images/{iid}/canary")
-    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient"
     r = world.post("admin", f"/v1/images/{iid}/canary")
     assert r.status_code == 422 and r.json()["code"] == "image.canary_tenant" and "tenant_id" in r.json()["hint"]
-    host = world.enroll("lab1", pool="lab")
+    # A lab host reached over SSH keeps its own OS: a canary there would prove nothing about booting.
+    world.enroll("lab1", pool="lab")
+    r = world.post("imager", f"/v1/images/{iid}/canary")
+    assert r.status_code == 409 and r.json()["code"] == "image.needs_bmc" and r.json()["ssh_hosts"] == 1, r.text
+    assert audit_actions(world, iid) == ["image.publish"]
+    assert db_image(iid).canary_job_id is None
+    host_id = bare_metal_host("bm1", pool="lab")
     r = world.post("imager", f"/v1/images/{iid}/canary")
     assert r.status_code == 202, r.text
     out = r.json()
-    assert out["host_id"] == host["id"] and out["image"]["canary_job_id"] == out["job_id"]
+    assert out["host_id"] == host_id and out["image"]["canary_job_id"] == out["job_id"]
     assert "release" in out["release_hint"]
     req = world.get("imager", f"/v1/requests/{out['request_id']}").json()
     assert req["image"] == "can" and req["pool"] == "lab" and req["params"]["customer_user"] == "canary"
     r = world.post("imager", f"/v1/images/{iid}/canary")
     assert r.status_code == 409 and r.json()["code"] in ("image.canary_running", "capacity.insufficient")
     job = world.wait_job(out["job_id"], who="imager")
-    assert job["status"] == "succeeded", job
+    # (this world has no deploy ramdisk configured, and nothing answers at the BMC's address)
+    assert job["status"] == "failed" and job["error_code"] in ("deploy.no_ramdisk", "bmc.unreachable"), job
+    assert job["phases"][0]["name"] == "ramdisk-boot", job["phases"]
     # Settling the job records the canary's outcome on the image, in the same transaction.
     img = world.get("imager", f"/v1/images/{iid}").json()
     result = img["canary_result"]
     assert result is not None, "the canary job settled but its outcome was not recorded on the image"
-    assert result["passed"] is True and result["job_id"] == out["job_id"] and result["host"] == "lab1", result
-    assert result["image_phase"]["status"] == "succeeded"
+    assert result["passed"] is False and result["job_id"] == out["job_id"] and result["host"] == "bm1", result
+    assert result["reason"] == f"job failed: {job['error']}", result
     r = world.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})
-    assert r.status_code == 200 and r.json()["channel"] == "stable", r.text
-    assert audit_actions(world, iid) == ["image.publish", "image.canary", "image.canary_result", "image.promote"]
-    # The canary host is given back like any request's.
-    rel = world.post("imager", f"/v1/requests/{out['request_id']}/release")
-    assert rel.status_code == 202, rel.text
-    assert world.wait_job(max(rel.json()["job_ids"]))["status"] == "succeeded"
-
-
-def test_failed_canary_blocks_promotion(sqlite_world: World, fs_image: Path) -> None:
-    w = sqlite_world
-    iid = publish(w, "cfail", fs_image, "raw").json()["id"]
-    w.enroll("lab2", pool="lab", labels={"fail_phase": "image"})
-    out = w.post("imager", f"/v1/images/{iid}/canary").json()
-    job = w.wait_job(out["job_id"], who="imager")
-    assert job["status"] == "failed"
-    img = w.get("imager", f"/v1/images/{iid}").json()
-    assert img["canary_result"]["passed"] is False and "asked to fail in image" in img["canary_result"]["reason"]
-    r = w.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})
     assert r.status_code == 409 and r.json()["code"] == "image.canary_required"
     assert "failed" in r.json()["detail"] and r.json()["hint"] == f"run a canary: POST /v1/images/{iid}/canary"
+    assert audit_actions(world, iid) == ["image.publish", "image.canary", "image.canary_result"]
+    # A canary that passed (on the lab: test_bare_metal_deploy) lets it through.
+    pass_canary(iid)
+    r = world.post("imager", f"/v1/images/{iid}/promote", {"to": "stable"})
+    assert r.status_code == 200 and r.json()["channel"] == "stable", r.text

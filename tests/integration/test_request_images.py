@@ -15,7 +15,7 @@ from sqlmodel import select
 from provisioner.store.db import session_scope
 from provisioner.store.image_models import Image
 from provisioner.store.models import HostRequest, Job
-from tests.integration.harness import PUBKEY, World
+from tests.integration.harness import PUBKEY, World, bare_metal_host
 from tests.integration.test_dashboard import page_csrf, signed_in
 
 
@@ -85,9 +85,49 @@ def test_images_the_requester_may_not_use_keep_their_own_codes(sqlite_world: Wor
     assert r.status_code == 422 and r.json()["code"] == "guardrails.violations", r.text
     assert [v["code"] for v in r.json()["violations"]] == ["image.channel_not_allowed"]
     assert request_rows() == before
-    # A stable catalogue image is admitted.
+    # A stable catalogue image is admitted, given a host enrolled by its BMC.
+    bare_metal_host("bm1")
     r = w.request(image="alpha-stable")
     assert r.status_code == 202 and r.json()["image"] == "alpha-stable", r.text
+
+
+def test_an_image_needs_a_host_enrolled_by_its_bmc(world: World) -> None:
+    """An image is written only by the deploy ramdisk, booted through a BMC: an image request where
+    every host is reached over SSH is refused (nothing written, the host still available); a host
+    enrolled by its BMC takes image requests only, and a host reached over SSH requests without one."""
+    w = world
+    small_catalogue()
+    ssh_host = w.enroll("node1")
+    before = request_rows()
+    audits = w.get("auditor", "/v1/audit", params={"action": "request.create"}).json()["total"]
+    r = w.request(image="alpha-stable")
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["code"] == "image.needs_bmc" and body["pool"] == "default" and body["ssh_hosts"] == 1, body
+    assert "enrolled by its BMC" in body["detail"] and "--bmc-url" in body["hint"], body
+    assert "leave the image out" in body["hint"], body
+    # The vagrant pool's VMs come from the lab's box, with no BMC either (the canary: test_images_api).
+    r = w.request(image="alpha-stable", pool="vagrant")
+    assert r.status_code == 409 and r.json()["code"] == "image.needs_bmc", r.text
+    assert request_rows() == before
+    assert w.get("auditor", "/v1/audit", params={"action": "request.create"}).json()["total"] == audits
+    assert w.get("operator", f"/v1/hosts/{ssh_host['id']}").json()["state"] == "available"
+
+    bm = bare_metal_host("bm1")
+    # A request without an image never gets the BMC host: it has no OS until a deploy writes one.
+    r = w.request()
+    assert r.status_code == 202, r.text
+    job = w.get("operator", f"/v1/jobs/{r.json()['job_ids'][0]}").json()
+    assert job["host_id"] == ssh_host["id"], job
+    # The SSH host is taken now: a second request without an image finds no host, though the BMC one is free.
+    r = w.request()
+    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
+    # An image request goes to the BMC host; a second one finds it taken: capacity, not needs_bmc.
+    r = w.request(image="alpha-stable")
+    assert r.status_code == 202, r.text
+    assert w.get("operator", f"/v1/jobs/{r.json()['job_ids'][0]}").json()["host_id"] == bm
+    r = w.request(image="alpha-stable")
+    assert r.status_code == 409 and r.json()["code"] == "capacity.insufficient", r.text
 
 
 def test_the_list_is_bounded_and_sorted(sqlite_world: World) -> None:
@@ -107,8 +147,7 @@ def test_no_image_provisions_the_host_without_writing_one(sqlite_world: World) -
     assert r.status_code == 202 and r.json()["image"] is None, r.text
     job = w.wait_job(r.json()["job_ids"][0])
     assert job["status"] == "succeeded", job
-    phase = next(p for p in job["phases"] if p["name"] == "image")
-    assert phase["status"] == "succeeded", phase
+    assert "image" not in [p["name"] for p in job["phases"]], job["phases"]
     host = w.get("operator", f"/v1/hosts/{job['host_id']}").json()
     assert not (host["results"] or {}).get("image", {}).get("bytes_written"), host["results"]
 

@@ -23,10 +23,13 @@ def host(i: int, cpus: int = 4, mem: int = 4096, disks: int = 2, pool: str = "de
     (host(1, disks=2), Constraints(min_disks=2), True),
     (Candidate(1, "bare", "default", {}, {}), Constraints(), True),
     (Candidate(1, "bare", "default", {}, {}), Constraints(min_cpus=1), False),
-    # A host enrolled by its BMC has no OS until a deploy writes one: only requests with an image get it.
-    (Candidate(1, "bm", "default", {}, {}, "redfish"), Constraints(), True),
-    (Candidate(1, "bm", "default", {}, {}, "redfish"), Constraints(with_image=False), False),
-    (Candidate(1, "os", "default", {}, {}, "static"), Constraints(with_image=False), True),
+    # A host enrolled by its BMC has no OS until a deploy writes one: only requests with an image get it;
+    # a host reached over SSH keeps its own OS: only requests without an image get it.
+    (Candidate(1, "bm", "default", {}, {}, "redfish"), Constraints(with_image=True), True),
+    (Candidate(1, "bm", "default", {}, {}, "redfish"), Constraints(), False),
+    (Candidate(1, "os", "default", {}, {}, "static"), Constraints(), True),
+    (Candidate(1, "os", "default", {}, {}, "static"), Constraints(with_image=True), False),
+    (Candidate(1, "vm", "default", {}, {}, "vagrant"), Constraints(with_image=True), False),
 ])
 def test_matches(cand: Candidate, want: Constraints, ok: bool) -> None:
     assert matches(cand, want) is ok

@@ -118,26 +118,26 @@ def test_channel_moves() -> None:
 
 def test_canary_verdict() -> None:
     ok_phases = [{"name": "raid", "status": "succeeded"}, {"name": "image", "status": "succeeded"}]
-    assert outcome("succeeded", None, ok_phases, {"mode": "ranges", "bytes_written": 10})[0] is True
-    # A bare-metal canary passes only when the host booted the disk and named this image's version.
+    # A canary passes only when the host booted the disk and named this image's version.
     wrote = {"mode": "ranges", "bytes_written": 10}
     booted = {"identity": {"name": "debian-12-boot", "version": "2026.12", "build_id": "k"}}
-    assert outcome("succeeded", None, ok_phases, wrote, booted=booted, image_version="2026.12", bare_metal=True)[0]
-    assert outcome("succeeded", None, ok_phases, wrote, booted=None, image_version="2026.12",
-                   bare_metal=True) == (False, "the host did not report the image-identity file after booting "
-                                               "the written disk")
+    assert outcome("succeeded", None, ok_phases, wrote, booted=booted, image_version="2026.12")[0] is True
+    assert outcome("succeeded", None, ok_phases, wrote, booted=None, image_version="2026.12") == (
+        False, "the host did not report the image-identity file after booting the written disk")
+    assert outcome("succeeded", None, ok_phases, wrote, booted={"identity": None}, image_version="2026.12")[0] is False
     assert "version '2026.12'" in outcome("succeeded", None, ok_phases, wrote, booted=booted,
-                                          image_version="2026.13", bare_metal=True)[1]
+                                          image_version="2026.13")[1]
     assert outcome("failed", "phase image failed: x", ok_phases, None) == (False, "job failed: phase image failed: x")
     assert outcome("succeeded", None, ok_phases, {"skipped": True})[0] is False
     assert outcome("succeeded", None, ok_phases, None)[0] is False
     assert outcome("succeeded", None, [{"name": "raid", "status": "succeeded"}], {"mode": "ranges"})[0] is False
 
 
-def test_image_target() -> None:
+def test_image_target_is_the_root_disk_of_a_bare_metal_host_only() -> None:
+    bm = {"root_disk": {"name": "sda", "path": "/dev/sda"}, "data_disks": ["/dev/sdb"]}
+    assert image_target_for(Host(name="a", address="x", driver="redfish", hardware=bm)) == "/dev/sda"
+    assert image_target_for(Host(name="a", address="x", driver="redfish", hardware={"root_disk": "vda"})) == "/dev/vda"
+    assert image_target_for(Host(name="a", address="x", driver="redfish")) is None  # not inspected yet
+    # A host reached over SSH: its array and disks are never an image target.
     assert image_target_for(Host(name="a", address="x", results={"raid": {"device": "/dev/md0"}},
-                                 hardware={"data_disks": ["/dev/vdb"]})) == "/dev/md0"
-    two_disks = Host(name="a", address="x", hardware={"data_disks": ["/dev/vdb", "/dev/vdc"]})
-    assert image_target_for(two_disks) == "/dev/vdb"
-    assert image_target_for(Host(name="a", address="x", hardware={"disks": [{"name": "sdb"}]})) == "/dev/sdb"
-    assert image_target_for(Host(name="a", address="x")) is None
+                                 hardware={"data_disks": ["/dev/vdb"]})) is None

@@ -9,7 +9,10 @@ from workers.inventory import extravars_for, inventory_for
 
 def test_provision_phase_order() -> None:
     assert [p.name for p in phases_for("provision")] == [
-        "wipe", "raid", "image", "firewall", "backup", "restore-verify", "handover"]
+        "wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
+    # an image is written only by the deploy ramdisk, on a host enrolled by its BMC
+    assert "image" not in [p.name for p in phases_for("provision", "vagrant")]
+    assert "image" in [p.name for p in phases_for("provision", "redfish")]
 
 
 def test_reimage_is_the_bare_metal_deploy_then_the_os_phases() -> None:
@@ -34,7 +37,7 @@ def test_keep_data_reaches_the_playbooks_only_for_a_reimage() -> None:
 
 
 def test_resume_after_done_phases() -> None:
-    assert next_phase("provision", {"wipe", "raid"}).name == "image"  # type: ignore[union-attr]
+    assert next_phase("provision", {"wipe", "raid"}).name == "firewall"  # type: ignore[union-attr]
     assert next_phase("release", {"release"}) is None
 
 
