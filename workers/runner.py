@@ -26,7 +26,7 @@ from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, fingerprint, k
 from provisioner.core.pipeline import Phase, phases_for
 from provisioner.core.timeutil import iso, utcnow
 from provisioner.imaging.catalogue import ImageUnavailable
-from provisioner.services import deploy, handover_gate, host_keys, phase_inputs
+from provisioner.services import console_log, deploy, handover_gate, host_keys, phase_inputs
 from provisioner.services.phase_results import apply_phase_result
 from provisioner.services.settle import settle
 from provisioner.store.config import Settings, get_settings
@@ -344,8 +344,24 @@ def _run_bare_metal(session: Session, settings: Settings, job: Job, host: Host, 
         out.driver_error = res.error
         if res.code:
             out.error_codes.append(res.code)
+        if res.code == deploy.BOOT_TIMEOUT and host.console_log:
+            out.driver_error = f"{res.error}; {_attach_console(settings, host.console_log, phase, host, sink)}"
         return out
     return PhaseOutcome(status="successful", rc=0, result=res.result)
+
+
+def _attach_console(settings: Settings, path: str, phase: Phase, host: Host, sink: EventSink) -> str:
+    """The end of the host's serial console log as one of the job's events: what the machine showed
+    while nothing answered. Returns what the job's error says about it."""
+    try:
+        tail = console_log.read_tail(settings, path)
+    except (DomainError, OSError) as exc:
+        return f"its serial console log {path} could not be read: {exc}"
+    sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "console", "host": host.name,
+              "task": f"serial console: last {tail.lines} line(s) of {path}"[:512], "status": "failed",
+              "duration_s": None, "stdout": tail.text, "created_at": utcnow()})
+    return (f"the last {tail.lines} line(s) of its serial console ({path}) are in the job's events "
+            f"(task 'serial console')")
 
 
 def _run_driver(settings: Settings, phase: Phase, host: Host, hb: Heartbeat, sink: EventSink) -> PhaseOutcome:

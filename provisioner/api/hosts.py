@@ -27,6 +27,7 @@ from provisioner.core.bmc_rules import PowerAction
 from provisioner.core.lifecycle import HostState, manual_transition
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit, bmc, host_keys, host_waivers
+from provisioner.services import console_log as console_log_paths
 from provisioner.services.compliance_schedule import queue_check
 from provisioner.services.host_transitions import move_host
 from provisioner.services.jobs import new_job
@@ -37,7 +38,7 @@ from provisioner.store.secrets import encrypt
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
 
 PUBLIC_FIELDS = ("name", "address", "port", "ssh_user", "connection", "labels", "pool", "state", "driver",
-                 "bmc_url", "bmc_cert_sha256")
+                 "bmc_url", "bmc_cert_sha256", "console_log")
 
 
 def host_out(h: Host) -> HostOut:
@@ -81,8 +82,9 @@ BMC_FAILED: dict[int | str, dict[str, Any]] = {502: {
 def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))],
            s: DbSession) -> HostOut:
     settings = get_settings()
+    console_log = console_log_paths.check_path(settings, body.console_log)  # 422 before anything is asked
     if body.bmc is not None:
-        return _enroll_by_bmc(body, body.bmc, p, s)
+        return _enroll_by_bmc(body, body.bmc, p, s, console_log)
     if body.address is None:
         raise Problem(422, "host.address_required", "an ssh host needs an address",
                       hint="give address, or enroll a bare-metal host by its BMC (bmc)")
@@ -105,7 +107,7 @@ def enroll(body: HostIn, p: Annotated[Principal, Depends(require("hosts:write"))
     h = Host(name=body.name, address=body.address, port=body.port, ssh_user=body.ssh_user,
              connection=body.connection, labels=dict(body.labels), pool=body.pool,
              credential_ciphertext=encrypt(settings, body.ssh_private_key) if body.ssh_private_key else None,
-             credential_path=body.ssh_key_path)
+             credential_path=body.ssh_key_path, console_log=console_log)
     if host_key:
         host_keys.pin(h, host_key)
     _add_enrolled(s, h, p, after=snapshot(h))
@@ -131,7 +133,7 @@ def _add_enrolled(s: Session, h: Host, p: Principal, *, after: dict) -> None:
                  object_id=h.id, after=after, request_id=p.request_id)
 
 
-def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> HostOut:
+def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session, console_log: str | None) -> HostOut:
     settings = get_settings()
     if body.connection != "ssh" or body.host_key_fingerprint or body.ssh_key_path or body.ssh_private_key:
         raise Problem(422, "host.bmc_with_ssh", "a host enrolled by its BMC takes no SSH key, host key or connection",
@@ -142,7 +144,7 @@ def _enroll_by_bmc(body: HostIn, given: BmcIn, p: Principal, s: Session) -> Host
     creds, facts = bmc.connect(bmc.BmcEnrollment(url=given.url, username=given.username, password=given.password,
                                                  cert_pem=given.cert_pem, cert_fingerprint=given.cert_fingerprint))
     h = Host(name=body.name, address=body.address or "", port=body.port, ssh_user=body.ssh_user,
-             labels=dict(body.labels), pool=body.pool)
+             labels=dict(body.labels), pool=body.pool, console_log=console_log)
     bmc.attach(settings, h, creds, facts)
     _add_enrolled(s, h, p, after=snapshot(h) | {"hardware": facts})
     if body.commission:

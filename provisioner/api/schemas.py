@@ -152,6 +152,12 @@ class HostIn(Strict):
                               "memory, serial, MACs) are recorded; no SSH key is needed. `address` is where its "
                               "NIC is reached on the provisioning network (its DHCP reservation): the deploy "
                               "ramdisk and the deployed OS answer there")
+    console_log: str | None = Field(
+        default=None, min_length=2, max_length=1024, pattern=r"^/[^\x00]*$",
+        description="the host's serial console log on the worker machines (written by a console server: "
+        "conserver, an `ipmitool sol` logger, the lab's libvirt), a file inside PROVISIONER_CONSOLE_LOG_DIR "
+        "(else 422 host.console_log_outside). When its deploy ramdisk or deployed OS never answers "
+        "(boot.timeout), the log's end is attached to the job's events")
     host_key_fingerprint: str | None = Field(
         default=None, pattern=FINGERPRINT_PATTERN, max_length=128,
         description="the SHA256 fingerprint the host's SSH host key must have (as `ssh-keygen -lf` prints it); "
@@ -181,6 +187,7 @@ class HostOut(Out):
     bmc_url: str | None = Field(default=None, description="the BMC of a redfish host")
     bmc_cert_sha256: str | None = Field(default=None, description="the pinned SHA-256 of the BMC's TLS certificate")
     bmc_credential: str = Field(default="none", description="'stored' (encrypted) or 'none'; never returned")
+    console_log: str | None = Field(default=None, description="the host's serial console log on the workers")
     labels: dict
     pool: str
     driver: str

@@ -46,7 +46,11 @@ def hosts_enroll(name: str,
                  bmc_cert: Annotated[Path | None, typer.Option(
                      help="the BMC's TLS certificate (PEM); its SHA-256 fingerprint is pinned")] = None,
                  bmc_cert_fingerprint: Annotated[str | None, typer.Option(
-                     help="or the fingerprint itself (openssl x509 -noout -fingerprint -sha256)")] = None) -> None:
+                     help="or the fingerprint itself (openssl x509 -noout -fingerprint -sha256)")] = None,
+                 console_log: Annotated[str | None, typer.Option(
+                     help="the host's serial console log on the worker machines, inside "
+                          "PROVISIONER_CONSOLE_LOG_DIR: its end is attached to a job whose ramdisk or deployed "
+                          "OS never answered (boot.timeout)")] = None) -> None:
     """Enroll a host (operator): over SSH, or a bare-metal host by its Redfish BMC.
 
     An ssh host is commissioned right away unless --no-commission. The service reads its SSH host key
@@ -81,6 +85,8 @@ def hosts_enroll(name: str,
         body["ssh_key_path"] = key_path
     if fingerprint:
         body["host_key_fingerprint"] = fingerprint
+    if console_log:
+        body["console_log"] = console_log
     show(call(client().post, "/v1/hosts", body))
 
 

@@ -37,11 +37,12 @@ DRIVER = bmc.DRIVER
 SSH_PORT = 22
 PROBE_EVERY_S = 3.0
 IDENTITY_FILE = "/etc/provisioner-image.json"
+BOOT_TIMEOUT = "boot.timeout"
 
 
 class BootTimeout(DomainError):
     def __init__(self, what: str, address: str, waited_s: float, last: str) -> None:
-        super().__init__("boot.timeout", f"{what} did not answer SSH at {address} with its pinned key within "
+        super().__init__(BOOT_TIMEOUT, f"{what} did not answer SSH at {address} with its pinned key within "
                          f"{waited_s:.0f} s (last seen: {last})",
                          hint="look at the host's console (the BMC's or the lab's serial log); the phase "
                               "timeout is PROVISIONER_PHASE_TIMEOUTS")

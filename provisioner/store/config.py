@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     # the ISO from (default: the bind host; required when that is a wildcard such as 0.0.0.0).
     media_bind: str = "127.0.0.1:0"
     media_host: str | None = None
+    # Where the console server writes hosts' serial console logs on the worker machines (conserver,
+    # an `ipmitool sol` logger, the lab's libvirt: /var/log/libvirt/qemu). A host's `console_log` must
+    # be a file inside it: the tail a boot timeout attaches to its job is shown to the job's readers,
+    # so no other file of the worker can be named. Unset: no host may name a console log.
+    console_log_dir: Path | None = None
+    # How much of a console log's end a boot timeout attaches to the job.
+    console_tail_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
 
     @field_validator("media_bind")
     @classmethod

@@ -68,6 +68,9 @@ class Host(SQLModel, table=True):
     bmc_url: str | None = Field(default=None, max_length=255)
     bmc_cert_sha256: str | None = Field(default=None, max_length=95)
     bmc_credential_ciphertext: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The host's serial console log on the worker machines (inside PROVISIONER_CONSOLE_LOG_DIR): its
+    # end is attached to a job whose ramdisk or deployed OS never answered (boot.timeout).
+    console_log: str | None = Field(default=None, max_length=1024)
     labels: dict = _json({}, queried=True)
     pool: str = Field(default="default", index=True, max_length=64)
     driver: str = Field(default="static", max_length=16)

@@ -23,6 +23,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("PROVISIONER_LAB_STATE", "/run/provisioner-lab"))
 NAME = os.environ.get("PROVISIONER_E2E_DEPLOY_HOST", "bm2")
+CONSOLE_DIR = "/var/log/libvirt/qemu"
+UNROUTABLE = "192.0.2.10"  # TEST-NET-1: nothing in the lab answers there
 SSH = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
        "-o", "ConnectTimeout=10"]
 
@@ -70,34 +73,41 @@ def artefacts() -> dict[str, Any]:
             "disk_info": json.loads((disk / "image.json").read_text())}
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory: pytest.TempPathFactory, artefacts: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("deploy-svc")
+@contextmanager
+def service(tmp: Path, artefacts: dict[str, Any], timeouts: dict[str, float]) -> Iterator[dict[str, Any]]:
     gateway = json.loads((STATE / "backup.json").read_text())["host"]
     port = free_port()
     env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
            "PROVISIONER_RECONCILE_SECONDS": "5", "PROVISIONER_PUBLIC_URL": f"http://{gateway}:{port}",
            "PROVISIONER_RAMDISK_ISO": str(artefacts["ramdisk_iso"]),
-           # Under TCG on a busy 2-core machine a boot takes 1.5-4 min: room, but a hung boot still fails.
-           "PROVISIONER_PHASE_TIMEOUTS": json.dumps({"ramdisk-wait": 600, "os-wait": 600})}
-    service = Service(env, tmp / "service.log", worker=True, host="0.0.0.0", port=port)
+           # where libvirt writes the lab VMs' serial consoles (vagrant/bare-metal.sh)
+           "PROVISIONER_CONSOLE_LOG_DIR": CONSOLE_DIR,
+           "PROVISIONER_PHASE_TIMEOUTS": json.dumps(timeouts)}
+    svc = Service(env, tmp / "service.log", worker=True, host="0.0.0.0", port=port)
     try:
-        admin = Api(service.url, admin_token(env))
+        admin = Api(svc.url, admin_token(env))
         key = tmp / "customer_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-customer", "-f", str(key)],
                        check=True)
-        op = operator(admin, service.url)
+        op = operator(admin, svc.url)
         tenant_id = admin.post("/v1/tenants", {"name": "metal", "quota": {"lab": 2}})["id"]
         u = admin.post("/v1/users", {"name": "cust-metal", "role": "customer", "tenant_id": tenant_id})
-        cust = Api(service.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
+        cust = Api(svc.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
         u = admin.post("/v1/users", {"name": "imgteam", "role": "imager", "tenant_id": tenant_id})
-        imager = Api(service.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
-        yield {"service": service, "admin": admin, "op": op, "cust": cust, "imager": imager, "url": service.url,
+        imager = Api(svc.url, admin.post(f"/v1/users/{u['id']}/tokens", {"name": "t"})["token"])
+        yield {"service": svc, "admin": admin, "op": op, "cust": cust, "imager": imager, "url": svc.url,
                "op_token": op.c.headers["Authorization"].split()[1], "key": str(key),
                "pub": (tmp / "customer_key.pub").read_text().strip(), "tmp": tmp, "log": tmp / "service.log"}
     finally:
-        service.stop()
-        print(f"\nservice log tail:\n{service.tail(40)}")
+        svc.stop()
+        print(f"\nservice log tail:\n{svc.tail(40)}")
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory, artefacts: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    # Under TCG on a busy 2-core machine a boot takes 1.5-4 min: room, but a hung boot still fails.
+    with service(tmp_path_factory.mktemp("deploy-svc"), artefacts, {"ramdisk-wait": 600, "os-wait": 600}) as s:
+        yield s
 
 
 def wait_job(api: Api, job_id: int, timeout: float) -> dict[str, Any]:
@@ -140,8 +150,10 @@ def test_bare_metal_host_deployed_through_its_bmc(machine: dict[str, Any], svc: 
     # Enrolled by its BMC (the README's command), commissioned: facts re-read, powered off, available.
     host = cli(svc, "hosts", "enroll", NAME, address, "--pool", "lab", "--commission",
                "--bmc-url", rec["bmc_url"], "--bmc-user", rec["username"],
-               "--bmc-password-file", rec["password_file"], "--bmc-cert", rec["cert"])
+               "--bmc-password-file", rec["password_file"], "--bmc-cert", rec["cert"],
+               "--console-log", rec["serial_log"])
     assert host["driver"] == "redfish" and host["address"] == address, host
+    assert host["console_log"] == rec["serial_log"], host
     hid = host["id"]
     job = wait_job(admin, op.get("/v1/jobs", host_id=hid, kind="commission")["items"][0]["id"], 300)
     assert job["status"] == "succeeded", job
@@ -266,3 +278,33 @@ def release(svc: dict[str, Any], who: Api, request_id: int, hid: int) -> None:
     assert sorted(d["name"] for d in clean["disks"]) == ["/dev/vda", "/dev/vdb", "/dev/vdc"], clean
     assert all(d["samples"] > 1000 and d["method"] in ("discard", "zeroout", "overwrite") for d in clean["disks"])
     print("clean:", json.dumps([(d["name"], d["method"], d["seconds"], d["samples"]) for d in clean["disks"]]))
+
+
+def test_a_ramdisk_that_never_answers_shows_its_serial_console(machine: dict[str, Any], artefacts: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    """The same VM enrolled (in a second service, with a short ramdisk wait) at an address where
+    nothing answers: the BMC boots the ramdisk for real, which comes up on its own address, so SSH at
+    the enrolled one never answers. The job fails with boot.timeout and carries the end of the VM's
+    serial console, where the ramdisk said it applied the job's config."""
+    rec = machine
+    with service(tmp_path, artefacts, {"ramdisk-wait": 120}) as svc:
+        host = cli(svc, "hosts", "enroll", f"{NAME}-lost", UNROUTABLE, "--pool", "lab", "--commission",
+                   "--bmc-url", rec["bmc_url"], "--bmc-user", rec["username"],
+                   "--bmc-password-file", rec["password_file"], "--bmc-cert", rec["cert"],
+                   "--console-log", rec["serial_log"])
+        commission = svc["op"].get("/v1/jobs", host_id=host["id"], kind="commission")["items"][0]
+        assert wait_job(svc["admin"], commission["id"], 300)["status"] == "succeeded"
+        img = publish(svc["imager"], artefacts["disk"], artefacts["disk_info"], "debian-12-boot-lost")
+        canary = svc["imager"].post(f"/v1/images/{img['id']}/canary", {"pool": "lab", "ssh_public_key": svc["pub"]})
+        job = wait_job(svc["admin"], canary["job_id"], 900)
+        assert job["status"] == "failed" and job["error_code"] == "boot.timeout", job
+        assert [p["name"] for p in job["phases"]] == ["ramdisk-boot", "ramdisk-wait"], job["phases"]
+        assert UNROUTABLE in job["error"] and f"of its serial console ({rec['serial_log']})" in job["error"], job
+        events = svc["admin"].get(f"/v1/jobs/{job['id']}/events", params={"limit": 500})["items"]
+        console = [e for e in events if e["event"] == "console"]
+        assert console, [e["task"] for e in events]
+        text = console[-1]["stdout"]
+        print("serial console attached to the job:\n" + text)
+        assert "provcfg: applied the per-job config" in text, text
+        assert "\x1b" not in text and "\r" not in text
+        assert svc["admin"].get(f"/v1/hosts/{host['id']}")["state"] == "failed"

@@ -53,10 +53,20 @@ def emulator(tmp_path: Path) -> Iterator[SushyEmulator]:
     emu.stop()
 
 
+# What a VM's serial log holds when the ramdisk booted but its network never came up (from a lab VM's,
+# with the terminal's escapes and carriage returns a console server keeps).
+CONSOLE = (b"\x1bc\x1b[2JSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\nBooting from DVD/CD...\r\n"
+           + b"".join(b"[   %2d.000000] systemd[1]: early boot line %d\r\n" % (i, i) for i in range(80))
+           + b"[   41.120315] systemd-networkd-wait-online[212]: Timeout occurred while waiting for network "
+           b"connectivity.\r\n\x1b[0;1;31mFAILED\x1b[0m to start systemd-networkd-wait-online.service\r\n")
+
+
 @pytest.fixture
 def metal(tmp_path: Path) -> Iterator[World]:
+    (tmp_path / "consoles").mkdir()
     env = base_env(tmp_path, PROVISIONER_RAMDISK_ISO=str(tiny_ramdisk_iso(tmp_path)),
-                   PROVISIONER_PHASE_TIMEOUTS=json.dumps({"ramdisk-wait": 20}))
+                   PROVISIONER_PHASE_TIMEOUTS=json.dumps({"ramdisk-wait": 20}),
+                   PROVISIONER_CONSOLE_LOG_DIR=str(tmp_path / "consoles"))
     with running_app(env) as w:
         yield w
 
@@ -71,10 +81,11 @@ def image(w: World, tmp_path: Path) -> str:
     return str(r.json()["id"])
 
 
-def bare_metal_host(w: World, emu: SushyEmulator, *, address: str = UNROUTABLE) -> dict[str, Any]:
+def bare_metal_host(w: World, emu: SushyEmulator, *, address: str = UNROUTABLE,
+                    **fields: Any) -> dict[str, Any]:
     r = w.post("operator", "/v1/hosts", {"name": "bm", "address": address, "pool": "lab", "commission": True,
                                          "bmc": {"url": emu.url, "username": emu.username, "password": emu.password,
-                                                 "cert_pem": emu.cert.read_text()}})
+                                                 "cert_pem": emu.cert.read_text()}} | fields)
     assert r.status_code == 201, r.text
     host: dict[str, Any] = r.json()
     job = w.get("operator", "/v1/jobs", params={"host_id": host["id"], "kind": "commission"}).json()["items"][0]
@@ -133,7 +144,10 @@ def test_refused_credentials_fail_the_deploy_with_the_bmcs_words(metal: World, e
 
 def test_a_ramdisk_that_never_answers_is_a_boot_timeout(metal: World, emulator: SushyEmulator,
                                                         tmp_path: Path) -> None:
-    host = bare_metal_host(metal, emulator)
+    console = tmp_path / "consoles" / "bm-serial.log"
+    console.write_bytes(CONSOLE)
+    host = bare_metal_host(metal, emulator, console_log=str(console))
+    assert host["console_log"] == str(console)
     img = image(metal, tmp_path)
     job = canary_job(metal, img)
     assert job["status"] == "failed" and job["error_code"] == "boot.timeout", job
@@ -145,7 +159,46 @@ def test_a_ramdisk_that_never_answers_is_a_boot_timeout(metal: World, emulator: 
     # The BMC was asked for the job's ISO (downloaded from this worker) and a boot from it.
     events = metal.get("admin", f"/v1/jobs/{job['id']}/events", params={"limit": 200}).json()["items"]
     assert any("serving the job's boot ISO" in (e.get("stdout") or "") for e in events), events
+    # The end of the host's serial console is attached to the job, as text, and the error points at it.
+    assert f"the last 60 line(s) of its serial console ({console})" in job["error"], job["error"]
+    shown = [e for e in events if e["event"] == "console"]
+    # one per attempt of the phase (each attempt's timeout shows the console as it was then)
+    assert len(shown) == wait["attempts"] and {e["phase"] for e in shown} == {"ramdisk-wait"}, (shown, wait)
+    last = shown[-1]
+    assert last["task"] == f"serial console: last 60 line(s) of {console}", last
+    lines = last["stdout"].split("\n")
+    assert len(lines) == 60 and lines[-1] == "FAILED to start systemd-networkd-wait-online.service", lines[-3:]
+    assert "Timeout occurred while waiting for network" in lines[-2] and "SeaBIOS" not in last["stdout"]
+    assert "\x1b" not in last["stdout"] and "\r" not in last["stdout"]
     h = metal.get("operator", f"/v1/hosts/{host['id']}").json()
     assert h["state"] == "failed" and h["host_key"] is None, h
     settled_without_keys(job["id"])
 
+
+
+def test_a_console_log_must_be_inside_the_console_servers_directory(metal: World, emulator: SushyEmulator,
+                                                                   tmp_path: Path) -> None:
+    """The console's end is shown to the job's readers: no other file of the worker can be named, at
+    enrollment (nothing stored) nor through a symlink placed later (the job says it was not read)."""
+    for path in ("/etc/shadow", str(tmp_path / "consoles" / ".." / "secret.log"), str(tmp_path / "consoles")):
+        r = metal.post("operator", "/v1/hosts", {"name": "bm-out", "address": UNROUTABLE, "console_log": path,
+                                                  "bmc": {"url": emulator.url, "username": emulator.username,
+                                                          "password": emulator.password,
+                                                          "cert_pem": emulator.cert.read_text()}})
+        assert r.status_code == 422 and r.json()["code"] == "host.console_log_outside", r.text
+        assert "PROVISIONER_CONSOLE_LOG_DIR" in r.json()["hint"] and r.json()["console_log_dir"]
+    r = metal.post("operator", "/v1/hosts", {"name": "ssh-out", "address": "127.0.0.1", "connection": "local",
+                                             "console_log": "relative/path.log"})
+    assert r.status_code == 422 and r.json()["code"] == "request.invalid", r.text
+    assert metal.get("operator", "/v1/hosts", params={"name": "bm-out"}).json()["total"] == 0
+    secret = tmp_path / "worker-secret.txt"
+    secret.write_text("not for the job's readers\n")
+    link = tmp_path / "consoles" / "bm-serial.log"
+    link.symlink_to(secret)
+    bare_metal_host(metal, emulator, console_log=str(link))
+    job = canary_job(metal, image(metal, tmp_path))
+    assert job["error_code"] == "boot.timeout", job
+    assert f"its serial console log {link} could not be read" in job["error"], job["error"]
+    events = metal.get("admin", f"/v1/jobs/{job['id']}/events", params={"limit": 200}).json()["items"]
+    assert not [e for e in events if e["event"] == "console"], events
+    assert "not for the job's readers" not in json.dumps(events) + job["error"]
