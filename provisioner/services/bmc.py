@@ -94,12 +94,14 @@ def set_power(session: Session, settings: Settings, host: Host, action: PowerAct
     return after
 
 
-def boot_from(settings: Settings, host: Host, device: BootDevice, *, media_url: str | None = None) -> str:
+def boot_from(settings: Settings, host: Host, device: BootDevice, *, media_url: str | None = None,
+              bmc: RedfishBmc | None = None) -> str:
     """For the deploy flow: insert media_url (cd) and set the boot override; returns the BMC's target.
+    `bmc`: the caller's client (its connection), else a new one.
 
     The override is asked Once; a BMC that keeps it (sushy-tools' libvirt driver) boots the device
     again until the caller sets hdd back, which it must do before the reboot into the deployed OS."""
-    bmc = client(settings, host)
+    bmc = bmc or client(settings, host)
     if device == BootDevice.cd and media_url:
         bmc.eject_media()
         bmc.insert_media(media_url)

@@ -114,10 +114,16 @@ def _is_fingerprint_error(exc: BaseException) -> bool:
 
 
 class RedfishBmc:
-    """One BMC's one system. Each call opens its own connection (a BMC closes idle ones anyway)."""
+    """One BMC's one system, over one connection for the client's life: a deploy's BMC phase makes
+    five or six calls, and a fresh session per call re-read the service root, the systems and the
+    system every time (33 requests for a ramdisk boot, each a TLS handshake and an auth check on the
+    BMC). A call that fails drops the connection: the next one starts over."""
 
     def __init__(self, creds: BmcCredentials) -> None:
         self.creds = creds
+        self._conn: Any = None
+        self._system: Any = None
+        self._cd: Any = None
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -135,14 +141,35 @@ class RedfishBmc:
         except ValueError as exc:  # not JSON, or not Redfish's shape: whatever answers there is no BMC
             raise BmcRefused(url, f"not a Redfish answer ({type(exc).__name__}: {str(exc)[:200]})") from None
 
-    def _call(self, fn: Callable[[sushy.resources.system.system.System], T]) -> T:
+    def _call(self, fn: Callable[[sushy.resources.system.system.System], T], *, fresh: bool = True) -> T:
+        """fn on the system; `fresh`: as the BMC sees it now, for calls that read its state first."""
         with self._errors():
-            conn = sushy.Sushy(self.creds.url, auth=sushy_auth.BasicAuth(self.creds.username, self.creds.password),
-                               connector=_PinnedConnector(self.creds))
             try:
-                return fn(conn.get_system())
-            finally:
-                conn._auth = None  # basic auth: no session to close
+                if self._system is None:
+                    # Kept (a Sushy that is collected closes its connector under the system).
+                    self._conn = sushy.Sushy(self.creds.url, connector=_PinnedConnector(self.creds),
+                                             auth=sushy_auth.BasicAuth(self.creds.username, self.creds.password))
+                    self._system = self._conn.get_system()
+                    self._conn._auth = None  # basic auth: no session to close when it goes
+                elif fresh:
+                    self._reread()
+                return fn(self._system)
+            except Exception:
+                self._system = self._cd = None
+                raise
+
+    def _reread(self) -> Any:
+        # One GET. (System.refresh() would also re-read every sub-resource it has cached: the virtual
+        # media collection, its members, the managers and theirs: seven more requests.)
+        self._system = self._conn.get_system(self._system.path)
+        return self._system
+
+    def _cd_drive(self, system: Any, *, fresh: bool = True) -> Any:
+        if self._cd is None:
+            self._cd = _cd_drive(system)
+        elif fresh:
+            self._cd.refresh()
+        return self._cd
 
     def power_state(self) -> str:
         """"On", "Off", "PoweringOn", ... as the BMC says."""
@@ -152,9 +179,9 @@ class RedfishBmc:
         """Asks for the action; returns the power state the BMC reports right after."""
         def do(system: Any) -> str:
             system.reset_system(RESET[action])
-            system.refresh()
-            return str(system.power_state.value if system.power_state else "Unknown")
-        return self._call(do)
+            state = self._reread().power_state
+            return str(state.value if state else "Unknown")
+        return self._call(do, fresh=False)
 
     def boot_override(self, device: BootDevice, *, once: bool = True) -> str:
         """Sets the boot source override. Some BMCs (sushy-tools' libvirt driver) keep it Continuous
@@ -163,20 +190,21 @@ class RedfishBmc:
 
         def do(system: Any) -> str:
             system.set_system_boot_options(target=BOOT[device], enabled=enabled)
-            system.refresh()
-            return str(system.boot.target.value if system.boot.target else "None")
-        return self._call(do)
+            target = self._reread().boot.target
+            return str(target.value if target else "None")
+        return self._call(do, fresh=False)
 
     def insert_media(self, image_url: str) -> None:
         """Inserts an ISO (fetched by the BMC from image_url) into the virtual CD drive."""
-        self._call(lambda system: _cd_drive(system).insert_media(image_url, inserted=True, write_protected=True))
+        self._call(lambda system: self._cd_drive(system, fresh=False).insert_media(
+            image_url, inserted=True, write_protected=True), fresh=False)
 
     def eject_media(self) -> None:
         def do(system: Any) -> None:
-            drive = _cd_drive(system)
+            drive = self._cd_drive(system)
             if drive.inserted:
                 drive.eject_media()
-        self._call(do)
+        self._call(do, fresh=False)
 
     def facts(self) -> dict[str, Any]:
         """What the BMC knows of the system: CPUs, memory, serial, MACs, identity."""
@@ -184,21 +212,27 @@ class RedfishBmc:
 
 
 def _cd_drive(system: Any) -> Any:
-    collections = []
-    try:
-        collections.append(system.virtual_media)
-    except sx.MissingAttributeError:
-        pass
-    for manager in system.managers:
-        try:
-            collections.append(manager.virtual_media)
-        except sx.MissingAttributeError:
-            continue
-    for coll in collections:
+    """The system's virtual CD/DVD drive: under the system (Redfish 1.11+), else under a manager."""
+    def cd_in(coll: Any) -> Any:
         for member in coll.get_members():
             kinds = {str(getattr(t, "value", t)) for t in (member.media_types or [])}
             if kinds & {"CD", "DVD"}:
                 return member
+        return None
+
+    try:
+        found = cd_in(system.virtual_media)
+    except sx.MissingAttributeError:
+        found = None
+    if found is not None:
+        return found
+    for manager in system.managers:
+        try:
+            found = cd_in(manager.virtual_media)
+        except sx.MissingAttributeError:
+            continue
+        if found is not None:
+            return found
     raise sx.SushyError(message="the BMC offers no virtual CD/DVD drive")
 
 

@@ -158,7 +158,7 @@ def boot_ramdisk(settings: Settings, host: Host, media_url: str) -> dict[str, An
     client = bmc.client(settings, host)
     if client.power_state() != "Off":
         client.power(PowerAction.off)
-    target = bmc.boot_from(settings, host, BootDevice.cd, media_url=media_url)
+    target = bmc.boot_from(settings, host, BootDevice.cd, media_url=media_url, bmc=client)
     state = client.power(PowerAction.on)
     return {"boot_target": target, "power_state": state}
 
