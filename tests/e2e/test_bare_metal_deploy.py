@@ -300,7 +300,7 @@ def test_a_ramdisk_that_never_answers_shows_its_serial_console(machine: dict[str
         assert job["status"] == "failed" and job["error_code"] == "boot.timeout", job
         assert [p["name"] for p in job["phases"]] == ["ramdisk-boot", "ramdisk-wait"], job["phases"]
         assert UNROUTABLE in job["error"] and f"of its serial console ({rec['serial_log']})" in job["error"], job
-        events = svc["admin"].get(f"/v1/jobs/{job['id']}/events", params={"limit": 500})["items"]
+        events = svc["admin"].get(f"/v1/jobs/{job['id']}/events", limit=500)["items"]
         console = [e for e in events if e["event"] == "console"]
         assert console, [e["task"] for e in events]
         text = console[-1]["stdout"]
