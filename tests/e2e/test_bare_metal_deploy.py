@@ -74,7 +74,8 @@ def artefacts() -> dict[str, Any]:
 
 
 @contextmanager
-def service(tmp: Path, artefacts: dict[str, Any], timeouts: dict[str, float]) -> Iterator[dict[str, Any]]:
+def service(tmp: Path, artefacts: dict[str, Any], timeouts: dict[str, float],
+            **extra_env: str) -> Iterator[dict[str, Any]]:
     gateway = json.loads((STATE / "backup.json").read_text())["host"]
     port = free_port()
     env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
@@ -82,7 +83,7 @@ def service(tmp: Path, artefacts: dict[str, Any], timeouts: dict[str, float]) ->
            "PROVISIONER_RAMDISK_ISO": str(artefacts["ramdisk_iso"]),
            # where libvirt writes the lab VMs' serial consoles (vagrant/bare-metal.sh)
            "PROVISIONER_CONSOLE_LOG_DIR": CONSOLE_DIR,
-           "PROVISIONER_PHASE_TIMEOUTS": json.dumps(timeouts)}
+           "PROVISIONER_PHASE_TIMEOUTS": json.dumps(timeouts), **extra_env}
     svc = Service(env, tmp / "service.log", worker=True, host="0.0.0.0", port=port)
     try:
         admin = Api(svc.url, admin_token(env))
@@ -287,7 +288,8 @@ def test_a_ramdisk_that_never_answers_shows_its_serial_console(machine: dict[str
     the enrolled one never answers. The job fails with boot.timeout and carries the end of the VM's
     serial console, where the ramdisk said it applied the job's config."""
     rec = machine
-    with service(tmp_path, artefacts, {"ramdisk-wait": 120}) as svc:
+    # One attempt of 90 s: the ramdisk prints its config line within ~30-40 s of power-on under load.
+    with service(tmp_path, artefacts, {"ramdisk-wait": 90}, PROVISIONER_MAX_ATTEMPTS="1") as svc:
         host = cli(svc, "hosts", "enroll", f"{NAME}-lost", UNROUTABLE, "--pool", "lab", "--commission",
                    "--bmc-url", rec["bmc_url"], "--bmc-user", rec["username"],
                    "--bmc-password-file", rec["password_file"], "--bmc-cert", rec["cert"],
