@@ -47,6 +47,8 @@ class PhaseOutcome:
     host_key_refused: bool = False
     # Cancelled or timed out over SSH: what stopping the work on the host found.
     remote_stop: StopReport | None = None
+    # False when running the phase again cannot succeed (a BMC's refusal, a boot that never answered).
+    retry_can_help: bool = True
 
     @property
     def ok(self) -> bool:

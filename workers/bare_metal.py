@@ -4,7 +4,9 @@ with the keys the service generated, boot the disk, power off, re-read the BMC's
 
 The per-job ISO holds the ramdisk's private host key: it lives in this worker's private directory
 (0600) only while the ramdisk boots, is served at an unguessable URL by `workers.media_server`, and
-is deleted when the ramdisk answered (or the job ended).
+is deleted when the ramdisk answered (or the job ended). The BMC keeps its own copy while the ISO is
+in its virtual CD: the job takes it out when it boots the disk or powers the host off, and, when the
+job ended before either (a failure, a cancel), at the job's end (`job_ended`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from provisioner.core.errors import DomainError, Unavailable
 from provisioner.core.pipeline import Phase
 from provisioner.imaging.boot_iso import write_boot_iso_file
 from provisioner.services import deploy
+from provisioner.services.bmc_client import UNREACHABLE
 from provisioner.store.config import Settings
 from provisioner.store.models import Host, Job
 from workers import private_dirs
@@ -38,7 +41,10 @@ class ActionResult:
     result: dict[str, Any]
     error: str | None = None
     code: str | None = None
-    timed_out: bool = False
+    # Whether running the action again could succeed: only a BMC that did not answer may answer a
+    # moment later. Refused credentials, a certificate that is not the pinned one, a refusal of the
+    # request or a ramdisk that never answered on this boot stay so on a second try.
+    retry_can_help: bool = False
 
 
 @dataclass
@@ -48,6 +54,8 @@ class _Served:
 
 
 _SERVED: dict[int, _Served] = {}
+# Jobs whose ISO a BMC may still hold in its virtual CD: job id -> host id.
+_INSERTED: dict[int, int] = {}
 _LOCK = threading.Lock()
 
 
@@ -67,6 +75,25 @@ def stop_serving(job_id: int) -> None:
     if served is not None:
         served.serving.close()
         served.path.unlink(missing_ok=True)
+
+
+def job_ended(session: Session, settings: Settings, job_id: int) -> str | None:
+    """At a job's end: stops serving its ISO and takes it out of the BMC's virtual CD if it is still
+    there (a BMC deletes its downloaded copy, with the ramdisk's private host key, on eject). Best
+    effort: returns what went wrong, for the job's log, or None."""
+    stop_serving(job_id)
+    with _LOCK:
+        host_id = _INSERTED.pop(job_id, None)
+    host = session.get(Host, host_id) if host_id is not None else None
+    if host is None:
+        return None
+    try:
+        deploy.eject_media(settings, host)
+    except DomainError as exc:
+        log.warning("job %s: the boot ISO could not be taken out of %s's virtual CD: %s", job_id, host.name,
+                    exc.detail)
+        return exc.detail
+    return None
 
 
 def _serve(settings: Settings, job: Job, host: Host, keys: deploy.DeployKeys) -> str:
@@ -91,9 +118,12 @@ def run_action(session: Session, settings: Settings, job: Job, host: Host, phase
         note(f"{phase.name}: done in {time.monotonic() - started:.1f} s")
         return ActionResult(True, result)
     except deploy.BootTimeout as exc:
-        return ActionResult(False, {}, exc.detail, exc.code, timed_out=False)
+        # The boot ISO stops being served when the wait ends: a second wait on this boot is only
+        # another phase timeout spent. The job fails, and a new job boots the host again.
+        return ActionResult(False, {}, exc.detail, exc.code)
     except DomainError as exc:
-        return ActionResult(False, {}, f"{exc.detail}" + (f" ({exc.hint})" if exc.hint else ""), exc.code)
+        return ActionResult(False, {}, f"{exc.detail}" + (f" ({exc.hint})" if exc.hint else ""), exc.code,
+                            retry_can_help=exc.code == UNREACHABLE)
     finally:
         if phase.action == "ramdisk_wait":
             stop_serving(job.id or 0)
@@ -105,11 +135,15 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
     if action == "bmc_check":
         return deploy.bmc_check(session, settings, host)
     if action == "power_off":
-        return {"power": deploy.power_off(settings, host)}
+        result = {"power": deploy.power_off(settings, host)}
+        _ejected(job)
+        return result
     if action == "ramdisk_boot":
         keys = deploy.job_keys(session, settings, job)
         url = _serve(settings, job, host, keys)
         note(f"{phase.name}: serving the job's boot ISO to the BMC")
+        with _LOCK:
+            _INSERTED[job.id or 0] = host.id or 0
         return {"ramdisk_boot": deploy.boot_ramdisk(settings, host, url)}
     if action == "ramdisk_wait":
         keys = deploy.job_keys(session, settings, job)
@@ -119,7 +153,9 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
         return {"ramdisk": {"answered_after_s": round(took, 1)}}
     if action == "disk_boot":
         keys = deploy.job_keys(session, settings, job)
-        return {"disk_boot": deploy.boot_disk(session, settings, host, keys)}
+        result = {"disk_boot": deploy.boot_disk(session, settings, host, keys)}
+        _ejected(job)
+        return result
     if action == "os_wait":
         assert host.host_key, "disk-boot pinned the deployed OS's key"
         took = deploy.wait_for_ssh(deploy.require_address(host), host.host_key, what="the deployed OS",
@@ -127,3 +163,8 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
         booted = deploy.booted_identity(settings, host)
         return {"booted": {**booted, "answered_after_s": round(took, 1)}}
     raise Unavailable("driver.unknown_action", f"no bare-metal action {action!r}", hint="a bug: report it")
+
+
+def _ejected(job: Job) -> None:
+    with _LOCK:
+        _INSERTED.pop(job.id or 0, None)

@@ -107,7 +107,10 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
                 end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
         finally:
             hb.stop()
-            bare_metal.stop_serving(job_id)
+            try:
+                bare_metal.job_ended(session, settings, job_id)
+            except Exception:  # the job's outcome stands; what was left on the BMC is in the log
+                log.exception("job %s: its end on the BMC failed", job_id)
         if hb.lost.is_set():
             return "lost"
         if end.status == "handback":
@@ -308,7 +311,8 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         rec.update(status="succeeded" if outcome.ok else ("cancelled" if hb.should_stop() else "failed"),
                    ended_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3))
         _save_progress(session, job, worker_id)
-        if outcome.ok or hb.should_stop() or outcome.status == "timeout" or outcome.unreachable:
+        if (outcome.ok or hb.should_stop() or outcome.status == "timeout" or outcome.unreachable
+                or not outcome.retry_can_help):
             break
     return outcome
 
@@ -340,7 +344,7 @@ def _run_bare_metal(session: Session, settings: Settings, job: Job, host: Host, 
 
     res = bare_metal.run_action(session, settings, job, host, phase, hb.should_stop, note)
     if not res.ok:
-        out = PhaseOutcome(status="failed", rc=1)
+        out = PhaseOutcome(status="failed", rc=1, retry_can_help=res.retry_can_help)
         out.driver_error = res.error
         if res.code:
             out.error_codes.append(res.code)

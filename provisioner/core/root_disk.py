@@ -46,6 +46,19 @@ def _matches(disk: Mapping[str, Any], key: str, want: str) -> bool:
     return isinstance(have, str) and _short(have).strip().lower() == _short(want).strip().lower()
 
 
+def stable_path(disk: Mapping[str, Any]) -> str:
+    """The path that names the disk in every kernel booted on the machine: its /dev/disk/by-id link
+    (serial or WWN), else its by-path link (the slot it sits in), else its kernel name. Kernel names
+    follow probe order, which the deploy ramdisk and the deployed OS need not share: a data disk
+    stored as ``/dev/vdb`` in the ramdisk may be the root disk after the reboot."""
+    for key in ("by_id", "by_path", "name"):
+        value = disk.get(key)
+        if isinstance(value, str) and value.startswith("/dev/"):
+            return value
+    name = str(disk.get("name") or "")
+    return name if name.startswith("/dev/") else f"/dev/{name}"
+
+
 def _seen(disks: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{d.get('name')} ({int(d.get('size_bytes') or 0) / GIB:.1f} GiB"
                      f"{', serial ' + str(d['serial']) if d.get('serial') else ''})" for d in disks) or "none"

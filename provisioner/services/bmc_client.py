@@ -36,9 +36,12 @@ BOOT = {BootDevice.cd: sushy.BootSource.CD, BootDevice.pxe: sushy.BootSource.PXE
 T = TypeVar("T")
 
 
+UNREACHABLE = "bmc.unreachable"
+
+
 class BmcUnreachable(DeviceFailed):
     def __init__(self, url: str, why: str) -> None:
-        super().__init__("bmc.unreachable", f"the BMC at {url} does not answer: {why}",
+        super().__init__(UNREACHABLE, f"the BMC at {url} does not answer: {why}",
                          hint="check the BMC's address and port and that it runs; nothing was changed")
 
 

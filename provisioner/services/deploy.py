@@ -177,6 +177,11 @@ def boot_disk(session: Session, settings: Settings, host: Host, keys: DeployKeys
     return {"boot_target": target, "power_state": state, "host_key_fingerprint": fingerprint(keys.os_host_key.public)}
 
 
+def eject_media(settings: Settings, host: Host) -> None:
+    """Takes whatever is in the host's virtual CD out (nothing happens when it is empty)."""
+    bmc.client(settings, host).eject_media()
+
+
 def power_off(settings: Settings, host: Host) -> dict[str, Any]:
     client = bmc.client(settings, host)
     client.eject_media()

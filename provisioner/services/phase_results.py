@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from provisioner.core import backup_plan
 from provisioner.core.compliance import evaluate
 from provisioner.core.errors import DomainError
-from provisioner.core.root_disk import hint_from_labels, root_disk
+from provisioner.core.root_disk import hint_from_labels, root_disk, stable_path
 from provisioner.core.timeutil import iso, parse_iso, utcnow
 from provisioner.services import audit, webhooks
 from provisioner.services.admission import active_waivers, load_policy
@@ -67,8 +67,9 @@ def apply_phase_result(session: Session, host: Host, result: dict[str, Any], *, 
 def record_inspection(host: Host, inspected: dict[str, Any]) -> DomainError | None:
     """The deploy ramdisk's inventory onto the host: the facts allocation and the phases read
     (cpus, memory_mb, disks, nics), the root disk the image goes to (core.root_disk: Ironic's
-    default, or the host's root_disk.* labels) and the data disks (every other disk), and the
-    whole inspection under `inspected`. The refusal when no disk can be the root disk, or None."""
+    default, or the host's root_disk.* labels) and the data disks (every other disk), each by its
+    stable path (core.root_disk.stable_path: the deployed OS may give the disks other kernel names),
+    and the whole inspection under `inspected`. The refusal when no disk can be the root disk, or None."""
     hw = dict(host.hardware or {})
     disks = [d for d in inspected.get("disks") or [] if isinstance(d, dict) and d.get("name")]
     hw.update({k: inspected[k] for k in ("cpus", "cpu_model", "memory_mb", "nics", "system") if k in inspected})
@@ -83,7 +84,7 @@ def record_inspection(host: Host, inspected: dict[str, Any]) -> DomainError | No
         hw["data_disks"] = []
     else:
         hw.pop("root_disk_error", None)
-        hw.update(root_disk=chosen["name"], data_disks=[d["name"] for d in disks if d is not chosen])
+        hw.update(root_disk=stable_path(chosen), data_disks=[stable_path(d) for d in disks if d is not chosen])
     host.hardware = hw
     return refused
 

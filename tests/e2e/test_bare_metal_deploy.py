@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -188,8 +189,11 @@ def test_bare_metal_host_deployed_through_its_bmc(machine: dict[str, Any], svc: 
     cmdline = ssh(address, kh, svc["key"], "canary", "cat /proc/cmdline")
     assert cmdline.startswith("BOOT_IMAGE="), cmdline
     root = ssh(address, kh, svc["key"], "canary", "findmnt -no SOURCE /").strip()
-    assert root.startswith(h["hardware"]["root_disk"] if str(h["hardware"]["root_disk"]).startswith("/dev/")
-                           else "/dev/" + str(h["hardware"]["root_disk"])), (root, h["hardware"]["root_disk"])
+    # The root disk is stored by its /dev/disk/by-id link (the serial the lab gave it): the deployed
+    # OS resolves it to its own kernel name.
+    assert h["hardware"]["root_disk"].startswith("/dev/disk/by-id/"), h["hardware"]
+    disk = ssh(address, kh, svc["key"], "canary", f"readlink -f {shlex.quote(h['hardware']['root_disk'])}").strip()
+    assert disk.startswith("/dev/") and root.startswith(disk), (root, disk, h["hardware"]["root_disk"])
     mdstat = ssh(address, kh, svc["key"], "canary", "cat /proc/mdstat")
     assert "[UU]" in mdstat, mdstat
     ruleset = json.loads(ssh(address, kh, svc["key"], "canary", "sudo -n nft -j list ruleset"))

@@ -75,6 +75,11 @@ class SushyEmulator:
                     raise RuntimeError("sushy-emulator did not start:\n" + self.log.read_text()[-2000:]) from None
                 time.sleep(0.3)
 
+    def held_media(self) -> list[Path]:
+        """The virtual-media images the emulator downloaded and still holds: it stores each in a
+        fresh directory under its TMPDIR (this workdir) and deletes the file on eject."""
+        return sorted(p for d in self.dir.glob("tmp*") if d.is_dir() for p in d.iterdir())
+
     def stop(self) -> None:
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGTERM)

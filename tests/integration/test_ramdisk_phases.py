@@ -153,6 +153,13 @@ def test_inspect_lists_the_loop_disks_and_the_service_picks_the_root_disk(
         s.refresh(host)
         assert host.hardware["root_disk"] is None and host.hardware["data_disks"] == []
         assert host.hardware["root_disk_error"]["code"] == "root_disk.none"
+        # Disks udev linked by serial are stored by that link, not by the ramdisk's kernel names,
+        # which the deployed OS need not give them again.
+        linked = [{**disks[d], "by_id": f"/dev/disk/by-id/virtio-s{i}"} for i, d in enumerate((small, root, big))]
+        apply_phase_result(s, host, {"inspect": {**inv, "disks": linked}}, job_id=None)
+        s.refresh(host)
+        assert host.hardware["root_disk"] == "/dev/disk/by-id/virtio-s1"
+        assert host.hardware["data_disks"] == ["/dev/disk/by-id/virtio-s0", "/dev/disk/by-id/virtio-s2"]
     engine.dispose()
 
 

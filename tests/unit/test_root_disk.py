@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.core.errors import Invalid
-from provisioner.core.root_disk import GIB, MIN_ROOT_BYTES, hint_from_labels, root_disk
+from provisioner.core.root_disk import GIB, MIN_ROOT_BYTES, hint_from_labels, root_disk, stable_path
 
 
 def disk(name: str, gib: float, serial: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -90,3 +90,27 @@ def test_a_name_hint_always_wins(disks: list[dict[str, Any]], data: st.DataObjec
         return
     pick = data.draw(st.sampled_from(disks))
     assert root_disk(disks, {"name": pick["name"].removeprefix("/dev/")}) is pick
+
+
+@pytest.mark.parametrize(
+    ("d", "expected"),
+    [
+        (disk("vdb", 1, "data-1", by_id="/dev/disk/by-id/virtio-data-1",
+              by_path="/dev/disk/by-path/pci-0000:00:06.0"), "/dev/disk/by-id/virtio-data-1"),
+        (disk("sda", 8, by_id=None, by_path="/dev/disk/by-path/pci-0000:00:1f.2-ata-1"),
+         "/dev/disk/by-path/pci-0000:00:1f.2-ata-1"),  # no serial or WWN: the slot
+        (disk("vdc", 1, by_id=None, by_path=None), "/dev/vdc"),  # no udev links: the kernel name
+        ({"name": "nvme0n1", "by_id": ""}, "/dev/nvme0n1"),
+    ],
+)
+def test_stable_path_prefers_what_survives_a_reboot(d: dict[str, Any], expected: str) -> None:
+    assert stable_path(d) == expected
+
+
+@given(st.lists(st.tuples(st.sampled_from(["sda", "sdb", "vda", "vdb", "nvme0n1"]),
+                          st.one_of(st.none(), st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True))),
+                min_size=1, max_size=6, unique_by=lambda t: t[0]))
+def test_stable_paths_of_distinct_disks_are_distinct_device_paths(spec: list[tuple[str, str | None]]) -> None:
+    disks = [disk(n, 8, serial, by_id=f"/dev/disk/by-id/virtio-{n}-{serial}" if serial else None) for n, serial in spec]
+    paths = [stable_path(d) for d in disks]
+    assert all(p.startswith("/dev/") for p in paths) and len(set(paths)) == len(paths)
