@@ -167,9 +167,9 @@ class RedfishBmc:
         self._system = self._conn.get_system(self._system.path)
         return self._system
 
-    def _cd_drive(self, system: Any, *, fresh: bool = True) -> Any:
+    def _cached_cd_drive(self, system: Any, *, fresh: bool = True) -> Any:
         if self._cd is None:
-            self._cd = _cd_drive(system)
+            self._cd = _find_cd_drive(system)
         elif fresh:
             self._cd.refresh()
         return self._cd
@@ -199,12 +199,12 @@ class RedfishBmc:
 
     def insert_media(self, image_url: str) -> None:
         """Inserts an ISO (fetched by the BMC from image_url) into the virtual CD drive."""
-        self._call(lambda system: self._cd_drive(system, fresh=False).insert_media(
+        self._call(lambda system: self._cached_cd_drive(system, fresh=False).insert_media(
             image_url, inserted=True, write_protected=True), fresh=False)
 
     def eject_media(self) -> None:
         def do(system: Any) -> None:
-            drive = self._cd_drive(system)
+            drive = self._cached_cd_drive(system)
             if drive.inserted:
                 drive.eject_media()
         self._call(do, fresh=False)
@@ -214,7 +214,7 @@ class RedfishBmc:
         return self._call(_facts)
 
 
-def _cd_drive(system: Any) -> Any:
+def _find_cd_drive(system: Any) -> Any:
     """The system's virtual CD/DVD drive: under the system (Redfish 1.11+), else under a manager."""
     def cd_in(coll: Any) -> Any:
         for member in coll.get_members():
