@@ -160,7 +160,8 @@ bm_up() {  # bm_up NAME -> defines/starts what is missing; writes $BM_DIR/NAME.j
   bm_tls_and_auth "$name"
   port=$(bm_port "$name")
   local mac address
-  mac=$(nsx virsh domiflist "$dom" | awk 'NR>2 && $5 {print tolower($5); exit}')
+  # no `exit` in awk: virsh would write into a closed pipe (SIGPIPE, 141 under pipefail)
+  mac=$(nsx virsh domiflist "$dom" | awk 'NR>2 && $5 && !seen {print tolower($5); seen=1}')
   address=$(bm_address "$name")
   bm_reserve "$name" "$mac" "$address"
   cat >"$d/emulator.conf" <<CONF
