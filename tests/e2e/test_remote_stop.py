@@ -30,7 +30,9 @@ from tests.integration.procs import Api, Service, admin_token, operator
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 HOST = __import__("os").environ.get("PROVISIONER_E2E_STOP_HOST", "lab1")
-PHASE_TIMEOUT_S = 200
+# Long enough for the phase's sleeps to start on a loaded TCG VM (the cancel test sees them within
+# ~20 s), short enough not to idle: the test waits for the whole timeout.
+PHASE_TIMEOUT_S = 90
 
 # Runs on the VM as root: the processes of job N (its run tag in their environment or command
 # line) and the sleeps of this test (by their command line). Prints JSON.
