@@ -9,6 +9,7 @@ Any invalid policy raises `PolicyError` naming every bad field at once.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -33,12 +34,18 @@ RaidLevelName = Annotated[str, Field(max_length=8)]
 
 
 def _as_frozenset(value: Any) -> Any:
-    # Python callers pass sets and lists; the items are still validated strictly.
+    # Python callers pass sets and lists; the items are still validated strictly. A list that names
+    # an item twice is refused, as its schema says (uniqueItems), not silently shortened: the one
+    # who wrote it may have meant another item.
     if isinstance(value, set | list | tuple):
         try:
-            return frozenset(value)
+            items = frozenset(value)
         except TypeError:  # unhashable items ([[{}]]): left for the strict validation to report
             return value
+        if len(items) != len(value):
+            twice = sorted({repr(v) for v, n in Counter(value).items() if n > 1})
+            raise ValueError(f"items must be unique; given more than once: {', '.join(twice)[:200]}")
+        return items
     return value
 
 

@@ -205,6 +205,10 @@ def policy_cases() -> list[Case]:
     # Found by schemathesis: unhashable items in a set field were a TypeError (500), not a refusal.
     cases += [("admin", "PUT", "/v1/policy", {"lab_pools": [[{}]]}, 422, "policy.invalid"),
               ("admin", "PUT", "/v1/policy", {"management_ports": [{"a": 1}]}, 422, "policy.invalid")]
+    # Found by schemathesis: a set field given an item twice was shortened silently (its schema says
+    # uniqueItems): refused now, and the policy is not changed.
+    cases += [("admin", "PUT", "/v1/policy", {"pools_requiring_redundancy": ["db", "db"]}, 422, "policy.invalid"),
+              ("admin", "PUT", "/v1/policy", {"management_ports": [22, 2222, 22]}, 422, "policy.invalid")]
     return cases
 
 

@@ -235,6 +235,10 @@ def test_policy_is_immutable() -> None:
     ({"default_lease_hours": 1000}, "default_lease_hours: 1000 outside 1..max_lease_hours (720)"),
     ({"default_lease_hours": 0}, "default_lease_hours: Input should be greater than or equal to 1"),
     ({"default_lease_hours": "x"}, "default_lease_hours: Input should be a valid integer"),
+    # Names and ports are sets (uniqueItems in the schema): a repeat is refused, not silently dropped.
+    ({"pools_requiring_redundancy": ["db", "web", "db"]}, "pools_requiring_redundancy: items must "
+                                                          "be unique; given more than once: 'db'"),
+    ({"management_ports": [22, 22]}, "management_ports: items must be unique; given more than once: 22"),
 ])
 def test_policy_from_dict_rejects(data: dict[str, Any], expected: str) -> None:
     with pytest.raises(ValueError) as exc:
