@@ -23,7 +23,7 @@ from typing import Any
 from sqlmodel import Session
 
 from provisioner.core.errors import DomainError, Unavailable
-from provisioner.core.pipeline import Phase
+from provisioner.core.pipeline import DISK_BOOT, POWER_OFF, RAMDISK_BOOT, Phase
 from provisioner.imaging.boot_iso import write_boot_iso_file
 from provisioner.services import deploy
 from provisioner.services.bmc_client import UNREACHABLE
@@ -54,8 +54,6 @@ class _Served:
 
 
 _SERVED: dict[int, _Served] = {}
-# Jobs whose ISO a BMC may still hold in its virtual CD: job id -> host id.
-_INSERTED: dict[int, int] = {}
 _LOCK = threading.Lock()
 
 
@@ -77,15 +75,19 @@ def stop_serving(job_id: int) -> None:
         served.path.unlink(missing_ok=True)
 
 
-def job_ended(session: Session, settings: Settings, job_id: int) -> str | None:
-    """At a job's end: stops serving its ISO and takes it out of the BMC's virtual CD if it is still
-    there (a BMC deletes its downloaded copy, with the ramdisk's private host key, on eject). Best
+def job_ended(session: Session, settings: Settings, job_id: int, *, eject: bool = True) -> str | None:
+    """At a job's end: stops serving its ISO and, with `eject`, takes it out of the BMC's virtual CD
+    when the job's phases say it may still be there (a BMC deletes its downloaded copy, with the
+    ramdisk's private host key, on eject). Not for a job that goes on elsewhere (handed back, or lost
+    to another worker): its ramdisk may still be reading the CD. The phases, not this worker's memory,
+    decide: the job may have booted the ramdisk on another worker before it was handed back. Best
     effort: returns what went wrong, for the job's log, or None."""
     stop_serving(job_id)
-    with _LOCK:
-        host_id = _INSERTED.pop(job_id, None)
-    host = session.get(Host, host_id) if host_id is not None else None
-    if host is None:
+    if not eject:
+        return None
+    job = session.get(Job, job_id)
+    host = session.get(Host, job.host_id) if job is not None and job.host_id else None
+    if job is None or host is None or host.driver != deploy.DRIVER or not media_may_be_in(job.phases or []):
         return None
     try:
         deploy.eject_media(settings, host)
@@ -94,6 +96,16 @@ def job_ended(session: Session, settings: Settings, job_id: int) -> str | None:
                     exc.detail)
         return exc.detail
     return None
+
+
+def media_may_be_in(phases: list[dict[str, Any]]) -> bool:
+    """Whether a job's boot ISO may still be in the BMC's virtual CD, by its phase records: the
+    ramdisk boot started (it inserts the ISO before it fails, if it fails) and neither the disk boot
+    nor the power-off (which take it out) succeeded."""
+    status = {p.get("name"): p.get("status") for p in phases}
+    started = status.get(RAMDISK_BOOT.name) not in (None, "pending")
+    taken_out = any(status.get(p.name) == "succeeded" for p in (DISK_BOOT, POWER_OFF))
+    return started and not taken_out
 
 
 def _serve(settings: Settings, job: Job, host: Host, keys: deploy.DeployKeys) -> str:
@@ -135,15 +147,11 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
     if action == "bmc_check":
         return deploy.bmc_check(session, settings, host)
     if action == "power_off":
-        result = {"power": deploy.power_off(settings, host)}
-        _ejected(job)
-        return result
+        return {"power": deploy.power_off(settings, host)}
     if action == "ramdisk_boot":
         keys = deploy.job_keys(session, settings, job)
         url = _serve(settings, job, host, keys)
         note(f"{phase.name}: serving the job's boot ISO to the BMC")
-        with _LOCK:
-            _INSERTED[job.id or 0] = host.id or 0
         return {"ramdisk_boot": deploy.boot_ramdisk(settings, host, url)}
     if action == "ramdisk_wait":
         keys = deploy.job_keys(session, settings, job)
@@ -153,9 +161,7 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
         return {"ramdisk": {"answered_after_s": round(took, 1)}}
     if action == "disk_boot":
         keys = deploy.job_keys(session, settings, job)
-        result = {"disk_boot": deploy.boot_disk(session, settings, host, keys)}
-        _ejected(job)
-        return result
+        return {"disk_boot": deploy.boot_disk(session, settings, host, keys)}
     if action == "os_wait":
         assert host.host_key, "disk-boot pinned the deployed OS's key"
         took = deploy.wait_for_ssh(deploy.require_address(host), host.host_key, what="the deployed OS",
@@ -163,8 +169,3 @@ def _dispatch(session: Session, settings: Settings, job: Job, host: Host, phase:
         booted = deploy.booted_identity(settings, host)
         return {"booted": {**booted, "answered_after_s": round(took, 1)}}
     raise Unavailable("driver.unknown_action", f"no bare-metal action {action!r}", hint="a bug: report it")
-
-
-def _ejected(job: Job) -> None:
-    with _LOCK:
-        _INSERTED.pop(job.id or 0, None)

@@ -107,10 +107,13 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
                 end = JobEnd("failed", f"internal error in the worker: {exc}", "worker_error")
         finally:
             hb.stop()
-            try:
-                bare_metal.job_ended(session, settings, job_id)
-            except Exception:  # the job's outcome stands; what was left on the BMC is in the log
-                log.exception("job %s: its end on the BMC failed", job_id)
+            bare_metal.stop_serving(job_id)
+        try:
+            # A job handed back, or one this worker lost, goes on elsewhere: its media stay in.
+            bare_metal.job_ended(session, settings, job_id,
+                                 eject=not hb.lost.is_set() and end.status != "handback")
+        except Exception:  # the job's outcome stands; what was left on the BMC is in the log
+            log.exception("job %s: its end on the BMC failed", job_id)
         if hb.lost.is_set():
             return "lost"
         if end.status == "handback":
