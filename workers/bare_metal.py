@@ -6,7 +6,7 @@ The per-job ISO holds the ramdisk's private host key: it lives in this worker's 
 (0600) only while the ramdisk boots, is served at an unguessable URL by `workers.media_server`, and
 is deleted when the ramdisk answered (or the job ended). The BMC keeps its own copy while the ISO is
 in its virtual CD: the job takes it out when it boots the disk or powers the host off, and, when the
-job ended before either (a failure, a cancel), at the job's end (`job_ended`).
+job ended before either (a failure, a cancel), at the job's end (`eject_left_media`).
 """
 
 from __future__ import annotations
@@ -75,27 +75,21 @@ def stop_serving(job_id: int) -> None:
         served.path.unlink(missing_ok=True)
 
 
-def job_ended(session: Session, settings: Settings, job_id: int, *, eject: bool = True) -> str | None:
-    """At a job's end: stops serving its ISO and, with `eject`, takes it out of the BMC's virtual CD
+def eject_left_media(session: Session, settings: Settings, job_id: int) -> None:
+    """At the end of a job that does not go on elsewhere: takes its ISO out of the BMC's virtual CD
     when the job's phases say it may still be there (a BMC deletes its downloaded copy, with the
-    ramdisk's private host key, on eject). Not for a job that goes on elsewhere (handed back, or lost
-    to another worker): its ramdisk may still be reading the CD. The phases, not this worker's memory,
-    decide: the job may have booted the ramdisk on another worker before it was handed back. Best
-    effort: returns what went wrong, for the job's log, or None."""
-    stop_serving(job_id)
-    if not eject:
-        return None
+    ramdisk's private host key, on eject). The phases, not this worker's memory, decide: the job may
+    have booted the ramdisk on another worker before it was handed back. Best effort: a BMC that
+    refuses is logged."""
     job = session.get(Job, job_id)
     host = session.get(Host, job.host_id) if job is not None and job.host_id else None
     if job is None or host is None or host.driver != deploy.DRIVER or not media_may_be_in(job.phases or []):
-        return None
+        return
     try:
         deploy.eject_media(settings, host)
     except DomainError as exc:
         log.warning("job %s: the boot ISO could not be taken out of %s's virtual CD: %s", job_id, host.name,
                     exc.detail)
-        return exc.detail
-    return None
 
 
 def media_may_be_in(phases: list[dict[str, Any]]) -> bool:

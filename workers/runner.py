@@ -110,8 +110,8 @@ def run_job(job_id: int, settings: Settings | None = None, worker_id: str | None
             bare_metal.stop_serving(job_id)
         try:
             # A job handed back, or one this worker lost, goes on elsewhere: its media stay in.
-            bare_metal.job_ended(session, settings, job_id,
-                                 eject=not hb.lost.is_set() and end.status != "handback")
+            if not hb.lost.is_set() and end.status != "handback":
+                bare_metal.eject_left_media(session, settings, job_id)
         except Exception:  # the job's outcome stands; what was left on the BMC is in the log
             log.exception("job %s: its end on the BMC failed", job_id)
         if hb.lost.is_set():
