@@ -58,7 +58,7 @@ def test_postgres_restart_mid_job_loses_no_event(tmp_path: Path, private_pg: Pri
         job_id = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})["job_ids"][0]
         admin.wait_job(job_id, lambda j: j["status"] == "running" and j["current_phase"] == "raid", timeout=120)
         deadline = time.monotonic() + 60
-        while not [p for p in psutil.Process(worker.p.pid).children(recursive=True) if p.name() == "sleep"]:
+        while not _sleeping(worker.p.pid):
             assert time.monotonic() < deadline, "the raid phase's command never ran"
             time.sleep(0.05)
         private_pg.stop()
@@ -76,3 +76,15 @@ def test_postgres_restart_mid_job_loses_no_event(tmp_path: Path, private_pg: Pri
     finally:
         worker.stop()
         svc.stop()
+
+
+def _sleeping(pid: int) -> bool:
+    """Whether a `sleep` runs under the worker. Its other children come and go (ansible's short-lived
+    helpers): one that exits between the listing and the name read is not the sleep."""
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.name() == "sleep":
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
