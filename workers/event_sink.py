@@ -2,7 +2,9 @@
 
 Rows are scrubbed as they come in (`scrub`, the runner passes `private_dirs.scrub`): events are read
 by the job's tenant through the API, the SSE stream and the dashboard, and the worker's private
-paths (its phase data dirs, temp dirs, SSH key files) are neither theirs nor useful to them."""
+paths (its phase data dirs, temp dirs, SSH key files) are neither theirs nor useful to them.
+The free-text fields are cut to their limits only after scrubbing: a path cut in two by the limit
+would no longer match the scrubber and its first half would be stored."""
 
 from __future__ import annotations
 
@@ -19,8 +21,16 @@ from provisioner.core.timeutil import utcnow
 from provisioner.store.models import Job, JobEvent
 from workers.db_retry import with_retry
 
+# How much longer than its limit a free-text field may reach the sink: a private path that starts
+# before the limit must arrive whole to be scrubbed (PATH_MAX), yet a task's megabytes of output are
+# not carried around only to be cut.
+SCRUB_SLACK = 4096
+TASK_MAX = 512  # the task column's length
+
 
 def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_max: int) -> dict[str, Any]:
+    """A row for EventSink.add; its stdout and task are longer than their limits by up to SCRUB_SLACK,
+    the sink cuts them after scrubbing."""
     data = ev.get("event_data") or {}
     name = ev.get("event", "")
     nested = data.get("res")
@@ -34,23 +44,19 @@ def event_row(ev: dict[str, Any], *, job_id: int, seq: int, phase: str, stdout_m
         status = "unreachable"
     elif name == "runner_on_skipped":
         status = "skipped"
-    stdout = (ev.get("stdout") or "")[:stdout_max] or None
+    stdout = (ev.get("stdout") or "")[: stdout_max + SCRUB_SLACK] or None
     return {
         "job_id": job_id,
         "seq": seq,
         "phase": phase,
         "event": name[:64],
         "host": (data.get("host") or None) and str(data.get("host"))[:64],
-        "task": (data.get("task") or None) and str(data.get("task"))[:512],
+        "task": (data.get("task") or None) and str(data.get("task"))[: TASK_MAX + SCRUB_SLACK],
         "status": status,
         "duration_s": data.get("duration"),
         "stdout": stdout,
         "created_at": utcnow(),
     }
-
-
-# The free-text fields of a row that may name paths, and their column limits (stdout is TEXT).
-SCRUBBED_FIELDS: dict[str, int | None] = {"stdout": None, "task": 512}
 
 
 class EventSink:
@@ -61,9 +67,12 @@ class EventSink:
     """
 
     def __init__(self, engine: Engine, job_id: int, start_seq: int, *, batch: int = 500,
-                 interval: float = 0.25, scrub: Callable[[str], str] | None = None) -> None:
+                 interval: float = 0.25, scrub: Callable[[str], str] | None = None,
+                 stdout_max: int | None = None) -> None:
         self.engine = engine
         self.scrub = scrub
+        # The free-text fields that may name paths, and their limits (stdout is TEXT: the setting's).
+        self.limits: dict[str, int | None] = {"stdout": stdout_max, "task": TASK_MAX}
         self.job_id = job_id
         self.seq = start_seq
         self.batch = batch
@@ -77,10 +86,10 @@ class EventSink:
         self._thread.start()
 
     def add(self, row_without_seq: dict[str, Any]) -> int:
-        if self.scrub is not None:
-            for key, limit in SCRUBBED_FIELDS.items():
-                if isinstance(row_without_seq.get(key), str):
-                    row_without_seq[key] = self.scrub(row_without_seq[key])[:limit]
+        for key, limit in self.limits.items():
+            text = row_without_seq.get(key)
+            if isinstance(text, str):
+                row_without_seq[key] = (self.scrub(text) if self.scrub is not None else text)[:limit]
         with self._lock:
             self.seq += 1
             row_without_seq["seq"] = self.seq

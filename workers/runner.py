@@ -270,7 +270,8 @@ def _run_phase(session: Session, engine: Any, settings: Settings, job: Job, host
         job.current_phase = phase.name
         _save_progress(session, job, worker_id)
         sink = EventSink(engine, job.id or 0, job.event_count,
-                         scrub=private_dirs.scrubber(settings, [host.credential_path]))
+                         scrub=private_dirs.scrubber(settings, [host.credential_path]),
+                         stdout_max=settings.event_stdout_max)
         host_d = host.model_dump()
         job_d = {"id": job.id, "kind": job.kind, "keep_data": (job.params or {}).get("keep_data", True)}
         try:
@@ -343,7 +344,7 @@ def _run_bare_metal(session: Session, settings: Settings, job: Job, host: Host, 
     def note(line: str) -> None:
         sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "driver_output", "host": host.name,
                   "task": f"bmc {phase.action}", "status": None, "duration_s": round(time.monotonic() - started, 3),
-                  "stdout": line[: settings.event_stdout_max], "created_at": utcnow()})
+                  "stdout": line, "created_at": utcnow()})
 
     res = bare_metal.run_action(session, settings, job, host, phase, hb.should_stop, note)
     if not res.ok:
@@ -365,7 +366,7 @@ def _attach_console(settings: Settings, path: str, phase: Phase, host: Host, sin
     except (DomainError, OSError) as exc:
         return f"its serial console log {path} could not be read: {exc}"
     sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "console", "host": host.name,
-              "task": f"serial console: last {tail.lines} line(s) of {path}"[:512], "status": "failed",
+              "task": f"serial console: last {tail.lines} line(s) of {path}", "status": "failed",
               "duration_s": None, "stdout": tail.text, "created_at": utcnow()})
     return (f"the last {tail.lines} line(s) of its serial console ({path}) are in the job's events "
             f"(task 'serial console')")
@@ -380,7 +381,7 @@ def _run_driver(settings: Settings, phase: Phase, host: Host, hb: Heartbeat, sin
     def on_line(line: str) -> None:
         sink.add({"job_id": sink.job_id, "phase": phase.name, "event": "driver_output", "host": host.name,
                   "task": f"lab {verb}", "status": None, "duration_s": round(time.monotonic() - started, 3),
-                  "stdout": line[: settings.event_stdout_max], "created_at": utcnow()})
+                  "stdout": line, "created_at": utcnow()})
 
     res = run_lab(settings.lab_cmd, [verb, host.name], timeout_s=phase.timeout_s, should_cancel=hb.should_stop,
                   on_line=on_line)
