@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from provisioner.core.timeutil import utcnow
@@ -20,9 +21,8 @@ from workers.event_sink import TASK_MAX, EventSink, event_row
 STDOUT_MAX = 200
 
 
-@pytest.mark.parametrize("before", [STDOUT_MAX - 40, STDOUT_MAX - 1, 3])
-def test_a_private_path_across_the_limits_is_scrubbed_whole(tmp_path: Path, before: int) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+def _running_job(tmp_path: Path) -> tuple[Engine, int]:
+    """A SQLite store holding one running job (the sink's rows need it)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(engine)
     with Session(engine) as s:
@@ -32,7 +32,13 @@ def test_a_private_path_across_the_limits_is_scrubbed_whole(tmp_path: Path, befo
         job = Job(kind="provision", host_id=host.id or 0, status="running")
         s.add(job)
         s.commit()
-        job_id = job.id or 0
+        return engine, job.id or 0
+
+
+@pytest.mark.parametrize("before", [STDOUT_MAX - 40, STDOUT_MAX - 1, 3])
+def test_a_private_path_across_the_limits_is_scrubbed_whole(tmp_path: Path, before: int) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    engine, job_id = _running_job(tmp_path)
     secret_dir = f"{private_dirs.runs_root(settings)}/h-1-ab/prov-job-x/env/extravars"
     key = str(tmp_path / "keys" / "id_h")
     stdout = "o" * before + secret_dir + " and " + key + " " + "t" * 5000
@@ -58,16 +64,7 @@ def test_a_private_path_across_the_limits_is_scrubbed_whole(tmp_path: Path, befo
 
 
 def test_an_event_without_a_scrubber_is_still_cut(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    upgrade(engine)
-    with Session(engine) as s:
-        host = Host(name="h", address="192.0.2.1", state="provisioning")
-        s.add(host)
-        s.flush()
-        job = Job(kind="provision", host_id=host.id or 0, status="running")
-        s.add(job)
-        s.commit()
-        job_id = job.id or 0
+    engine, job_id = _running_job(tmp_path)
     sink = EventSink(engine, job_id, 0, interval=0.01, stdout_max=10)
     sink.add(event_row({"event": "runner_on_ok", "stdout": "x" * 50, "event_data": {"task": "y" * 9000}},
                        job_id=job_id, seq=0, phase="raid", stdout_max=10))
