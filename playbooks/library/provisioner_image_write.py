@@ -28,9 +28,13 @@ Design notes (why it is built this way):
   zeros; plain zero writes when all of that fails.
 * Speed. Uncompressed images with Range support: only data ranges are fetched, by several workers
   in parallel (this is what beats dd on sparse images); each worker downloads, hashes, writes and
-  reads back its range chunk by chunk in its own thread with its own two page-aligned buffers
-  (O_DIRECT-ready), so nothing is handed between threads and the workers overlap one another's
-  network, CPU and device waits. zstd images (and servers without Range): one HTTP stream
+  reads back its range in its own thread with its own two page-aligned buffers (O_DIRECT-ready),
+  so nothing is handed between threads and the workers overlap one another's network, CPU and
+  device waits. A buffer holds a whole range of the service's bmaps (16 MiB, ``range_chunk_size``):
+  one write and one read-back per range. With 4 MiB pieces the read-back cost +50-60 % on a dense
+  image (loop device, bench/bench_writer.py), with 16 MiB +21-24 %; the device's reads are no
+  faster than its writes, and larger reads are cheaper per byte. (A checker thread per worker,
+  reading back one piece while the next one downloads, gained nothing measurable on top.) zstd images (and servers without Range): one HTTP stream
   decompressed in its own thread, then hashing, writer and checker threads joined by bounded
   queues of preallocated buffers. hashlib, zstd, socket and file I/O and the ctypes memcmp all
   release the GIL, so the stages really overlap.
@@ -117,7 +121,7 @@ options:
   download_workers:
     description: >-
       Parallel range workers (uncompressed images with Range support), each downloading, hashing,
-      writing and reading back its own ranges.
+      writing and reading back its own ranges, I(range_chunk_size) at a time.
     type: int
     default: 4
   write_workers:
@@ -135,9 +139,17 @@ options:
     type: int
     default: 8
   chunk_size:
-    description: Bytes per read/write, multiple of 1 MiB.
+    description: Bytes per read/write on the stream path, multiple of 1 MiB.
     type: int
     default: 4194304
+  range_chunk_size:
+    description: >-
+      Bytes per read, write and read-back of a range worker, multiple of 1 MiB. The default holds a
+      whole range of a bmap made by the service (ranges stop at every 16 MiB): one write and one
+      read-back per range, which halves the read-back's cost on a disk whose reads are not faster
+      than its writes. Memory is 2 * download_workers * range_chunk_size.
+    type: int
+    default: 16777216
   fsync_interval:
     description: Bytes written without O_DIRECT between periodic fsyncs.
     type: int
@@ -243,6 +255,7 @@ ARGUMENT_SPEC = dict(
     verify_workers=dict(type="int", default=4),
     queue_depth=dict(type="int", default=8),
     chunk_size=dict(type="int", default=4 * MiB),
+    range_chunk_size=dict(type="int", default=16 * MiB),
     fsync_interval=dict(type="int", default=64 * MiB),
     direct_io=dict(type="str", default="auto", choices=["auto", "yes", "no"]),
     timeout=dict(type="float", default=30.0),

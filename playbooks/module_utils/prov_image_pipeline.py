@@ -220,9 +220,10 @@ class Job:
         one hashes while another waits for the network or the device; nothing is handed between
         threads (on a busy machine every hand-off costs a wake-up)."""
         client = HttpClient(self.http, self.ctl)
-        buf = mmap.mmap(-1, self.chunk)  # page-aligned: O_DIRECT straight from it
+        size = self.p["range_chunk_size"]
+        buf = mmap.mmap(-1, size)  # page-aligned: O_DIRECT straight from it
         addr, anchor = buffer_address(buf)
-        rbuf = mmap.mmap(-1, self.chunk) if self.early_verify else None
+        rbuf = mmap.mmap(-1, size) if self.early_verify else None
         raddr, ranchor = buffer_address(rbuf) if rbuf is not None else (0, None)
         try:
             while True:
@@ -243,7 +244,7 @@ class Job:
         pos = start
         while pos < end:
             view = memoryview(buf)
-            n = min(self.chunk, end - pos)
+            n = min(len(buf), end - pos)
             t0 = time.monotonic()
             got = reader.readinto(view[:n])
             t1 = time.monotonic()

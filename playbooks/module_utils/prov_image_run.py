@@ -59,8 +59,9 @@ def probe(http_cfg: Http, ctl: Control) -> tuple[bool, int | None]:
 
 
 def check_params(p: dict) -> None:
-    if p["chunk_size"] < MiB or p["chunk_size"] % MiB:
-        raise WriterError("chunk_size must be a positive multiple of 1 MiB", "bad_params")
+    for key in ("chunk_size", "range_chunk_size"):
+        if p[key] < MiB or p[key] % MiB:
+            raise WriterError(f"{key} must be a positive multiple of 1 MiB", "bad_params")
     for key in ("download_workers", "write_workers", "verify_workers", "queue_depth"):
         if p[key] < 1:
             raise WriterError(f"{key} must be >= 1", "bad_params")

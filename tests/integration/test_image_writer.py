@@ -286,7 +286,9 @@ def base_args(server: ImageServer, image: Image, target: Path, **extra: Any) -> 
         ("dense", {}, "ranges"),
         ("zstd", {}, "zstd-stream"),
         ("sparse", {"direct_io": "no", "download_workers": 1, "write_workers": 1}, "ranges"),
-        ("dense", {"verify": False, "chunk_size": MiB, "queue_depth": 2}, "ranges"),
+        ("dense", {"verify": False, "range_chunk_size": MiB, "queue_depth": 2}, "ranges"),
+        ("sparse", {"range_chunk_size": MiB}, "ranges"),  # ranges in several chunks, each read back
+        ("zstd", {"chunk_size": MiB, "queue_depth": 2}, "zstd-stream"),
     ],
 )
 def test_writes_image_exactly(
@@ -485,6 +487,19 @@ def test_image_larger_than_target_fails_before_writing(
     assert res["error"] == "target_too_small"
     assert target.read_bytes() == junk
     assert res["bytes_downloaded"] <= 1
+
+
+@pytest.mark.parametrize("key", ["chunk_size", "range_chunk_size"])
+@pytest.mark.parametrize("value", [0, MiB - 4096, MiB + 1])
+def test_chunk_sizes_off_the_mib_grid_fail_before_writing(
+    tmp_path: Path, server: ImageServer, images: dict[str, Image], key: str, value: int
+) -> None:
+    image = images["sparse"]
+    target, junk = junk_target(tmp_path, len(image.content))
+    rc, res = run_module(tmp_path, base_args(server, image, target, **{key: value}))
+    assert rc != 0
+    assert res["error"] == "bad_params" and key in res["msg"]
+    assert target.read_bytes() == junk
 
 
 def test_missing_target_fails(tmp_path: Path, server: ImageServer, images: dict[str, Image]) -> None:
