@@ -223,12 +223,12 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # the writer's probe hangs up on purpose
 
 
-def start_server(files: dict[str, Path]) -> tuple[http.server.ThreadingHTTPServer, str]:
+def start_server(files: dict[str, Path], bind: str = "127.0.0.1") -> tuple[http.server.ThreadingHTTPServer, str]:
     _Handler.files = files
-    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv = _Server((bind, 0), _Handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+    return srv, f"http://{bind}:{srv.server_address[1]}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,15 +488,17 @@ def bench(opts: argparse.Namespace) -> list[Run]:
     return runs
 
 
-def report(runs: list[Run], size: int, opts: argparse.Namespace) -> None:
+def report(runs: list[Run], size: int, opts: argparse.Namespace, setting: str | None = None) -> None:
+    """The table; ``setting`` says where it ran (default: this machine's loop device or file)."""
+    setting = setting or (
+        f"target: {TARGET_KINDS[opts.target]} in {opts.target_dir or opts.workdir}; source: HTTP on 127.0.0.1, "
+        f"cache {opts.cache}; {os.cpu_count()} CPUs; kernel {platform.release()}"
+    )
     print(
         f"\nmedian of {opts.repeat} run(s) [min-max]; cpu s = CPU time of the tool's processes (not the "
         f"HTTP server's); MB/s = image size / wall time, data on the device "
-        f"(fsync + BLKFLSBUF) included; target: "
-        f"{TARGET_KINDS[opts.target]}"
-        f" in {opts.target_dir or opts.workdir}; source: HTTP on 127.0.0.1, cache {opts.cache}; "
-        f"check: {'mapped ranges vs bmap sha256' if opts.check else 'OFF'}; {os.cpu_count()} CPUs; "
-        f"kernel {platform.release()}"
+        f"(fsync + BLKFLSBUF) included; check: {'mapped ranges vs bmap sha256' if opts.check else 'OFF'}; "
+        f"{setting}"
     )
     header = (
         f"{'image':7s} {'tool':14s} {'seconds':>8s} {'[min-max]':>14s} {'MB/s':>7s} {'vs dd':>7s} "
