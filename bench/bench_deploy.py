@@ -23,6 +23,7 @@ import base64
 import functools
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -35,6 +36,8 @@ from datetime import datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -70,8 +73,9 @@ def ts(value: str) -> float:
 
 
 def service_run(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gateway: str
-                ) -> tuple[dict[str, Any], dict[str, Any], Api, int]:
-    """Enroll, publish, canary (the measured deploy), release (cleans the disks). -> job, request params."""
+                ) -> tuple[dict[str, Any], dict[str, Any], CpuMeter]:
+    """Enroll, publish, canary (the measured deploy), release (cleans the disks).
+    -> job, request params, the CPU the canary cost each side."""
     port = free_port()
     env = {"PROVISIONER_DATA_DIR": str(tmp / "data"), "PROVISIONER_BACKUP_STORE": str(STATE / "backup.json"),
            "PROVISIONER_PUBLIC_URL": f"http://{gateway}:{port}", "PROVISIONER_RAMDISK_ISO": str(ramdisk_iso),
@@ -97,14 +101,17 @@ def service_run(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, g
                 "format": "raw.zst", "expected_sha256": info["sha256"]}, content=f,
                 headers={"content-type": "application/octet-stream"}, timeout=600)
         assert r.status_code == 201, r.text
+        meter = CpuMeter(rec, svc.p.pid)
         canary = imager.post(f"/v1/images/{r.json()['id']}/canary", {"pool": "lab"})
-        job = admin.wait_job(canary["job_id"], timeout=3600)
+        # A slow poll: the by-hand run has no client asking; the phases' own timestamps are measured.
+        job = admin.wait_job(canary["job_id"], timeout=3600, poll=3.0)
+        meter.stop()
         assert job["status"] == "succeeded", job
         params = admin.get(f"/v1/requests/{job['request_id']}")["params"]
         rel = imager.post(f"/v1/requests/{job['request_id']}/release")
         released = admin.wait_job(max(rel["job_ids"]), timeout=1800)
         assert released["status"] == "succeeded", released
-        return job, params, admin, host["id"]
+        return job, params, meter
     finally:
         svc.stop()
 
@@ -179,6 +186,18 @@ class Curl:
     def reset(self, kind: str) -> None:
         self("POST", f"{self.system}/Actions/ComputerSystem.Reset", {"ResetType": kind})
 
+    def boot_from_cd(self, iso_url: str) -> None:
+        """Off, the ISO in the CD (any other out), boot from it once, on: the ramdisk boot's requests."""
+        if self.power() != "Off":
+            self.reset("ForceOff")
+        cd = self.cd()
+        if self("GET", cd).get("Inserted"):
+            self("POST", f"{cd}/Actions/VirtualMedia.EjectMedia", {})
+        self("POST", f"{cd}/Actions/VirtualMedia.InsertMedia", {"Image": iso_url, "Inserted": True,
+                                                                 "WriteProtected": True})
+        self.boot("Cd", "Once")
+        self.reset("On")
+
     def boot(self, target: str, enabled: str) -> None:
         self("PATCH", self.system, {"Boot": {"BootSourceOverrideTarget": target,
                                              "BootSourceOverrideEnabled": enabled}})
@@ -214,6 +233,53 @@ def playbook(name: str, inventory: dict[str, Any], extravars: dict[str, Any], tm
     return stats.get("prov_result") or {}
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children it has reaped (0 once it is gone)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def machine_busy() -> float:
+    """CPU seconds every CPU of this machine spent busy (all processes, the kernel, interrupts)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
+class CpuMeter:
+    """CPU seconds each side spent while one run was measured: the controller (this process and its
+    children: the bare ansible-playbook runs, curl, or the service with the ansible-playbook runs it
+    reaped), the BMC emulator, and the rest of the machine (the VM's QEMU, which is a new process at
+    every power-on, libvirt, the kernel). On two cores the controller's CPU is taken from the
+    emulated machine, which is what a slower service run would show."""
+
+    def __init__(self, rec: dict[str, Any], service_pid: int | None = None) -> None:
+        self.emulator_pid = rec["emulator_pid"]
+        self.service_pid = service_pid
+        self.wall = 0.0
+        self.bmc_log = Path(rec["emulator_log"])
+        self.bmc_log_at = self.bmc_log.stat().st_size
+        self.bmc_requests = 0  # HTTP requests the BMC logged during the run (each checks the password)
+        self.start = self._read()
+        self.used: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        return {"controller": process_cpu(os.getpid()) + (process_cpu(self.service_pid) if self.service_pid else 0.0),
+                "BMC emulator": process_cpu(self.emulator_pid), "machine": machine_busy(), "wall": time.monotonic()}
+
+    def stop(self) -> None:
+        end = self._read()
+        self.used = {name: end[name] - self.start[name] for name in end if name != "wall"}
+        machine = self.used.pop("machine")
+        self.used["rest (QEMU, kernel)"] = machine - self.used["controller"] - self.used["BMC emulator"]
+        self.wall = end["wall"] - self.start["wall"]
+        with self.bmc_log.open("rb") as f:
+            f.seek(self.bmc_log_at)
+            self.bmc_requests = sum(1 for line in f if re.search(rb'(GET|POST|PATCH|PUT|DELETE) /redfish/', line))
+
+
 def timed(times: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     t0 = time.perf_counter()
     result = fn()
@@ -222,7 +288,7 @@ def timed(times: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 
 
 def by_hand(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gateway: str,
-            params: dict[str, Any]) -> dict[str, float]:
+            params: dict[str, Any]) -> tuple[dict[str, float], CpuMeter]:
     bmc = Curl(rec, tmp)
     host = Host(id=1, name=rec["name"], address=rec["address"], driver="redfish", hardware={}, labels={})
     keys = deploy.DeployKeys(new_host_key("ramdisk"), new_host_key("login"), new_host_key("os"))
@@ -244,15 +310,7 @@ def by_hand(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gatew
     def ramdisk_boot() -> None:
         # the per-job ISO with the same files the service writes (the job's login key, its host key)
         write_boot_iso_file(ramdisk_iso, deploy.ramdisk_files(host, keys), media / "boot.iso")
-        if bmc.power() != "Off":
-            bmc.reset("ForceOff")
-        cd = bmc.cd()
-        if bmc("GET", cd).get("Inserted"):
-            bmc("POST", f"{cd}/Actions/VirtualMedia.EjectMedia", {})
-        bmc("POST", f"{cd}/Actions/VirtualMedia.InsertMedia", {"Image": f"{iso_url}/boot.iso", "Inserted": True,
-                                                                "WriteProtected": True})
-        bmc.boot("Cd", "Once")
-        bmc.reset("On")
+        bmc.boot_from_cd(f"{iso_url}/boot.iso")
 
     def in_ramdisk(name: str, extra: dict[str, Any]) -> dict[str, Any]:
         kh = tmp / "kh-ramdisk"
@@ -279,6 +337,7 @@ def by_hand(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gatew
         bmc.reset("ForceRestart" if bmc.power() == "On" else "On")
 
     with http_dir(media, gateway) as iso_url, http_dir(disk, gateway) as image_url:
+        meter = CpuMeter(rec)
         started = time.perf_counter()
         timed(times, "ramdisk-boot", ramdisk_boot)
         timed(times, "ramdisk-wait", lambda: wait_key(rec["address"], keys.ramdisk_host_key.public))
@@ -298,7 +357,8 @@ def by_hand(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gatew
         for name in IN_OS:
             timed(times, name, functools.partial(in_os, name))
         times["total"] = time.perf_counter() - started
-    return times
+        meter.stop()
+    return times, meter
 
 
 def main() -> None:
@@ -312,8 +372,8 @@ def main() -> None:
     assert ramdisk_iso.is_file() and (disk / "image.json").is_file(), "build both images first (see the docstring)"
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        job, params, _, _ = service_run(tmp, rec, ramdisk_iso, disk, gateway)
-        hand = by_hand(tmp, rec, ramdisk_iso, disk, gateway, params)
+        job, params, svc_cpu = service_run(tmp, rec, ramdisk_iso, disk, gateway)
+        hand, hand_cpu = by_hand(tmp, rec, ramdisk_iso, disk, gateway, params)
     phases = {p["name"]: p for p in job["phases"]}
     svc_total = ts(job["phases"][-1]["ended_at"]) - ts(job["phases"][0]["started_at"])
     print(f"\npower-on to handover on {rec['name']} (QEMU TCG), per phase")
@@ -326,6 +386,13 @@ def main() -> None:
           f"by hand {hand['total']:.1f} s; ratio {svc_total / hand['total']:.3f} (goal <= 1.05). "
           f"Sum of the service's phases {sum(phases[n]['duration_s'] for n in PHASES):.1f} s: the rest is "
           f"the engine between phases.")
+    print(f"\nCPU seconds while each run was measured (service {svc_cpu.wall:.0f} s incl. its poll slack, "
+          f"by hand {hand_cpu.wall:.0f} s), and per second of it")
+    print(f"{'side':20s} {'service':>9s} {'/s':>6s} {'by hand':>9s} {'/s':>6s}")
+    for side in ("controller", "BMC emulator", "rest (QEMU, kernel)"):
+        a, b = svc_cpu.used[side], hand_cpu.used[side]
+        print(f"{side:20s} {a:9.1f} {a / svc_cpu.wall:6.2f} {b:9.1f} {b / hand_cpu.wall:6.2f}")
+    print(f"{'BMC requests':20s} {svc_cpu.bmc_requests:9d} {'':6s} {hand_cpu.bmc_requests:9d}")
 
 
 if __name__ == "__main__":

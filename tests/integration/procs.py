@@ -121,7 +121,7 @@ class Api:
         assert r.status_code < 300, (path, r.status_code, r.text)
         return r.json()
 
-    def wait_job(self, job_id: int, pred: Any = None, timeout: float = 120) -> dict[str, Any]:
+    def wait_job(self, job_id: int, pred: Any = None, timeout: float = 120, poll: float = 0.2) -> dict[str, Any]:
         pred = pred or (lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
         deadline = time.monotonic() + timeout
         while True:
@@ -130,7 +130,7 @@ class Api:
                 return j
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} did not reach the condition in {timeout}s: {j}")
-            time.sleep(0.2)
+            time.sleep(poll)
 
 
 def customer(api: Api, url: str, tenant: str = "acme") -> Api:
