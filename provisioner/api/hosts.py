@@ -220,11 +220,6 @@ def set_state(host_id: PathId, body: HostStateIn, p: Annotated[Principal, Depend
 def repin(host_id: PathId, body: RepinIn, p: Annotated[Principal, Depends(require("hosts:write"))],
           s: DbSession) -> HostOut:
     h = visible_host(s, p, host_id)
-    if h.connection != "ssh":
-        raise Problem(409, "host.not_ssh", f"host {h.name} is reached with connection={h.connection}, not ssh",
-                      hint="only ssh hosts have a host key to pin")
-    if h.state == HostState.retired:
-        raise Problem(409, "host.retired", f"host {h.name} is retired", hint="enroll the machine again instead")
     host_keys.repin(s, h, body.fingerprint, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
     s.commit()
     s.refresh(h)
@@ -265,8 +260,6 @@ def get_power(host_id: PathId, p: Annotated[Principal, Depends(require("hosts:wr
 def set_power(host_id: PathId, body: PowerIn, p: Annotated[Principal, Depends(require("hosts:write"))],
               s: DbSession) -> PowerOut:
     h = visible_host(s, p, host_id)
-    if h.state == HostState.retired:
-        raise Problem(409, "host.retired", f"host {h.name} is retired", hint="enroll the machine again instead")
     state = bmc.set_power(s, get_settings(), h, PowerAction(body.action), actor_id=p.user_id, actor_name=p.name,
                           request_id=p.request_id, reason=body.reason)
     s.commit()

@@ -18,6 +18,7 @@ from provisioner.core.pipeline import BARE_METAL_DRIVER
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit
 from provisioner.services.bmc_client import BmcCredentials, RedfishBmc
+from provisioner.services.host_transitions import refuse_retired
 from provisioner.store.config import Settings
 from provisioner.store.models import Host
 from provisioner.store.secrets import decrypt, encrypt
@@ -82,6 +83,7 @@ def power_state(settings: Settings, host: Host) -> str:
 def set_power(session: Session, settings: Settings, host: Host, action: PowerAction, *, actor_id: int | None,
               actor_name: str, request_id: str | None = None, reason: str = "") -> str:
     """Asks the BMC for the action and audits it (the caller commits); returns the state after."""
+    refuse_retired(host)
     bmc = client(settings, host)
     before = bmc.power_state()
     after = bmc.power(action)

@@ -11,10 +11,11 @@ import socket
 import paramiko
 from sqlmodel import Session
 
-from provisioner.core.errors import Invalid
+from provisioner.core.errors import Conflict, Invalid
 from provisioner.core.host_keys import KEY_CHANGED, KEY_UNPINNED, canonical, expect, fingerprint, known_hosts_line
 from provisioner.core.timeutil import utcnow
 from provisioner.services import audit
+from provisioner.services.host_transitions import refuse_retired
 from provisioner.store.models import Host
 
 FETCH_TIMEOUT_S = 15.0
@@ -97,6 +98,10 @@ def repin(session: Session, host: Host, expected_fingerprint: str | None, *, act
           actor_name: str, request_id: str | None = None) -> None:
     """Fetch the host's current key and pin it (audited). The host's state is left alone: a host a
     changed key took out of the pool comes back through a commission job, which checks the new pin."""
+    if host.connection != "ssh":
+        raise Conflict("host.not_ssh", f"host {host.name} is reached with connection={host.connection}, not ssh",
+                       hint="only ssh hosts have a host key to pin")
+    refuse_retired(host)
     key = canonical(fetch_host_key(host.address, host.port))
     got = expect(host.name, key, expected_fingerprint)
     before = host_key_view(host)

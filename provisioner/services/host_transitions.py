@@ -20,6 +20,18 @@ class StateChanged(Conflict):
                          hint="GET the host and retry")
 
 
+class HostRetired(Conflict):
+    """A retired host is out of the service for good: nothing is done to it any more."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("host.retired", f"host {name} is retired", hint="enroll the machine again instead")
+
+
+def refuse_retired(host: Host) -> None:
+    if host.state == HostState.retired:
+        raise HostRetired(host.name)
+
+
 def cas_state(session: Session, host_id: int, expected: str, target: str, **values: object) -> bool:
     """Moves the host only if it is still in `expected`; returns whether it moved."""
     transition(expected, target)

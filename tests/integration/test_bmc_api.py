@@ -84,6 +84,18 @@ def test_enroll_by_bmc_pins_the_cert_and_records_facts(world: World, emulator: S
     assert (Host, "bmc_credential_ciphertext") in ENCRYPTED_COLUMNS
 
 
+def test_a_retired_host_is_not_powered_and_its_bmc_is_not_asked(world: World, emulator: SushyEmulator) -> None:
+    host = world.post("operator", "/v1/hosts", body(emulator)).json()
+    r = world.post("operator", f"/v1/hosts/{host['id']}/state", {"state": "retired", "reason": "sold"})
+    assert r.status_code == 200, r.text
+    r = world.post("operator", f"/v1/hosts/{host['id']}/power", {"action": "on", "reason": "test"})
+    assert r.status_code == 409 and r.json()["code"] == "host.retired" and r.json()["hint"], r.text
+    time.sleep(1)  # the fake driver applies a power change later: give a wrongly sent one its time
+    assert world.get("operator", f"/v1/hosts/{host['id']}/power").json()["power_state"] == "Off"
+    r = world.get("auditor", "/v1/audit", params={"action": "host.power"})
+    assert r.json()["items"] == []
+
+
 def test_power_of_a_host_without_bmc_is_a_conflict(world: World) -> None:
     host = world.enroll("plain", commission=False)
     r = world.get("operator", f"/v1/hosts/{host['id']}/power")

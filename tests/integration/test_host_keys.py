@@ -142,6 +142,20 @@ def test_repin_is_for_operators_and_ssh_hosts(sqlite_world: World) -> None:
     assert r.status_code == 422 and r.json()["code"] == "request.invalid"
 
 
+def test_a_retired_host_is_not_repinned_and_keeps_its_pin(world: World, sshd: Sshd) -> None:
+    host = world.post("operator", "/v1/hosts", enroll_body(sshd, commission=False)).json()
+    r = world.post("operator", f"/v1/hosts/{host['id']}/state", {"state": "retired", "reason": "decommissioned"})
+    assert r.status_code == 200, r.text
+    sshd.stop()
+    sshd.new_host_key()
+    sshd.start()
+    r = world.post("operator", f"/v1/hosts/{host['id']}/repin", {})
+    assert r.status_code == 409 and r.json()["code"] == "host.retired" and r.json()["hint"], r.text
+    after = world.get("operator", f"/v1/hosts/{host['id']}").json()
+    assert after["host_key_fingerprint"] == host["host_key_fingerprint"] != sshd.fingerprint()
+    assert audit(world, "host.repin") == []
+
+
 PLAYBOOK = """- hosts: target
   gather_facts: false
   tasks:
