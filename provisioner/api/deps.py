@@ -60,6 +60,11 @@ class Principal:
     def scoped(self) -> bool:
         return tenant_scoped(self.role)
 
+    @property
+    def tenant_scope(self) -> int | None:
+        """The one tenant a scoped caller's reads are narrowed to; None: every tenant."""
+        return self.tenant_id if self.scoped else None
+
     def sees_tenant(self, tenant_id: int | None) -> bool:
         return not self.scoped or (tenant_id is not None and tenant_id == self.tenant_id)
 

@@ -58,7 +58,7 @@ def get_review(p: Annotated[Principal, Depends(require("reports:read"))], s: DbS
                period_days: PeriodDays = 28, end: End = None, format: FormatQ = None,
                accept: Accept = None) -> Response:
     doc = service_review.review(s, end=end or utcnow(), period=timedelta(days=period_days or 28),
-                                tenant_id=p.tenant_id if p.scoped else None)
+                                tenant_id=p.tenant_scope)
     return _answer(doc, format, accept, review_markdown.review)
 
 
@@ -71,5 +71,5 @@ def get_weekly(p: Annotated[Principal, Depends(require("reports:read"))], s: DbS
                period_days: PeriodDays = 7, end: End = None, format: FormatQ = None,
                accept: Accept = None) -> Response:
     doc = service_review.weekly(s, end=end or utcnow(), period=timedelta(days=period_days or 7),
-                                tenant_id=p.tenant_id if p.scoped else None)
+                                tenant_id=p.tenant_scope)
     return _answer(doc, format, accept, review_markdown.weekly)

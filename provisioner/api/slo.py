@@ -30,7 +30,7 @@ def get_slo(p: Annotated[Principal, Depends(require("reports:read"))], s: DbSess
             end: Annotated[Instant | None, Query(description="end of the period (ISO 8601), default now")] = None,
             ) -> dict[str, Any]:
     period = None if period_days is None else timedelta(days=period_days)
-    statuses = slo_report(s, end=end or utcnow(), period=period, tenant_id=p.tenant_id if p.scoped else None)
+    statuses = slo_report(s, end=end or utcnow(), period=period, tenant_id=p.tenant_scope)
     return {
         "end": iso(statuses[0].end) if statuses else iso(end or utcnow()),
         "alert_pairs": [{"name": a.name, "severity": a.severity, "long_window": window_label(a.long_window),

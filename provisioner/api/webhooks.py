@@ -25,10 +25,6 @@ from provisioner.store.notify_models import Webhook, WebhookAttempt, WebhookDeli
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-def _scope(p: Principal) -> int | None:
-    return p.tenant_id if p.scoped else None
-
-
 @router.post("", status_code=201, response_model=WebhookCreated,
              summary="Register a webhook; the answer carries its signing secret, shown this once")
 def create_webhook(body: WebhookIn, p: Annotated[Principal, Depends(require("webhooks:write"))],
@@ -54,7 +50,7 @@ def create_webhook(body: WebhookIn, p: Annotated[Principal, Depends(require("web
 def list_webhooks(*, tenant_id: IdFilter = None, pg: Paging,
                   p: Annotated[Principal, Depends(require("webhooks:read"))], s: DbSession) -> dict:
     q = select(Webhook)
-    scope = _scope(p) or tenant_id
+    scope = p.tenant_scope or tenant_id
     if scope is not None:
         q = q.where(Webhook.tenant_id == scope)
     items = s.exec(q.order_by(col(Webhook.id)).offset(pg.offset).limit(pg.limit)).all()
@@ -65,7 +61,7 @@ def list_webhooks(*, tenant_id: IdFilter = None, pg: Paging,
                summary="Remove a webhook; its pending deliveries end as failed, the log stays")
 def delete_webhook(webhook_id: PathId, p: Annotated[Principal, Depends(require("webhooks:write"))],
                    s: DbSession) -> None:
-    hook = webhooks.get_visible(s, webhook_id, _scope(p))
+    hook = webhooks.get_visible(s, webhook_id, p.tenant_scope)
     webhooks.remove(s, hook, actor_id=p.user_id, actor_name=p.name, request_id=p.request_id)
     s.commit()
 
@@ -76,7 +72,7 @@ def list_deliveries(*, webhook_id: PathId,
                     status: Annotated[str | None, Query(max_length=16, pattern="^(pending|delivered|failed)$")]
                     = None, pg: Paging, p: Annotated[Principal, Depends(require("webhooks:read"))],
                     s: DbSession) -> dict:
-    scope = _scope(p)
+    scope = p.tenant_scope
     q = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
     if scope is not None:
         q = q.where(WebhookDelivery.tenant_id == scope)
