@@ -71,3 +71,6 @@ def _not_bool(v: Any) -> Any:
 
 # A host count in a quota (0..100,000).
 QuotaCount = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(_not_bool)]
+
+# A report's period: long enough for a quarter's review, bounded so a scan stays cheap.
+PeriodDays = Annotated[float | None, Query(gt=0, le=400, description="length of the period in days")]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from provisioner.api.bounds import Instant
+from provisioner.api.bounds import Instant, PeriodDays
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.core import review_markdown
 from provisioner.core.timeutil import utcnow
@@ -37,7 +37,6 @@ def _answer(doc: dict[str, Any], fmt: Format | None, accept: str | None, render:
     return JSONResponse(doc)
 
 
-PeriodDays = Annotated[float | None, Query(gt=0, le=400, description="length of the period in days")]
 End = Annotated[Instant | None, Query(description="end of the period (ISO 8601), default now")]
 FormatQ = Annotated[Format | None, Query(description="json (default) or markdown")]
 Accept = Annotated[str | None, Header(max_length=1024, pattern=r"^[^\x00]*$",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from provisioner.api.bounds import Instant
+from provisioner.api.bounds import Instant, PeriodDays
 from provisioner.api.deps import DbSession, Principal, require
 from provisioner.core.slo import BURN_ALERTS, window_label
 from provisioner.core.timeutil import iso, utcnow
@@ -25,8 +25,7 @@ router = APIRouter(prefix="/v1/slo", tags=["slo"])
                         "above the factor). Cancelled jobs are not counted; failed ones are bad. A customer "
                         "sees their own tenant's jobs only.")
 def get_slo(p: Annotated[Principal, Depends(require("reports:read"))], s: DbSession,
-            period_days: Annotated[float | None, Query(gt=0, le=400, description="length of the period in days")]
-            = None,
+            period_days: PeriodDays = None,
             end: Annotated[Instant | None, Query(description="end of the period (ISO 8601), default now")] = None,
             ) -> dict[str, Any]:
     period = None if period_days is None else timedelta(days=period_days)
