@@ -20,6 +20,7 @@ from provisioner.api.auth_cache import AuthCache, TokenRecord
 from provisioner.api.problems import Problem
 from provisioner.core.permissions import Role, allowed, tenant_scoped
 from provisioner.core.timeutil import utcnow
+from provisioner.core.token_rules import token_usable
 from provisioner.store.config import get_settings
 from provisioner.store.db import get_engine, get_read_engine
 from provisioner.store.models import ApiToken, User
@@ -120,7 +121,7 @@ async def principal_for_token(request: Request, token: str) -> Principal:
             cache.put(token_id, rec)
     if rec is None or not secret_matches(secret, rec.secret_hash):
         raise Problem(401, "auth.invalid_token", "the API token is not valid", hint=AUTH_HINT)
-    if rec.revoked or (rec.expires_at is not None and rec.expires_at <= utcnow()):
+    if not token_usable(rec.revoked, rec.expires_at, utcnow()):
         raise Problem(401, "auth.token_expired", "the API token was revoked or has expired",
                       hint="ask an admin for a new token")
     if not rec.user_active:

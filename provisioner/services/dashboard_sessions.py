@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from provisioner.core.timeutil import as_utc, iso
+from provisioner.core.token_rules import token_usable
 from provisioner.services import audit
 from provisioner.services.actor import Actor
 from provisioner.store.models import ApiToken, User
@@ -85,7 +86,7 @@ def find_session(s: Session, session_id: str, now: datetime) -> SignedIn | None:
     row, tok, user = found
     last_seen = as_utc(row.last_seen_at)
     if (row.revoked or as_utc(row.expires_at) <= now or last_seen + IDLE_TIMEOUT <= now
-            or tok.revoked or (tok.expires_at is not None and as_utc(tok.expires_at) <= now)
+            or not token_usable(tok.revoked, tok.expires_at, now)
             or not user.active or tok.user_id != user.id):
         return None
     return SignedIn(row.id or 0, user.id or 0, user.name, user.role, user.tenant_id, tok.token_id,
