@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bare_playbook  # noqa: E402  (beside this script)
 
 from provisioner.core.host_keys import known_hosts_line  # noqa: E402
 from provisioner.imaging.boot_iso import write_boot_iso_file  # noqa: E402
@@ -220,17 +221,8 @@ def playbook(name: str, inventory: dict[str, Any], extravars: dict[str, Any], tm
     inv.write_text(json.dumps(inventory))
     ev.write_text(json.dumps(extravars))
     ev.chmod(0o600)
-    out = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inv), "-e", f"@{ev}",
-                          str(ROOT / "playbooks" / f"{name}.yml")], capture_output=True, text=True,
-                         env={"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True",
-                              "ANSIBLE_LIBRARY": str(ROOT / "playbooks/library"),
-                              "ANSIBLE_SHOW_CUSTOM_STATS": "True", "HOME": os.environ.get("HOME", "/root"),
-                              "PATH": f"{ROOT / '.venv/bin'}:/usr/bin:/bin:/usr/sbin:/sbin"})
-    assert out.returncode == 0, (name, out.stdout[-3000:], out.stderr[-2000:])
-    # The default callback prints the custom stats as one line of JSON: "\tRUN: {...}".
-    run = [line.split("RUN: ", 1)[1] for line in out.stdout.splitlines() if line.startswith("\tRUN: ")]
-    stats: dict[str, Any] = json.loads(run[-1]) if run else {}
-    return stats.get("prov_result") or {}
+    result = bare_playbook.custom_stats(bare_playbook.run(ROOT / "playbooks" / f"{name}.yml", inv, ev))
+    return result.get("prov_result") or {}
 
 
 def process_cpu(pid: int) -> float:
@@ -298,11 +290,7 @@ def by_hand(tmp: Path, rec: dict[str, Any], ramdisk_iso: Path, disk: Path, gatew
         path.write_bytes(pair.private)
         path.chmod(0o600)
     bmap = json.loads((disk / f"{IMAGE[0]}.bmap.json").read_text())
-    store = json.loads((STATE / "backup.json").read_text())
-    backup = {"repository": f"sftp:{store['user']}@{store['host']}:{store['base_path']}/hand-{secrets.token_hex(4)}",
-              "port": store["port"], "password": secrets.token_urlsafe(16),
-              "sftp_private_key": Path(store["private_key"]).read_text(),
-              "host_key": store["known_hosts_line"].split(" ", 1)[1]}
+    backup = bare_playbook.lab_backup("hand")
     media = tmp / "media"
     media.mkdir()
     times: dict[str, float] = {}

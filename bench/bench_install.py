@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bare_playbook  # noqa: E402  (beside this script)
 
 from tests.e2e import lab_known_hosts  # noqa: E402
 from tests.integration.procs import Api, Service, admin_token, customer, operator  # noqa: E402
@@ -29,11 +30,7 @@ PHASES = ["wipe", "raid", "firewall", "backup", "restore-verify", "handover"]
 
 
 def bare_run(rec: dict, hw: dict, pub: str, tmp: Path) -> dict[str, float]:
-    store = json.loads((STATE / "backup.json").read_text())
-    backup = {"repository": f"sftp:{store['user']}@{store['host']}:{store['base_path']}/bare-{rec['name']}",
-              "port": store["port"], "password": secrets.token_urlsafe(16),
-              "sftp_private_key": Path(store["private_key"]).read_text(),
-              "host_key": store.get("known_hosts_line", "").split(" ", 1)[-1]}
+    backup = bare_playbook.lab_backup(f"bare-{rec['name']}")
     host = {"name": rec["name"], "connection": "ssh", "address": rec["address"], "port": rec["port"],
             "ssh_user": rec["user"], "hardware": hw, "labels": {}}
     inv = tmp / "inv.json"
@@ -42,14 +39,10 @@ def bare_run(rec: dict, hw: dict, pub: str, tmp: Path) -> dict[str, float]:
     ev = tmp / "ev.json"
     ev.write_text(json.dumps(extravars_for({"id": 0, "kind": "provision"}, host,
                                            {"ssh_public_key": pub, "raid_level": "1"}, backup)))
-    exe = str(ROOT / ".venv/bin/ansible-playbook")
     out = {}
     for ph in [*PHASES, "release"]:
         t0 = time.perf_counter()
-        subprocess.run([exe, "-i", str(inv), "-e", f"@{ev}", str(ROOT / "playbooks" / f"{ph}.yml")], check=True,
-                       capture_output=True, env={"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True",
-                                                 "ANSIBLE_LIBRARY": str(ROOT / "playbooks/library"),
-                                                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+        bare_playbook.run(ROOT / "playbooks" / f"{ph}.yml", inv, ev)
         out[ph] = time.perf_counter() - t0
     return out
 

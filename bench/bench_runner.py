@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bare_playbook  # noqa: E402  (beside this script)
 
 from tests.integration.sshd import Sshd  # noqa: E402
 from workers.ansible_bridge import run_playbook  # noqa: E402
@@ -81,11 +82,7 @@ def bare_run(sshd: Sshd, playbook: Path, tmp: Path, extravars: dict[str, Any]) -
     inv, ev = tmp / "inv.json", tmp / "ev.json"
     inv.write_text(json.dumps(inventory_for(host, str(sshd.client_key), str(kh))))
     ev.write_text(json.dumps(extravars))
-    out = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inv), "-e", f"@{ev}", str(playbook)],
-                         capture_output=True, text=True,
-                         env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True",
-                              "ANSIBLE_LIBRARY": str(ROOT / "playbooks/library")})
-    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+    bare_playbook.run(playbook, inv, ev)
 
 
 def main() -> None:
