@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.job_log import wait_job
 from tests.e2e.service_cli import cli
 from tests.integration.procs import Api, Service, admin_token, free_port, operator
 
@@ -110,13 +111,6 @@ def svc(tmp_path_factory: pytest.TempPathFactory, artefacts: dict[str, Any]) -> 
     # Under TCG on a busy 2-core machine a boot takes 1.5-4 min: room, but a hung boot still fails.
     with service(tmp_path_factory.mktemp("deploy-svc"), artefacts, {"ramdisk-wait": 600, "os-wait": 600}) as s:
         yield s
-
-
-def wait_job(api: Api, job_id: int, timeout: float) -> dict[str, Any]:
-    job = api.wait_job(job_id, timeout=timeout)
-    print(f"job {job_id} {job['kind']}: {job['status']} error={job['error']}")
-    print("phases:", json.dumps({p["name"]: p.get("duration_s") for p in job["phases"]}))
-    return job
 
 
 def publish(imager: Api, disk: Path, info: dict[str, Any], name: str) -> dict[str, Any]:

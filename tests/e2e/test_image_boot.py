@@ -21,7 +21,6 @@ import filecmp
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -37,6 +36,7 @@ from provisioner.core.host_keys import fingerprint
 from provisioner.imaging.boot_iso import ramdisk_iso_path, write_boot_iso_file
 from provisioner.services.host_key_gen import new_host_key
 from provisioner.store.config import Settings
+from tests.integration.procs import free_port
 from tests.module_utils import load_module_util
 from workers.media_server import MediaServer
 
@@ -85,18 +85,12 @@ def login(tmp_path_factory: pytest.TempPathFactory) -> Login:
     return Login(d / "id", (d / "id.pub").read_text().strip())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Vm:
     """One QEMU process: TCG, machine pc (SeaBIOS, IDE CDs), serial console to a file, SSH
     forwarded from 127.0.0.1:port."""
 
     def __init__(self, workdir: Path, drives: list[str], boot: str, memory_mib: int = 1024) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.serial = workdir / "serial.log"
         cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
                "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}", "-no-reboot",

@@ -20,6 +20,7 @@ import pytest
 
 from provisioner.core.host_keys import fingerprint
 from tests.e2e import lab_known_hosts
+from tests.e2e.job_log import wait_job
 from tests.e2e.service_cli import cli
 from tests.integration.procs import Api, Service, admin_token, customer, free_port, operator
 
@@ -70,13 +71,6 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         service.stop()
         print(f"\nservice log tail:\n{service.tail(30)}")
-
-
-def wait_job(api: Api, job_id: int, timeout: float) -> dict[str, Any]:
-    job = api.wait_job(job_id, timeout=timeout)
-    print(f"job {job_id} {job['kind']}: {job['status']} error={job['error']}")
-    print("phases:", {p["name"]: p.get("duration_s") for p in job["phases"]}, "sli:", json.dumps(job["sli"]))
-    return job
 
 
 def test_customer_gets_a_raided_firewalled_backed_up_host_and_releases_it(svc: dict[str, Any]) -> None:

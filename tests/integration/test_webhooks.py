@@ -19,7 +19,8 @@ from provisioner.store.config import get_settings
 from provisioner.store.db import get_engine
 from provisioner.store.notify_models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.integration.harness import World, base_env, running_app
-from tests.integration.webhook_receiver import Receiver, free_port
+from tests.integration.procs import free_port
+from tests.integration.webhook_receiver import Receiver
 from workers.webhook_dispatch import deliver_due
 
 FAST = {"PROVISIONER_WEBHOOK_POLL_SECONDS": "0.2", "PROVISIONER_WEBHOOK_BACKOFF_SECONDS": "0.3",
