@@ -225,11 +225,10 @@ PY
 }
 
 bm_destroy() {  # bm_destroy NAME: emulator, domain, volumes (its own and the ISOs it uploaded), pool, state
-  local name=$1 dom="${BM_PREFIX}$1" pool="${BM_PREFIX}$1" d="$BM_DIR/$1" pid vol i
+  local name=$1 dom="${BM_PREFIX}$1" pool="${BM_PREFIX}$1" d="$BM_DIR/$1" pid vol
   if emulator_alive "$name"; then
-    pid=$(pid_of "$d/emulator.pid"); kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+    pid=$(pid_of "$d/emulator.pid")
+    stop_pid "$pid"
     log "stopped the BMC of $dom (sushy-emulator pid $pid)"
   fi
   bm_unreserve "$name"
