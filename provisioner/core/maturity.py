@@ -24,7 +24,9 @@ class Facts:
     restores_recent: int
     restores_recent_passed: int
     pools: int
-    pools_planned: int
+    # Pools with a capacity trend; None: capacity is not planned in this view (a tenant's review: the
+    # pools are the operator's), so the row is left out rather than scored on a plan nobody made.
+    pools_planned: int | None
     pools_running_out_soon: int
     toil_now: int
     toil_before: int
@@ -73,7 +75,9 @@ def score(f: Facts) -> list[Row]:
     else:
         rows.append(Row("restores tested", 3, f"all {f.hosts_in_use} hosts in use restored successfully"))
 
-    if f.pools == 0:
+    if f.pools_planned is None:
+        pass
+    elif f.pools == 0:
         rows.append(Row("capacity planned", 0, "no pool"))
     elif f.pools_planned < f.pools:
         rows.append(Row("capacity planned", 1, f"{f.pools_planned} of {f.pools} pools have a trend"))

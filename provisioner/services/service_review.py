@@ -296,7 +296,7 @@ def review(s: Session, *, end: datetime | None = None, period: timedelta = DEFAU
         restores_recent=integrity["hosts_restored_in_period"],
         restores_recent_passed=integrity["hosts_restored_in_period_passed"],
         pools=len(fleet["by_pool"]),
-        pools_planned=len(fleet["by_pool"]) if plans is None else sum(1 for p in plans if p["series"]),
+        pools_planned=None if plans is None else sum(1 for p in plans if p["series"]),
         pools_running_out_soon=0 if plans is None else sum(
             1 for p in plans if p["days_left"] is not None and p["days_left"] < 30),
         toil_now=work["total"], toil_before=before["total"])

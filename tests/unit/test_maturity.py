@@ -13,6 +13,11 @@ GOOD = Facts(slos_defined=5, slos_with_events=4, slos_met=4, alert_rules=7, burn
              toil_now=3, toil_before=5)
 
 
+def test_capacity_is_not_scored_where_it_is_not_planned() -> None:
+    rows = {r.area for r in score(replace(GOOD, pools_planned=None))}
+    assert "capacity planned" not in rows and "restores tested" in rows
+
+
 @pytest.mark.parametrize("change,area,level", [
     ({}, "SLOs defined and met", 3),
     ({"slos_met": 3}, "SLOs defined and met", 2),
