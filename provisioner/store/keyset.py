@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -130,13 +131,28 @@ def _ensure_default_file(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two processes starting together must not write two different keys.
+    # Written whole under a temporary name, then linked into place: a reader (another job's thread,
+    # another process) never sees the file before its key is in it, and link() fails when someone
+    # got there first, so everybody ends up with that one key. (Created with O_EXCL and then
+    # written, the file was empty for a moment, and a job starting beside it failed.)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(Fernet.generate_key())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Fernet.generate_key())
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return
+        # The key encrypts every stored secret: its name must survive a crash too.
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.unlink(tmp)
 
 
 def key_set(settings: Settings) -> KeySet:

@@ -4,6 +4,7 @@ stored secrets and image tokens (newest key encrypts and signs, every key decryp
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,28 @@ def test_rotation_of_image_tokens(tmp_path: Path) -> None:
         with pytest.raises(DomainError) as exc:
             tokens.verify(settings, tok, 2)
         assert exc.value.code == "image.token_invalid" and "does not have" in exc.value.detail
+
+
+def test_the_default_key_file_made_by_many_threads_at_once_is_one_whole_key(tmp_path: Path) -> None:
+    """Jobs starting together in one worker each ask for the key set first: none may read the
+    default key file before its key is in it, and all must get the same key."""
+    rounds, threads = 20, 8
+    for n in range(rounds):
+        settings = Settings(data_dir=tmp_path / f"data{n}")
+        barrier = threading.Barrier(threads)
+        got: list[object] = []
+
+        def ask(settings: Settings = settings, barrier: threading.Barrier = barrier, got: list[object] = got) -> None:
+            barrier.wait()
+            try:
+                got.append(key_set(settings).newest.kid)
+            except KeyConfigError as exc:
+                got.append(exc)
+
+        pool = [threading.Thread(target=ask) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        assert len(set(map(str, got))) == 1 and not any(isinstance(g, Exception) for g in got), got
+        assert [p.name for p in (tmp_path / f"data{n}").iterdir()] == ["secret.key"]  # no temporary left
