@@ -9,7 +9,12 @@
 # The box boots without a bootloader: vmlinuz + initrd.img are stored next to the
 # box and the Vagrantfile passes them to libvirt (kernel/initrd/cmd_line).
 #
-# Cache: key = sha256(this script + box-packages.txt + vagrant.pub + mirror/suite/size).
+# Debootstrap, chroot, the quiet-system settings, the shrink and the cache key are the image
+# recipes' own (images/lib/debian-build.sh): the box and the images are built the same way from the
+# same mirror and .deb cache.
+#
+# Cache: key = sha256(this script + images/lib/debian-build.sh + box-packages.txt + vagrant.pub +
+#   mirror/suite/size + debootstrap's version).
 #   dir = ${PROVISIONER_LAB_CACHE:-/var/cache/provisioner-lab}/box/<key>/
 #         {provisioner-debian12.box, vmlinuz, initrd.img, key, build.log}
 # stdout: the cache dir (one line). Everything else goes to stderr.
@@ -17,15 +22,12 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TAG=build-box
+# shellcheck source=../images/lib/debian-build.sh
+source "$HERE/../images/lib/debian-build.sh"
 BOX_NAME=${PROVISIONER_LAB_BOX_NAME:-provisioner/debian12}
-CACHE_BASE=${PROVISIONER_LAB_CACHE:-/var/cache/provisioner-lab}
-MIRROR=${PROVISIONER_LAB_MIRROR:-http://deb.debian.org/debian}
-SUITE=bookworm
 ROOT_SIZE_GB=${PROVISIONER_LAB_BOX_SIZE_GB:-4}
 PKG_FILE="$HERE/box-packages.txt"
-
-log() { printf '[build-box %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { printf '[build-box] ERROR: %s\n' "$*" >&2; exit 1; }
 
 ADD=1; PRINT_DIR=0
 for a in "$@"; do
@@ -51,9 +53,9 @@ find_vagrant_pub() {
 
 VAGRANT_PUB=$(find_vagrant_pub) || die "Vagrant's insecure public key (keys/vagrant.pub) not found; install the 'vagrant' package (scripts/install-lab-deps.sh)"
 [[ -f $PKG_FILE ]] || die "missing $PKG_FILE"
-mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKG_FILE" | grep -v '^$')
+mapfile -t PACKAGES < <(read_packages "$PKG_FILE")
 
-KEY=$( { cat "${BASH_SOURCE[0]}" "$PKG_FILE" "$VAGRANT_PUB"; echo "$MIRROR $SUITE $ROOT_SIZE_GB"; } | sha256sum | cut -c1-16)
+KEY=$(input_key "${BASH_SOURCE[0]}" "$PKG_FILE" "$VAGRANT_PUB" -- "$(debian_mirror)" "$SUITE" "$ROOT_SIZE_GB")
 OUT="$CACHE_BASE/box/$KEY"
 BOX_FILE="$OUT/provisioner-debian12.box"
 
@@ -64,41 +66,17 @@ T0=$SECONDS
 if [[ -f $OUT/key && -f $BOX_FILE && -f $OUT/vmlinuz && -f $OUT/initrd.img ]]; then
   log "cached box $KEY found in $OUT (skipping build)"
 else
-  for t in debootstrap mkfs.ext4 qemu-img tar; do
-    command -v "$t" >/dev/null || die "'$t' not found; run scripts/install-lab-deps.sh"
-  done
+  need_tools debootstrap mkfs.ext4 qemu-img tar
   mkdir -p "$CACHE_BASE/box" "$CACHE_BASE/debs"
   chmod 755 "$CACHE_BASE" "$CACHE_BASE/box"
   WORK=$(mktemp -d "$CACHE_BASE/box/.build-$KEY.XXXXXX")
   ROOTFS="$WORK/rootfs"
-  cleanup() {
-    local m
-    for m in dev/pts dev sys proc; do
-      mountpoint -q "$ROOTFS/$m" 2>/dev/null && umount -l "$ROOTFS/$m" || true
-    done
-    rm -rf "$WORK"
-  }
+  cleanup() { chroot_umount "$ROOTFS"; rm -rf "$WORK"; }
   trap cleanup EXIT
   log "building box $KEY (cold build, ~3-5 min) in $WORK"
 
-  export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
-  include=$(IFS=,; echo "${PACKAGES[*]}")
-  t=$SECONDS
-  log "debootstrap $SUITE (minbase, ${#PACKAGES[@]} extra packages) from $MIRROR"
-  if ! debootstrap --variant=minbase --include="$include" --cache-dir="$CACHE_BASE/debs" \
-        "$SUITE" "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
-    tail -n 30 "$WORK/debootstrap.log" >&2
-    [[ -f $ROOTFS/debootstrap/debootstrap.log ]] && tail -n 30 "$ROOTFS/debootstrap/debootstrap.log" >&2
-    die "debootstrap failed (log tail above); check the mirror $MIRROR and box-packages.txt, then rerun"
-  fi
-  log "debootstrap done in $((SECONDS - t)) s"
-
-  mount -t proc proc "$ROOTFS/proc"
-  mount -t sysfs sys "$ROOTFS/sys"
-  mount --bind /dev "$ROOTFS/dev"
-  mount --bind /dev/pts "$ROOTFS/dev/pts"
-  in_chroot() { chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-                  DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
+  bootstrap "$ROOTFS" "$WORK/debootstrap.log" "${PACKAGES[@]}"
+  chroot_mount "$ROOTFS"
 
   # --- system config -------------------------------------------------------
   echo localhost >"$ROOTFS/etc/hostname"   # real name comes from systemd.hostname= on the cmdline
@@ -117,16 +95,15 @@ iface lo inet loopback
 allow-hotplug eth0
 iface eth0 inet dhcp
 EOF
-  echo "deb $MIRROR $SUITE main" >"$ROOTFS/etc/apt/sources.list"
   : >"$ROOTFS/etc/machine-id"   # regenerated per VM on first boot
   rm -f "$ROOTFS/var/lib/dbus/machine-id"
 
   # --- user vagrant ----------------------------------------------------------
-  in_chroot useradd -m -s /bin/bash -G sudo vagrant
-  echo 'vagrant:vagrant' | in_chroot chpasswd
+  in_chroot "$ROOTFS" useradd -m -s /bin/bash -G sudo vagrant
+  echo 'vagrant:vagrant' | in_chroot "$ROOTFS" chpasswd
   install -d -m 700 "$ROOTFS/home/vagrant/.ssh"
   install -m 600 "$VAGRANT_PUB" "$ROOTFS/home/vagrant/.ssh/authorized_keys"
-  in_chroot chown -R vagrant:vagrant /home/vagrant/.ssh
+  in_chroot "$ROOTFS" chown -R vagrant:vagrant /home/vagrant/.ssh
   echo 'vagrant ALL=(ALL) NOPASSWD:ALL' >"$ROOTFS/etc/sudoers.d/vagrant"
   chmod 440 "$ROOTFS/etc/sudoers.d/vagrant"
   echo 'Defaults:vagrant !requiretty' >>"$ROOTFS/etc/sudoers.d/vagrant"
@@ -168,18 +145,10 @@ ExecStart=-/sbin/resize2fs /dev/vda
 [Install]
 WantedBy=multi-user.target
 EOF
-  in_chroot systemctl enable lab-ssh-hostkeys.service lab-growroot.service ssh.service >/dev/null 2>&1
+  in_chroot "$ROOTFS" systemctl enable lab-ssh-hostkeys.service lab-growroot.service ssh.service >/dev/null 2>&1
 
   # --- nothing that eats CPU in the background --------------------------------
-  in_chroot systemctl mask apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
-    apt-daily-upgrade.service man-db.timer man-db.service e2scrub_all.timer e2scrub_reap.service \
-    fstrim.timer mdcheck_start.timer mdcheck_continue.timer mdmonitor-oneshot.timer \
-    systemd-tmpfiles-clean.timer dpkg-db-backup.timer >/dev/null 2>&1
-  # allow-hotplug (not auto): sshd starts while DHCP runs instead of after it
-# mdadm: no mail, no questions, no arrays assembled from the image
-  if [[ -f $ROOTFS/etc/mdadm/mdadm.conf ]]; then
-    sed -i 's/^MAILADDR.*/MAILADDR root/' "$ROOTFS/etc/mdadm/mdadm.conf"
-  fi
+  quiet_system "$ROOTFS"
 
   # --- initramfs: make sure root on virtio-blk/ext4 mounts --------------------
   cat >>"$ROOTFS/etc/initramfs-tools/modules" <<'EOF'
@@ -191,13 +160,13 @@ ext4
 EOF
   sed -i 's/^MODULES=.*/MODULES=most/' "$ROOTFS/etc/initramfs-tools/initramfs.conf"
   t=$SECONDS
-  in_chroot update-initramfs -u -k all >"$WORK/initramfs.log" 2>&1 || { cat "$WORK/initramfs.log" >&2; die "update-initramfs failed"; }
+  in_chroot "$ROOTFS" update-initramfs -u -k all >"$WORK/initramfs.log" 2>&1 || { cat "$WORK/initramfs.log" >&2; die "update-initramfs failed"; }
   log "initramfs regenerated in $((SECONDS - t)) s"
   KVER=$(basename "$(ls -1 "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -n1)" | sed 's/^vmlinuz-//')
   [[ -n $KVER ]] || die "no kernel in rootfs /boot"
   # verify virtio_blk + ext4 are available in early boot (module in initrd or built in)
   # lsinitramfs of the rootfs itself: the host needs no initramfs-tools
-  in_chroot lsinitramfs "/boot/initrd.img-$KVER" >"$WORK/initrd.list"
+  in_chroot "$ROOTFS" lsinitramfs "/boot/initrd.img-$KVER" >"$WORK/initrd.list"
   for m in virtio_blk ext4 virtio_pci; do
     if grep -q "/$m.ko" "$WORK/initrd.list"; then :
     elif grep -q "/$m.ko" "$ROOTFS/lib/modules/$KVER/modules.builtin"; then :
@@ -206,11 +175,8 @@ EOF
   log "kernel $KVER; initrd has virtio_blk/ext4/virtio_pci (module or built-in)"
 
   # --- shrink ----------------------------------------------------------------
-  in_chroot apt-get clean
-  rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/tmp/* \
-         "$ROOTFS"/var/log/*.log "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* \
-         "$ROOTFS"/usr/share/locale/* "$ROOTFS/debootstrap"
-  for m in dev/pts dev sys proc; do umount -l "$ROOTFS/$m"; done
+  shrink_rootfs "$ROOTFS"
+  chroot_umount "$ROOTFS"
 
   # --- image -------------------------------------------------------------------
   t=$SECONDS

@@ -1,10 +1,11 @@
 # shellcheck shell=bash
-# Shared shell for the image recipes (images/build-disk-image.sh, images/build-ramdisk.sh):
+# Shared shell for the image recipes (images/build-disk-image.sh, images/build-ramdisk.sh) and the
+# lab's box (vagrant/build-box.sh):
 # logging, the input-hash cache, debootstrap from Debian packages into a folder with the lab's
 # shared .deb cache, chroot mounts, and the quiet-system settings every image shares.
 # Sourced, never run. The caller sets TAG (log prefix) before sourcing.
 #
-# Cache layout (shared with vagrant/build-box.sh):
+# Cache layout:
 #   ${PROVISIONER_LAB_CACHE:-/var/cache/provisioner-lab}/debs/        downloaded .debs, reused by every build
 #   ${PROVISIONER_LAB_CACHE:-/var/cache/provisioner-lab}/<kind>/<key>/ one finished build per input hash
 # The mirror: PROVISIONER_LAB_MIRROR, else the Debian URI of this machine's apt sources, else deb.debian.org.
@@ -125,6 +126,13 @@ ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_k
 WantedBy=multi-user.target
 UNIT
   in_chroot "$r" systemctl enable provisioner-ssh-hostkeys.service ssh.service >/dev/null 2>&1
+  quiet_system "$r"
+}
+
+# Nothing that eats CPU in the background (under QEMU TCG a timer job costs minutes); mdadm sends
+# no mail.
+quiet_system() {
+  local r=$1
   in_chroot "$r" systemctl mask apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
     apt-daily-upgrade.service man-db.timer man-db.service e2scrub_all.timer e2scrub_reap.service \
     fstrim.timer mdcheck_start.timer mdcheck_continue.timer mdmonitor-oneshot.timer \
