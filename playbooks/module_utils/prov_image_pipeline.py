@@ -62,14 +62,16 @@ class RangeTracker:
 
     A chunk that could not be compared at once (written without O_DIRECT, so an immediate read
     could come from the page cache) marks its range "late": read back and re-hashed after the final
-    fsync instead. Ranges touching the first MiB are re-hashed after the head write.
+    fsync instead. A range touching the first MiB waits for the head too: its part there is written
+    last, from the head buffer, and read back and compared after that write (``head_checked``).
     """
 
     def __init__(self, ranges: list[tuple[int, int, str]], head_len: int) -> None:
         self._lock = threading.Lock()
         self._pending = [0] * len(ranges)
         self._hashed = [False] * len(ranges)
-        self._late = [start < head_len for start, _, _ in ranges]
+        self._late = [False] * len(ranges)
+        self._in_head = [start < head_len for start, _, _ in ranges]
         self.verified: set[int] = set()
 
     def add(self, idx: int) -> None:
@@ -89,8 +91,16 @@ class RangeTracker:
             self._hashed[idx] = True
             self._settle(idx)
 
+    def head_checked(self) -> None:
+        """The first MiB was written and read back equal to the head buffer."""
+        with self._lock:
+            for idx, in_head in enumerate(self._in_head):
+                if in_head:
+                    self._in_head[idx] = False
+                    self._settle(idx)
+
     def _settle(self, idx: int) -> None:
-        if self._hashed[idx] and not self._pending[idx] and not self._late[idx]:
+        if self._hashed[idx] and not self._pending[idx] and not self._late[idx] and not self._in_head[idx]:
             self.verified.add(idx)
 
 
@@ -107,6 +117,7 @@ class Job:
         self.ranges = [(r["start"], r["end"], r["sha256"]) for r in bmap["ranges"]]
         self.head_len = min(HEAD_SIZE, self.size)
         self.head = mmap.mmap(-1, HEAD_SIZE)  # the image's first MiB, collected while streaming
+        self.head_direct = False  # write_head went to the device with O_DIRECT
         self.chunk = p["chunk_size"]
         self.pool = BufferPool(p["queue_depth"], self.chunk)
         self.write_q: queue.Queue = queue.Queue(maxsize=p["queue_depth"])
@@ -490,9 +501,36 @@ class Job:
         if not self.head_len:
             return
         t0 = time.monotonic()
-        self.target.write(0, memoryview(self.head)[: self.head_len], aligned_buffer=True)
+        self.head_direct = self.target.write(0, memoryview(self.head)[: self.head_len], aligned_buffer=True)
         self.ctl.add_time("write", time.monotonic() - t0)
         self.ctl.count("bytes_written", sum(min(e, self.head_len) - s for s, e, _ in self.ranges if s < self.head_len))
+
+    def check_head(self) -> None:
+        """Read the first MiB back (after write_head and fsync) and compare it with the head buffer,
+        whose bytes were hashed with their ranges. The head ranges' other chunks were compared as
+        they were written, so a range touching the head is not read and hashed whole a second time.
+        A head written without O_DIRECT is left to ``verify`` (re-read, re-hashed)."""
+        if not (self.early_verify and self.head_len and self.head_direct):
+            return
+        t0 = time.monotonic()
+        rbuf = mmap.mmap(-1, HEAD_SIZE)  # page-aligned, for O_DIRECT
+        raddr, ranchor = buffer_address(rbuf)
+        haddr, hanchor = buffer_address(self.head)
+        try:
+            self.target.drop_cache(0, self.head_len)
+            self.target.read(0, rbuf, self.head_len)
+            if not same_bytes(haddr, raddr, self.head_len):
+                at = next(i for i in range(self.head_len) if rbuf[i] != self.head[i])
+                start, end = next(((s, e) for s, e, _ in self.ranges if s <= at < e), (0, self.head_len))
+                raise WriterError(
+                    f"verify failed: range {fmt_range(start, end)} reads back different from what was written "
+                    f"(first MiB, byte {at})",
+                    "verify_failed",
+                    bad_range={"start": start, "end": end},
+                )
+        finally:
+            self.ctl.add_time("verify", time.monotonic() - t0)
+        self.tracker.head_checked()
 
 
 class QueueSource:

@@ -114,7 +114,8 @@ def run(p: dict, check_mode: bool = False) -> dict:
             job.timed_sync()
             if p["verify"] and head_ranges:
                 try:
-                    job.verify(head_ranges)
+                    job.check_head()
+                    job.verify([i for i in head_ranges if i not in job.verified])
                 except WriterError:
                     job.wipe_head()  # the disk must not boot a head whose read-back is wrong
                     raise

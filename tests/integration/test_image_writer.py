@@ -752,14 +752,17 @@ LOST_WRITE_AT = 34 * MiB + 12345  # inside the sparse image's last big data rang
 
 
 class LostWriteTarget(prov_image_target.Target):  # type: ignore[misc, name-defined]
-    """A disk that drops one write: whatever covers LOST_WRITE_AT is written with one byte flipped
-    (the buffer itself stays intact, so the streaming sha256 is happy; only a read-back can tell)."""
+    """A disk that drops one write: whatever covers ``at`` is written with one byte flipped (the
+    buffer itself stays intact, so the streaming sha256 is happy; only a read-back can tell). The
+    writer's own wipes of the first MiB (all zeros) are written as they are."""
+
+    at = LOST_WRITE_AT
 
     def write(self, offset: int, view: memoryview, aligned_buffer: bool) -> bool:
-        if offset <= LOST_WRITE_AT < offset + len(view):
+        if offset <= self.at < offset + len(view) and any(view):
             bad = mmap.mmap(-1, len(view))  # page-aligned like the writer's own buffers
             bad[:] = view
-            bad[LOST_WRITE_AT - offset] ^= 0x01
+            bad[self.at - offset] ^= 0x01
             return bool(super().write(offset, memoryview(bad), aligned_buffer))
         return bool(super().write(offset, view, aligned_buffer))
 
@@ -794,6 +797,42 @@ def test_a_write_the_disk_lost_fails_verification(
     if path == "compare" and name == "sparse":
         assert res["direct_io"] is True  # (tmp_path must allow O_DIRECT for this case to mean anything)
     assert target.read_bytes()[:MiB] == bytes(MiB)  # the head was never written: the disk cannot boot
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "path"),
+    [
+        ("sparse", {}, "compare"),  # the first MiB read back after it is written, compared with its buffer
+        ("dense", {}, "compare"),
+        ("zstd", {}, "compare"),
+        ("dense", {"direct_io": "no"}, "rehash"),  # buffered: the head's ranges re-read and re-hashed
+    ],
+)
+def test_a_write_the_disk_lost_in_the_first_mib_fails_verification(
+    tmp_path: Path,
+    server: ImageServer,
+    images: dict[str, Image],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    extra: dict[str, Any],
+    path: str,
+) -> None:
+    """The head is written last from its own buffer: its read-back must catch a lost write too, and
+    the disk is left with a wiped head (it cannot boot what was not verified)."""
+    image = images[name]
+    bad = next(r for r in image.bmap["ranges"] if r["start"] < MiB)
+    at = bad["start"] + min(4096 + 7, min(bad["end"], MiB) - bad["start"] - 1)
+    assert image.content[at] != 0 or any(image.content[:MiB])  # the head holds data to lose
+    target, _ = junk_target(tmp_path, len(image.content))
+    monkeypatch.setattr(LostWriteTarget, "at", at)
+    monkeypatch.setattr(prov_image_run, "Target", LostWriteTarget)
+    res = prov_image_run.run(module_params(server, image, target, **extra))
+    assert res.get("failed"), res
+    assert res["error"] == "verify_failed", res
+    assert res["image_corrupt"] is False
+    assert res["bad_range"] == {"start": bad["start"], "end": bad["end"]}, res
+    assert ("reads back different" if path == "compare" else "reads back as") in res["msg"], res["msg"]
+    assert target.read_bytes()[:MiB] == bytes(MiB)  # the wrong head was wiped again
 
 
 @pytest.mark.parametrize(("name", "cut"), [("sparse", 4096), ("dense", 1), ("zstd", 1000)])
