@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -154,6 +155,12 @@ async def run_load(url: str, token: str, mix: Mix, clients: int, seconds: float,
     return lat, errors, sum(len(v) for v in lat.values())
 
 
+def load_now(url: str, token: str, mix: Mix, clients: int, seconds: float,
+             rate: float | None) -> tuple[dict[str, list[float]], dict[str, int], int]:
+    """run_load to its end, from synchronous code."""
+    return asyncio.run(run_load(url, token, mix, clients, seconds, rate))
+
+
 async def service_time(url: str, token: str, mix: Mix, cpu: ApiCpu, n: int) -> None:
     print(f"\n== service time: 1 client, {n} requests per kind, one at a time")
     async with session(url, token, 1) as c:
@@ -232,12 +239,10 @@ def main() -> None:
                 for rate in rates:
                     mix = Mix(job_ids, host_ids, create_every)
                     phase(f"{mix_label}, open loop at {rate:.0f} req/s", cpu, args.seconds,
-                          lambda mix=mix, rate=rate: asyncio.run(
-                              run_load(svc.url, token, mix, args.clients, args.seconds, rate)), pg, host_ids)
+                          partial(load_now, svc.url, token, mix, args.clients, args.seconds, rate), pg, host_ids)
                 mix = Mix(job_ids, host_ids, create_every)
                 phase(f"{mix_label}, closed loop", cpu, args.seconds,
-                      lambda mix=mix: asyncio.run(run_load(svc.url, token, mix, args.clients, args.seconds, None)),
-                      pg, host_ids)
+                      partial(load_now, svc.url, token, mix, args.clients, args.seconds, None), pg, host_ids)
             print("\ngoals: p99 <= 20 ms for reads, <= 100 ms for creating a request")
         finally:
             svc.stop()

@@ -21,13 +21,15 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
@@ -69,8 +71,9 @@ def seed(eng: Engine, hosts: int, days: int, rnd: random.Random) -> int:
     with eng.begin() as conn:
         conn.execute(insert(Host), host_rows)
     active = max(1, int(hosts * 0.8))
-    jobs, tallies = [], Counter()
-    sums: Counter[tuple] = Counter()
+    jobs: list[dict[str, Any]] = []
+    tallies: Counter[tuple] = Counter()
+    sums: dict[tuple, float] = defaultdict(float)
     for d in range(days):
         per_day = [("compliance", active)] + [("provision", active // 12), ("release", active // 12)]
         for kind, n in per_day:
@@ -87,16 +90,17 @@ def seed(eng: Engine, hosts: int, days: int, rnd: random.Random) -> int:
                                    "duration_s": round(took, 3), "attempts": 1})
                     took_total += took
                 status = "failed" if failed else "succeeded"
+                restore_passed = (not failed) if kind == "compliance" else None
                 accepted = end - timedelta(seconds=took_total + rnd.uniform(1, 30))
                 jobs.append({"kind": kind, "host_id": rnd.randint(1, hosts), "status": status, "attempts": 1,
                              "max_attempts": 2, "accepted_at": accepted, "queued_at": accepted,
                              "started_at": accepted, "finished_at": end, "cancel_requested": False,
                              "phases": phases, "params": {}, "event_count": 40, "sli": {"total_s": took_total},
                              "error_code": "phase_failed" if failed else None,
-                             "restore_passed": (not failed) if kind == "compliance" else None})
+                             "restore_passed": restore_passed})
                 facts = job_facts(kind=kind, status=status, accepted_at=accepted, finished_at=end, phases=phases,
-                                  restore_passed=jobs[-1]["restore_passed"])
-                for o in job_tally.observations(facts, jobs[-1]["error_code"], SLOS):
+                                  restore_passed=restore_passed)
+                for o in job_tally.observations(facts, "phase_failed" if failed else None, SLOS):
                     key = (o.metric, o.kind, o.phase, o.status, o.reason, o.le)
                     tallies[key] += 1
                     sums[key] += o.seconds
@@ -120,13 +124,14 @@ def previous(s: Session) -> bytes:
     """The route as it was before this change, verbatim."""
     reg = CollectorRegistry()
     hosts = Gauge("provisioner_hosts", "Hosts by state", ["state"], registry=reg)
-    for state, n in s.execute(select(Host.state, func.count()).group_by(Host.state)).all():
+    for state, n in s.execute(select(col(Host.state), func.count()).group_by(Host.state)).all():
         hosts.labels(state).set(n)
     jobs = Gauge("provisioner_jobs", "Jobs by kind and status", ["kind", "status"], registry=reg)
-    for kind, status, n in s.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all():
+    by_kind = select(col(Job.kind), col(Job.status), func.count()).group_by(Job.kind, Job.status)
+    for kind, status, n in s.execute(by_kind).all():
         jobs.labels(kind, status).set(n)
     met = Gauge("provisioner_jobs_slo_met", "Finished jobs by kind and SLO outcome", ["kind", "met"], registry=reg)
-    for kind, ok, n in s.execute(select(Job.kind, Job.slo_met, func.count())
+    for kind, ok, n in s.execute(select(col(Job.kind), col(Job.slo_met), func.count())
                                  .where(col(Job.slo_met).is_not(None)).group_by(Job.kind, col(Job.slo_met))).all():
         met.labels(kind, str(bool(ok)).lower()).set(n)
     return generate_latest(reg)
@@ -144,11 +149,12 @@ class RowsCollector(Collector):
     def __init__(self, s: Session) -> None:
         self.s = s
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterable[Metric]:
         rows: Counter[tuple] = Counter()
-        sums: Counter[tuple] = Counter()
-        q = select(Job.kind, Job.status, Job.error_code, Job.accepted_at, Job.finished_at, Job.phases,
-                   Job.restore_passed).where(col(Job.status).in_(["succeeded", "failed", "cancelled"]))
+        sums: dict[tuple, float] = defaultdict(float)
+        q = select(col(Job.kind), col(Job.status), col(Job.error_code), col(Job.accepted_at), col(Job.finished_at),
+                   col(Job.phases), col(Job.restore_passed))
+        q = q.where(col(Job.status).in_(["succeeded", "failed", "cancelled"]))
         for kind, status, code, accepted, finished, phases, restore in self.s.execute(q):
             facts: JobFacts = job_facts(kind=kind, status=status, accepted_at=accepted, finished_at=finished,
                                         phases=phases, restore_passed=restore)

@@ -61,8 +61,9 @@ def run_mode(tmp: Path, env: dict[str, str], n: int, distributed: bool, bare_s: 
             req = cust.post("/v1/requests", {"ssh_public_key": PUBKEY})
             job = admin.wait_job(req["job_ids"][0], timeout=300)
             assert job["status"] == "succeeded", job
-            first_phase.append((parse_iso(job["phases"][0]["started_at"]) - parse_iso(job["accepted_at"]))
-                               .total_seconds() * 1000)
+            started, accepted = parse_iso(job["phases"][0]["started_at"]), parse_iso(job["accepted_at"])
+            assert started and accepted, job  # a succeeded job has both
+            first_phase.append((started - accepted).total_seconds() * 1000)
             totals.append(job["sli"]["total_s"])
             overheads.append(job["sli"]["engine_overhead_s"])
             rel = cust.post(f"/v1/requests/{req['id']}/release")

@@ -101,10 +101,10 @@ def seed(eng: Engine, hosts: int, jobs: int, days: int, rnd: random.Random) -> N
             {"code": "raid.missing", "scope": "tenant:t0", "tenant_id": rnd.choice(tenants), "justification": "x",
              "requested_by": uid, "status": rnd.choice(["approved", "rejected", "requested"]),
              "decided_at": now - timedelta(days=rnd.uniform(0, days)), "decision_note": ""} for _ in range(100)])
-        reqs = conn.execute(insert(HostRequest).returning(HostRequest.id), [  # type: ignore[arg-type]
+        inserted = conn.execute(insert(HostRequest).returning(HostRequest.id), [  # type: ignore[call-overload]
             {"tenant_id": rnd.choice(tenants), "requested_by": uid, "image": None, "count": 1, "pool": "default",
              "constraints": {}, "params": {}, "status": "ready", "accepted_at": now} for _ in range(300)])
-        reqs = reqs.scalars().all()
+        reqs = inserted.scalars().all()
         conn.execute(insert(Rating), [
             {"request_id": r, "tenant_id": tenants[0], "user_id": uid, "score": (sc := rnd.randint(1, 5)),
              "comment": "", "created_at": now - timedelta(days=rnd.uniform(0, days)),
@@ -139,8 +139,8 @@ def naive(s: Session, end: datetime, period: timedelta) -> dict[str, Any]:
                      .select_from(Job.__table__.join(Host.__table__, job.host_id == host.id))  # type: ignore[attr-defined]
                      .where(job.finished_at > start - period, job.finished_at <= end)).all()
     by_kind: Counter[tuple[str, str]] = Counter()
-    toil = Counter()
-    restores = Counter()
+    toil: Counter[str] = Counter()
+    restores: Counter[bool] = Counter()
     net: Counter[tuple[str, str]] = Counter()
     for kind, status, attempts, restore, finished, pool in rows:
         now_period = as_utc(finished) > start
@@ -157,7 +157,8 @@ def naive(s: Session, end: datetime, period: timedelta) -> dict[str, Any]:
     fleet = service_review._fleet(s, None)
     return {"slos": [st.events for st in slos], "before": [st.events for st in before], "jobs": len(by_kind),
             "toil": dict(toil), "restores": dict(restores), "net": len(net), "fleet": fleet["hosts"],
-            "integrity": service_review._integrity(s, [], start, None)["hosts_in_use"],
+            "integrity": service_review._integrity(s, [], start, None,
+                                                   sum(p["in_use"] for p in fleet["by_pool"]))["hosts_in_use"],
             "ratings": service_review.ratings.summary(s, since=start, until=end)}
 
 
