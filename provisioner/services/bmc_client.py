@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from sushy import auth as sushy_auth
 from sushy import connector as sushy_connector
 from sushy import exceptions as sx
+from sushy.resources.manager.virtual_media import VirtualMedia
 
 from provisioner.core.bmc_rules import BootDevice, PowerAction
 from provisioner.core.errors import DeviceFailed
@@ -34,6 +35,13 @@ RESET = {PowerAction.on: sushy.ResetType.ON, PowerAction.off: sushy.ResetType.FO
 BOOT = {BootDevice.cd: sushy.BootSource.CD, BootDevice.pxe: sushy.BootSource.PXE,
         BootDevice.hdd: sushy.BootSource.HDD}
 T = TypeVar("T")
+
+# Where each BMC keeps its system and its virtual CD drive, learned on first contact and kept for
+# this process: a client made for a later phase (or the next deploy in this worker) reads them at
+# once instead of walking the collections again (the systems collection and its member, the virtual
+# media collection and each of its members: four of a phase's requests, each a TLS handshake and a
+# password check on the BMC). Keyed by URL, user and pinned certificate; forgotten when a call fails.
+_PATHS: dict[tuple[str, str, str], dict[str, str]] = {}
 
 
 UNREACHABLE = "bmc.unreachable"
@@ -120,13 +128,27 @@ class RedfishBmc:
     """One BMC's one system, over one connection for the client's life: a deploy's BMC phase makes
     five or six calls, and a fresh session per call re-read the service root, the systems and the
     system every time (33 requests for a ramdisk boot, each a TLS handshake and an auth check on the
-    BMC). A call that fails drops the connection: the next one starts over."""
+    BMC). A call that fails drops the connection: the next one starts over. Where the system and its
+    CD drive live is remembered across clients (``_PATHS``)."""
 
     def __init__(self, creds: BmcCredentials) -> None:
         self.creds = creds
+        self._paths_key = (creds.url, creds.username, creds.cert_sha256)
         self._conn: Any = None
         self._system: Any = None
         self._cd: Any = None
+
+    def _known_or_found(self, what: str, at: Callable[[str], Any], find: Callable[[], Any]) -> Any:
+        """The resource at the path this BMC had it last time, else (none known, or gone) found."""
+        known = _PATHS.get(self._paths_key, {}).get(what)
+        if known is not None:
+            try:
+                return at(known)
+            except sx.ResourceNotFoundError:  # moved (BMC reset, system re-created): look again
+                pass
+        found = find()
+        _PATHS.setdefault(self._paths_key, {})[what] = found.path
+        return found
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -152,13 +174,15 @@ class RedfishBmc:
                     # Kept (a Sushy that is collected closes its connector under the system).
                     self._conn = sushy.Sushy(self.creds.url, connector=_PinnedConnector(self.creds),
                                              auth=sushy_auth.BasicAuth(self.creds.username, self.creds.password))
-                    self._system = self._conn.get_system()
                     self._conn._auth = None  # basic auth: no session to close when it goes
+                    self._system = self._known_or_found(
+                        "system", lambda path: self._conn.get_system(path), self._conn.get_system)
                 elif fresh:
                     self._reread()
                 return fn(self._system)
             except Exception:
                 self._system = self._cd = None
+                _PATHS.pop(self._paths_key, None)
                 raise
 
     def _reread(self) -> Any:
@@ -169,7 +193,10 @@ class RedfishBmc:
 
     def _cached_cd_drive(self, system: Any, *, fresh: bool = True) -> Any:
         if self._cd is None:
-            self._cd = _find_cd_drive(system)
+            self._cd = self._known_or_found(  # one GET, as the BMC sees it now
+                "cd", lambda path: VirtualMedia(system._conn, path, redfish_version=system.redfish_version,
+                                                registries=system.registries, root=system.root),
+                lambda: _find_cd_drive(system))
         elif fresh:
             self._cd.refresh()
         return self._cd
